@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// component is one daemon of the control plane.
+type component struct {
+	Name string `json:"name"`
+	Pid  int    `json:"pid"`
+	// Exe is the binary's path, checked before a signal so a recycled pid is never killed.
+	Exe string `json:"exe"`
+	Log string `json:"log"`
+}
+
+// startProcess runs bin with args, output to logDir/<name>.log. Detached
+// daemons get their own session and outlive the caller (make cluster-up);
+// attached ones die with the caller (Pdeathsig), so a crashed test leaves no
+// orphaned apiserver behind.
+func startProcess(name, bin string, args []string, logDir string, detached bool) (*component, error) {
+	logPath := filepath.Join(logDir, name+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	// Reap the child when it exits so alive() sees it gone (no zombie).
+	go func() { _ = cmd.Wait() }()
+	return &component{Name: name, Pid: cmd.Process.Pid, Exe: bin, Log: logPath}, nil
+}
+
+// alive reports whether the component's process still runs the same binary.
+func (c *component) alive() bool {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(c.Pid) + "/exe")
+	if err != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(c.Pid) + "/stat")
+	if err == nil {
+		// A zombie still has /proc entries; field 3 is the state.
+		if f := strings.Fields(string(stat)); len(f) > 2 && f[2] == "Z" {
+			return false
+		}
+	}
+	return strings.TrimSuffix(exe, " (deleted)") == c.Exe
+}
+
+func (c *component) signal(sig syscall.Signal) {
+	if c.alive() {
+		_ = syscall.Kill(c.Pid, sig)
+	}
+}
+
+func (c *component) logTail(n int) string {
+	data, err := os.ReadFile(c.Log)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// stopAll sends SIGTERM to every component at once, waits up to grace, then SIGKILLs.
+func stopAll(comps []*component, grace time.Duration) {
+	for _, c := range comps {
+		c.signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		running := false
+		for _, c := range comps {
+			if c.alive() {
+				running = true
+			}
+		}
+		if !running {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range comps {
+		c.signal(syscall.SIGKILL)
+	}
+}
+
+// waitHealthy polls url until it answers 200, failing early if the process dies.
+func waitHealthy(ctx context.Context, c *component, url string, tlsConfig *tls.Config, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if !c.alive() {
+			return fmt.Errorf("%s exited; last log lines:\n%s", c.Name, c.logTail(30))
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy at %s after %s; last log lines:\n%s", c.Name, url, timeout, c.logTail(30))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// freePorts asks the kernel for n unused loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+var errNotRunning = errors.New("cluster is not running")
