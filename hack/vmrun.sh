@@ -33,7 +33,7 @@ shift $((OPTIND-1)); [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || { echo "usage: $0 [-s dir]... [-d size]... [-w dir] -- cmd..." >&2; exit 2; }
 [ ${#DISKS[@]} -gt 0 ] || DISKS=(4G 2G)
 
-VM_CACHE=${VM_CACHE:-/var/cache/open-local/vm}
+VM_CACHE=${VM_CACHE:-${OPEN_LOCAL_CACHE:-/var/cache/open-local}/vm}
 VM_MEM=${VM_MEM:-2048}; VM_SMP=${VM_SMP:-$(nproc)}; VM_TIMEOUT=${VM_TIMEOUT:-3000}
 VM_CONSOLE=${VM_CONSOLE:-$VM_CACHE/console.log}
 mkdir -p "$VM_CACHE"
