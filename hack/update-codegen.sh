@@ -16,6 +16,11 @@ cd "$OUT"
 go tool controller-gen object:headerFile="$HDR" paths=./apis/...
 rm -rf "$CRD_DIR" && mkdir -p "$CRD_DIR"
 go tool controller-gen crd:allowDangerousTypes=false paths=./apis/... output:crd:artifacts:config="$CRD_DIR"
+# The VolumeSnapshot CRDs the chart ships (as open-local's does), at the version
+# of the snapshot-controller we build (hack/tools/external-snapshotter).
+SNAP_CLIENT=$(cd hack/tools/external-snapshotter && go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)
+cp "$SNAP_CLIENT"/config/crd/snapshot.storage.k8s.io_*.yaml "$CRD_DIR"/
+chmod 644 "$CRD_DIR"/snapshot.storage.k8s.io_*.yaml
 
 rm -rf apis/client
 go tool client-gen --go-header-file "$HDR" --clientset-name versioned \
