@@ -11,7 +11,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CACHE=${OPEN_LOCAL_CACHE:-/var/cache/open-local}
-KEY=$( { go version; cat go.mod go.sum hack/tools.sh hack/tools/*/go.mod hack/tools/*/go.sum; } | sha256sum | cut -c1-16)
+MAIN_TOOLS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok go.etcd.io/etcd/server/v3)
+# Keyed by the exact module versions the tools are built from (not by go.mod as
+# a whole), so adding a dependency of our own does not force a rebuild.
+KEY=$( { go version; cat hack/tools.sh hack/tools/*/go.mod hack/tools/*/go.sum
+  go list -deps -f '{{with .Module}}{{.Path}}@{{.Version}}{{with .Replace}}=>{{.Path}}@{{.Version}}{{end}}{{end}}' "${MAIN_TOOLS[@]}" | sort -u
+} | sha256sum | cut -c1-16)
 DIR=$CACHE/tools/$KEY
 [ -f "$DIR/.complete" ] && { echo "$DIR"; exit 0; }
 
@@ -29,9 +35,7 @@ KMINOR=$(echo "$KVER" | cut -d. -f2)
 VPKG=k8s.io/component-base/version
 LDFLAGS="-s -w -X $VPKG.gitVersion=$KVER -X $VPKG.gitMajor=1 -X $VPKG.gitMinor=$KMINOR"
 log "building control plane $KVER (cold: ~10 min on 2 cores)"
-go build -ldflags "$LDFLAGS" -o "$TMP/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok >&2
+go build -ldflags "$LDFLAGS" -o "$TMP/" "${MAIN_TOOLS[@]:0:4}" >&2
 # etcd's root package is the server; `go install etcd@…` fails on replace directives.
 go build -ldflags "-s -w" -o "$TMP/etcd" go.etcd.io/etcd/server/v3 >&2
 
