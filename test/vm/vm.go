@@ -62,6 +62,11 @@ var Suites = []Suite{
 	// The smoke test, plus the teardown of a VG with an active LV: the
 	// deactivation path of loopvg.Down exists only in full mode.
 	{Package: "./test/loopvg", Run: "^(TestDeviceMapperSmoke|TestTeardownAfterFailedTest)$"},
+	// The LVM layer: DM activation, classic and thin snapshots, thin pools, striping.
+	{Package: "./lvm", Run: "^TestDeviceMapper"},
+	// The CSI node service on real /dev/<vg>/<lv>: stage, publish, raw block,
+	// online ext4 and xfs growth (CAP_SYS_RESOURCE), Aborted, bad input.
+	{Package: "./csi/node", Run: "^TestNode", Require: []capability.Capability{capability.Ext4, capability.XFS, capability.CapSysResource}},
 }
 
 // GuestRequire is what every test binary in the VM may rely on: a missing

@@ -1,0 +1,217 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package discovery
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/loopvg"
+)
+
+const gib = uint64(1) << 30
+
+func TestFilter(t *testing.T) {
+	names := []string{"open-local-pool-0", "open-local-pool-1", "open-local-pool-10", "yoda-pool0", "system", "ackdistro-pool"}
+	tests := []struct {
+		name             string
+		include, exclude []string
+		want             []string
+		wantErr          string
+	}{
+		{name: "nothing included", want: nil},
+		{name: "helm default", include: []string{"open-local-pool-[0-9]+", "yoda-pool[0-9]+", "ackdistro-pool"},
+			want: []string{"ackdistro-pool", "open-local-pool-0", "open-local-pool-1", "open-local-pool-10", "yoda-pool0"}},
+		{name: "full match only", include: []string{"open-local-pool-1"}, want: []string{"open-local-pool-1"}},
+		{name: "substring does not match", include: []string{"pool"}, want: nil},
+		{name: "exclude wins", include: []string{".*"}, exclude: []string{"system", "open-local-pool-1.*"},
+			want: []string{"ackdistro-pool", "open-local-pool-0", "yoda-pool0"}},
+		{name: "alternation is anchored as a whole", include: []string{"system|yoda-pool0"}, want: []string{"system", "yoda-pool0"}},
+		{name: "invalid include", include: []string{"open-local-pool-[0-9"}, wantErr: `"open-local-pool-[0-9"`},
+		{name: "invalid exclude", include: []string{".*"}, exclude: []string{"(a"}, wantErr: `"(a"`},
+		{name: "cannot escape the anchors", include: []string{"x)|(.*"}, wantErr: `"x)|(.*"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Filter(names, tt.include, tt.exclude)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Filter = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseReserve(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    map[string]Reservation
+		invalid bool
+		wantErr bool
+	}{
+		{in: `{"vg":"100Gi"}`, want: map[string]Reservation{"vg": {Bytes: 100 << 30}}},
+		{in: `{"vg":"100G"}`, want: map[string]Reservation{"vg": {Bytes: 100 << 30}}},
+		{in: `{"vg":"512m","vg2":"1.5Ti","vg3":"4096"}`, want: map[string]Reservation{"vg": {Bytes: 512 << 20}, "vg2": {Bytes: 3 << 39}, "vg3": {Bytes: 4096}}},
+		{in: `{"vg":"10%","vg2":"12.5 %"}`, want: map[string]Reservation{"vg": {Percent: 10}, "vg2": {Percent: 12.5}}},
+		{in: `{}`, want: map[string]Reservation{}},
+		{in: `{"vg":"ten"}`, want: map[string]Reservation{"vg": {Invalid: true}}, wantErr: true},
+		{in: `{"vg":"150%","ok":"1Gi"}`, want: map[string]Reservation{"vg": {Invalid: true}, "ok": {Bytes: 1 << 30}}, wantErr: true},
+		{in: `{"vg":"-1Gi"}`, want: map[string]Reservation{"vg": {Invalid: true}}, wantErr: true},
+		{in: `not json`, invalid: true, wantErr: true},
+		{in: `{"vg":10}`, invalid: true, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseReserve(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got.Invalid != tt.invalid || (!tt.invalid && !reflect.DeepEqual(got.ByVG, tt.want)) {
+				t.Errorf("ParseReserve = %+v, want %+v (invalid=%v)", got, tt.want, tt.invalid)
+			}
+		})
+	}
+}
+
+func TestVolumeGroups(t *testing.T) {
+	vgs := []lvm.VG{{Name: "pool-b", Size: 10 * gib, Free: 0}, {Name: "pool-a", Size: 100 * gib, Free: 40 * gib}}
+	pvs := []lvm.PV{{Name: "/dev/sdc", VG: "pool-a"}, {Name: "/dev/sdb", VG: "pool-a"}, {Name: "/dev/sdd", VG: "pool-b"}, {Name: "/dev/sde"}}
+	lvs := []lvm.LV{
+		{Name: "pvc-1", VG: "pool-a", Size: 10 * gib, Tags: []string{lvm.OwnedTag}, Attr: "-wi-a-----"},
+		{Name: "foreign", VG: "pool-a", Size: 20 * gib, Attr: "-ri-a-----"},
+		{Name: "local-legacy", VG: "pool-a", Size: 5 * gib},
+		{Name: "csi-inline", VG: "pool-a", Size: 1 * gib},
+		{Name: "pool0", VG: "pool-a", Size: 4 * gib, Layout: "thin,pool"},
+		{Name: "thin", VG: "pool-a", Size: 50 * gib, Pool: "pool0"},
+		{Name: "all", VG: "pool-b", Size: 10 * gib},
+	}
+	own := Ownership{LegacyPrefix: DefaultLegacyLVPrefix}
+	base := func(reserve Reserve) map[string]uint64 {
+		got := map[string]uint64{}
+		for _, vg := range VolumeGroups(vgs, lvs, pvs, own, reserve) {
+			got[vg.Name] = vg.Allocatable
+		}
+		return got
+	}
+	// Foreign in pool-a: "foreign" 20 + the thin pool 4 (thin LVs are in the pool).
+	tests := []struct {
+		name    string
+		reserve Reserve
+		want    map[string]uint64
+	}{
+		{"no reserve", Reserve{}, map[string]uint64{"pool-a": 76 * gib, "pool-b": 0}},
+		{"absolute", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 6 * gib}}}, map[string]uint64{"pool-a": 70 * gib, "pool-b": 0}},
+		{"percent", Reserve{ByVG: map[string]Reservation{"pool-a": {Percent: 10}}}, map[string]uint64{"pool-a": 66 * gib, "pool-b": 0}},
+		{"reserve beyond size", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 90 * gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
+		{"huge reserve does not wrap", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: ^uint64(0) - gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
+		{"invalid entry blocks its VG", Reserve{ByVG: map[string]Reservation{"pool-a": {Invalid: true}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
+		{"invalid annotation blocks all", Reserve{Invalid: true}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := base(tt.reserve); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("allocatable = %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	got := VolumeGroups(vgs, lvs, pvs, own, Reserve{})
+	if got[0].Name != "pool-a" || got[1].Name != "pool-b" {
+		t.Fatalf("not sorted: %v, %v", got[0].Name, got[1].Name)
+	}
+	a := got[0]
+	if !reflect.DeepEqual(a.PhysicalVolumes, []string{"/dev/sdb", "/dev/sdc"}) || a.Total != 100*gib || a.Available != 40*gib || a.Condition != v1alpha1.StorageReady {
+		t.Errorf("pool-a = %+v", a)
+	}
+	if len(a.LogicalVolumes) != 6 || a.LogicalVolumes[0].Name != "csi-inline" || !a.LogicalVolumes[1].ReadOnly || a.LogicalVolumes[1].VGName != "pool-a" {
+		t.Errorf("pool-a LVs = %+v", a.LogicalVolumes)
+	}
+	if got[1].Condition != v1alpha1.StorageFull {
+		t.Errorf("pool-b with no free extent: condition %s, want DiskFull", got[1].Condition)
+	}
+
+	noLegacy := VolumeGroups(vgs, lvs, pvs, Ownership{}, Reserve{})
+	if noLegacy[0].Allocatable != 71*gib {
+		t.Errorf("without the legacy prefix, local-legacy is foreign: allocatable %d, want 71 GiB", noLegacy[0].Allocatable/gib)
+	}
+}
+
+// TestBlockDevicesSysfsLayout reads a sysfs-shaped tree: disks matching the
+// expression, their partitions, rotational and read-only flags.
+func TestBlockDevicesSysfsLayout(t *testing.T) {
+	sys := t.TempDir()
+	write := func(path, content string) {
+		t.Helper()
+		p := filepath.Join(sys, "block", path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("sda/size", "2097152")
+	write("sda/ro", "0")
+	write("sda/queue/rotational", "1")
+	write("sda/sda1/size", "1048576")
+	write("sda/sda1/partition", "1")
+	write("sda/sda1/ro", "0")
+	write("vdb/size", "4194304")
+	write("vdb/ro", "1")
+	write("vdb/queue/rotational", "0")
+	write("vdb/holders/.keep", "")
+	write("nvme0n1/size", "4194304")
+	write("sdz/size", "0") // no medium
+	devs, err := BlockDevices(sys, regexp.MustCompile(DefaultDeviceRegexp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []v1alpha1.DeviceInfo{
+		{Name: "/dev/sda", MediaType: MediaHDD, Total: gib, Condition: v1alpha1.StorageReady},
+		{Name: "/dev/sda1", MediaType: MediaHDD, Total: gib / 2, Condition: v1alpha1.StorageReady},
+		{Name: "/dev/vdb", MediaType: MediaSSD, Total: 2 * gib, ReadOnly: true, Condition: v1alpha1.StorageReady},
+	}
+	if !reflect.DeepEqual(devs, want) {
+		t.Errorf("devices:\n got %+v\nwant %+v", devs, want)
+	}
+	if _, err := BlockDevices(filepath.Join(sys, "missing"), regexp.MustCompile(".*")); err == nil {
+		t.Error("missing sysfs accepted")
+	}
+}
+
+// TestBlockDevicesRealSysfs finds this test's loop devices in the real /sys.
+func TestBlockDevicesRealSysfs(t *testing.T) {
+	capability.Require(t, capability.Root, capability.LoopDevices)
+	devs := loopvg.NewDevices(t, 256<<20, 512<<20)
+	re := regexp.MustCompile("^(" + filepath.Base(devs[0].Path) + "|" + filepath.Base(devs[1].Path) + ")$")
+	got, err := BlockDevices("/sys", re)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("devices = %+v, want the 2 loop devices", got)
+	}
+	size := map[string]uint64{devs[0].Path: uint64(devs[0].Size), devs[1].Path: uint64(devs[1].Size)}
+	for _, d := range got {
+		if want, ok := size[d.Name]; !ok || d.Total != want || d.ReadOnly || d.MediaType == "" {
+			t.Errorf("device %+v, want one of %v with its size", d, size)
+		}
+	}
+}

@@ -1,0 +1,251 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+// Package nodestorage is the agent's NodeLocalStorage loop for its node:
+// it creates and extends the VGs spec.resourceToBeInited names, discovers
+// VGs, LVs, PVs and block devices, and writes status, only when something
+// changed or a heartbeat is due. Bad input becomes Warning Events on the NLS
+// and reasons in its status, never a crash.
+package nodestorage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/open-local/open-local/agent/discovery"
+	"github.com/open-local/open-local/agent/nodeagent"
+	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/client/informers/externalversions"
+	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+)
+
+// Options tune the loop.
+type Options struct {
+	// Interval between discovery passes (open-local's --interval).
+	Interval time.Duration
+	// HeartbeatInterval: the status is written at least this often (its
+	// lastHeartbeatTime), and otherwise only when it changed.
+	HeartbeatInterval time.Duration
+	// MaxInitBackoff caps the delay between attempts of a failing VG
+	// creation or extension.
+	MaxInitBackoff time.Duration
+	// Sysfs is where /sys is mounted (open-local's --path.sysfs).
+	Sysfs string
+	// DeviceRegexp selects block devices by name (open-local's --regexp).
+	DeviceRegexp *regexp.Regexp
+	// Ownership tells open-local's LVs from others.
+	Ownership discovery.Ownership
+}
+
+// Defaults of Options.
+const (
+	DefaultInterval          = time.Minute
+	DefaultHeartbeatInterval = 2 * time.Minute
+)
+
+// Controller is the NodeLocalStorage loop of one node.
+type Controller struct {
+	node     string
+	opts     Options
+	client   versioned.Interface
+	lvm      *lvm.Client
+	recorder record.EventRecorder
+	factory  externalversions.SharedInformerFactory
+	lister   listers.NodeLocalStorageLister
+	synced   cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[string]
+	now      func() time.Time
+
+	// Worker state (one worker).
+	backoffs map[string]*backoff
+	warned   map[string]string // reason -> last message emitted
+
+	// StatusWrites counts status updates sent to the API server.
+	StatusWrites atomic.Int64
+}
+
+var _ nodeagent.Controller = (*Controller)(nil)
+
+// New returns the loop for env.NodeName.
+func New(env *nodeagent.Env, opts Options) (*Controller, error) {
+	if env.NodeName == "" {
+		return nil, errors.New("nodestorage: node name is required")
+	}
+	if opts.Interval <= 0 || opts.HeartbeatInterval <= 0 {
+		return nil, fmt.Errorf("nodestorage: interval %s and heartbeat interval %s must be positive", opts.Interval, opts.HeartbeatInterval)
+	}
+	if opts.MaxInitBackoff < opts.Interval {
+		opts.MaxInitBackoff = 30 * opts.Interval
+	}
+	if opts.DeviceRegexp == nil {
+		opts.DeviceRegexp = regexp.MustCompile(discovery.DefaultDeviceRegexp)
+	}
+	if opts.Sysfs == "" {
+		opts.Sysfs = "/sys"
+	}
+	factory := externalversions.NewSharedInformerFactoryWithOptions(env.OpenLocal, 0,
+		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", env.NodeName).String()
+		}))
+	informer := factory.Csi().V1alpha1().NodeLocalStorages()
+	c := &Controller{
+		node:     env.NodeName,
+		opts:     opts,
+		client:   env.OpenLocal,
+		lvm:      env.LVM,
+		recorder: env.Recorder,
+		factory:  factory,
+		lister:   informer.Lister(),
+		synced:   informer.Informer().HasSynced,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, opts.Interval),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodestorage"}),
+		now:      time.Now,
+		backoffs: map[string]*backoff{},
+		warned:   map[string]string{},
+	}
+	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.queue.Add(c.node) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, n := oldObj.(*v1alpha1.NodeLocalStorage), newObj.(*v1alpha1.NodeLocalStorage)
+			// Our own status writes come back here: only spec and
+			// annotation changes call for a pass.
+			if o.Generation != n.Generation || !maps.Equal(o.Annotations, n.Annotations) {
+				c.queue.Add(c.node)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Run implements nodeagent.Controller: one worker, a discovery pass every
+// Interval and after every spec or annotation change.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.factory.Start(ctx.Done())
+	defer c.factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+		return ctx.Err()
+	}
+	klog.InfoS("NodeLocalStorage loop started", "node", c.node, "interval", c.opts.Interval, "heartbeat", c.opts.HeartbeatInterval)
+	go wait.UntilWithContext(ctx, func(context.Context) { c.queue.Add(c.node) }, c.opts.Interval)
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+	}()
+	for c.processNext(ctx) {
+	}
+	return nil
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	if err := c.sync(ctx); err != nil {
+		if ctx.Err() == nil {
+			klog.ErrorS(err, "NodeLocalStorage sync failed; retrying", "node", c.node)
+		}
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+// sync is one pass: initialise VGs, discover, write status if needed.
+func (c *Controller) sync(ctx context.Context) error {
+	nls, err := c.lister.Get(c.node)
+	if apierrors.IsNotFound(err) {
+		klog.V(2).InfoS("no NodeLocalStorage for this node yet; the NLS controller creates it", "node", c.node)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	obs := observation{ownership: c.opts.Ownership}
+	obs.inv, obs.invErr = c.readInventory(ctx)
+	if obs.invErr == nil && c.initVGs(ctx, nls, obs.inv) {
+		obs.inv, obs.invErr = c.readInventory(ctx)
+	}
+	obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp)
+
+	status, warns := desiredStatus(nls, obs)
+	c.emitWarnings(nls, warns)
+	now := c.now()
+	due := nls.Status.NodeStorageInfo.State.LastHeartbeatTime == nil ||
+		now.Sub(nls.Status.NodeStorageInfo.State.LastHeartbeatTime.Time) >= c.opts.HeartbeatInterval
+	if !changed(&status, &nls.Status) && !due {
+		return obs.invErr
+	}
+	stamp(&status, &nls.Status, now)
+	upd := nls.DeepCopy()
+	upd.Status = status
+	if _, err := c.client.CsiV1alpha1().NodeLocalStorages().UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: "open-local-agent"}); err != nil {
+		return fmt.Errorf("update status of NodeLocalStorage %s: %w", c.node, err)
+	}
+	c.StatusWrites.Add(1)
+	klog.V(2).InfoS("wrote NodeLocalStorage status", "node", c.node, "changed", changed(&status, &nls.Status), "heartbeat", due)
+	return obs.invErr
+}
+
+func (c *Controller) readInventory(ctx context.Context) (inventory, error) {
+	var inv inventory
+	var err error
+	if inv.vgs, err = c.lvm.ListVGs(ctx); err != nil {
+		return inv, err
+	}
+	if inv.lvs, err = c.lvm.ListLVs(ctx, ""); err != nil {
+		return inv, err
+	}
+	inv.pvs, err = c.lvm.ListPVs(ctx)
+	return inv, err
+}
+
+// emitWarnings emits each warning once for as long as it lasts: a problem
+// that persists does not add an Event (an API write) every pass.
+func (c *Controller) emitWarnings(nls *v1alpha1.NodeLocalStorage, warns []warning) {
+	seen := map[string]bool{}
+	for _, w := range warns {
+		seen[w.reason] = true
+		if c.warned[w.reason] == w.message {
+			continue
+		}
+		c.warned[w.reason] = w.message
+		klog.InfoS("warning", "node", c.node, "reason", w.reason, "message", w.message)
+		c.recorder.Event(nls, corev1.EventTypeWarning, w.reason, w.message)
+	}
+	for r := range c.warned {
+		if !seen[r] {
+			delete(c.warned, r)
+		}
+	}
+}

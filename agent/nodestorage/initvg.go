@@ -1,0 +1,171 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package nodestorage
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+)
+
+// Event reasons of VG initialisation.
+const (
+	ReasonVGCreated      = "VGCreated"
+	ReasonVGExtended     = "VGExtended"
+	ReasonCreateVGFailed = "CreateVGFailed"
+	ReasonExtendVGFailed = "ExtendVGFailed"
+)
+
+// vgAction is one step of spec.resourceToBeInited.vgs still to do.
+type vgAction struct {
+	vg      string
+	devices []string
+	create  bool // else extend
+}
+
+func (a vgAction) key() string { return a.vg + "\x00" + strings.Join(a.devices, "\x00") }
+
+// planInit compares resourceToBeInited.vgs with the inventory: a VG that
+// does not exist is to be created from its devices; an existing VG that
+// lacks some of its listed devices is to be extended (open-local never did,
+// issue #256). Devices are compared by device number, so /dev/disk/by-id
+// links and kernel names are the same device. A listed path that does not
+// exist keeps the step in the plan: it fails with a reason the user sees.
+func planInit(spec []v1alpha1.VGToBeInited, inv inventory, rdev func(string) (uint32, uint32, error)) []vgAction {
+	var plan []vgAction
+	for _, want := range spec {
+		if len(want.Devices) == 0 {
+			continue
+		}
+		exists := false
+		for _, vg := range inv.vgs {
+			if vg.Name == want.Name {
+				exists = true
+			}
+		}
+		if !exists {
+			plan = append(plan, vgAction{vg: want.Name, devices: want.Devices, create: true})
+			continue
+		}
+		for _, d := range want.Devices {
+			if !isPVOf(d, want.Name, inv.pvs, rdev) {
+				plan = append(plan, vgAction{vg: want.Name, devices: want.Devices})
+				break
+			}
+		}
+	}
+	return plan
+}
+
+func isPVOf(device, vg string, pvs []lvm.PV, rdev func(string) (uint32, uint32, error)) bool {
+	maj, minor, err := rdev(device)
+	if err != nil {
+		return false
+	}
+	for _, pv := range pvs {
+		if pv.VG == vg && pv.Major == int(maj) && pv.Minor == int(minor) {
+			return true
+		}
+	}
+	return false
+}
+
+func statRdev(path string) (uint32, uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, 0, err
+	}
+	return unix.Major(st.Rdev), unix.Minor(st.Rdev), nil
+}
+
+// backoff spaces out retries of a failing step: interval × 2^failures, at
+// most maxBackoff. A spec change (new generation) starts afresh.
+type backoff struct {
+	failures   int
+	next       time.Time
+	generation int64
+}
+
+// initVGs carries out the plan for nls and reports whether it changed
+// anything (then the inventory must be read again). Every failure is a
+// Warning Event on the NLS with lvm's own words; nothing outside the listed
+// devices is ever touched (lvm.Client.CreateVG/ExtendVG check each device).
+func (c *Controller) initVGs(ctx context.Context, nls *v1alpha1.NodeLocalStorage, inv inventory) bool {
+	plan := planInit(nls.Spec.ResourceToBeInited.VGs, inv, statRdev)
+	now := c.now()
+	changed := false
+	live := map[string]bool{}
+	for _, a := range plan {
+		key := a.key()
+		live[key] = true
+		b := c.backoffs[key]
+		if b != nil && b.generation == nls.Generation && now.Before(b.next) {
+			continue
+		}
+		err := c.runAction(ctx, nls, a)
+		if err == nil {
+			delete(c.backoffs, key)
+			changed = true
+			continue
+		}
+		if b == nil || b.generation != nls.Generation {
+			b = &backoff{generation: nls.Generation}
+			c.backoffs[key] = b
+		}
+		b.failures++
+		delay := c.opts.Interval << min(b.failures-1, 16)
+		if delay > c.opts.MaxInitBackoff || delay <= 0 {
+			delay = c.opts.MaxInitBackoff
+		}
+		b.next = now.Add(delay)
+		reason, verb := ReasonExtendVGFailed, "extend"
+		if a.create {
+			reason, verb = ReasonCreateVGFailed, "create"
+		}
+		msg := fmt.Sprintf("%s VG %s with devices %s: %v (attempt %d, next in %s)", verb, a.vg, strings.Join(a.devices, ", "), err, b.failures, delay)
+		klog.ErrorS(err, "VG initialisation failed", "vg", a.vg, "devices", a.devices, "attempt", b.failures, "retryIn", delay)
+		c.recorder.Event(nls, corev1.EventTypeWarning, reason, msg)
+		// A step that created PVs but failed later changed the inventory.
+		changed = true
+	}
+	for key := range c.backoffs {
+		if !live[key] {
+			delete(c.backoffs, key)
+		}
+	}
+	return changed
+}
+
+func (c *Controller) runAction(ctx context.Context, nls *v1alpha1.NodeLocalStorage, a vgAction) error {
+	if a.create {
+		if err := c.lvm.CreateVG(ctx, a.vg, a.devices); err != nil {
+			return err
+		}
+		klog.InfoS("created VG", "vg", a.vg, "devices", a.devices)
+		c.recorder.Eventf(nls, corev1.EventTypeNormal, ReasonVGCreated, "created VG %s from %s", a.vg, strings.Join(a.devices, ", "))
+		return nil
+	}
+	added, err := c.lvm.ExtendVG(ctx, a.vg, a.devices)
+	if err != nil {
+		return err
+	}
+	if len(added) > 0 {
+		klog.InfoS("extended VG", "vg", a.vg, "added", added)
+		c.recorder.Eventf(nls, corev1.EventTypeNormal, ReasonVGExtended, "extended VG %s with %s", a.vg, strings.Join(added, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package nodestorage
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/open-local/open-local/agent/discovery"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+)
+
+const gib = uint64(1) << 30
+
+func TestPlanInit(t *testing.T) {
+	devs := map[string][2]uint32{"/dev/sdb": {8, 16}, "/dev/sdc": {8, 32}, "/dev/disk/by-id/x": {8, 16}}
+	rdev := func(p string) (uint32, uint32, error) {
+		d, ok := devs[p]
+		if !ok {
+			return 0, 0, os.ErrNotExist
+		}
+		return d[0], d[1], nil
+	}
+	inv := inventory{
+		vgs: []lvm.VG{{Name: "pool"}},
+		pvs: []lvm.PV{{Name: "/dev/sdb", VG: "pool", Major: 8, Minor: 16}},
+	}
+	tests := []struct {
+		name string
+		spec []v1alpha1.VGToBeInited
+		want []vgAction
+	}{
+		{"nothing asked", nil, nil},
+		{"new VG", []v1alpha1.VGToBeInited{{Name: "new", Devices: []string{"/dev/sdc"}}},
+			[]vgAction{{vg: "new", devices: []string{"/dev/sdc"}, create: true}}},
+		{"existing VG with its device", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/sdb"}}}, nil},
+		{"same device under another name", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/disk/by-id/x"}}}, nil},
+		{"existing VG, new device: extend", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/sdb", "/dev/sdc"}}},
+			[]vgAction{{vg: "pool", devices: []string{"/dev/sdb", "/dev/sdc"}}}},
+		{"missing device stays in the plan", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/sdb", "/dev/nope"}}},
+			[]vgAction{{vg: "pool", devices: []string{"/dev/sdb", "/dev/nope"}}}},
+		{"no devices: nothing to do", []v1alpha1.VGToBeInited{{Name: "empty"}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := planInit(tt.spec, inv, rdev); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("plan = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDesiredStatus(t *testing.T) {
+	inv := inventory{
+		vgs: []lvm.VG{{Name: "pool-0", Size: 10 * gib, Free: 8 * gib}, {Name: "system", Size: 5 * gib, Free: 0}},
+		lvs: []lvm.LV{{Name: "root", VG: "system", Size: 5 * gib}, {Name: "other", VG: "pool-0", Size: 2 * gib}},
+		pvs: []lvm.PV{{Name: "/dev/sdb", VG: "pool-0"}, {Name: "/dev/sda2", VG: "system"}},
+	}
+	devices := []v1alpha1.DeviceInfo{{Name: "/dev/sdb", Total: 10 * gib}, {Name: "/dev/sdc", Total: 20 * gib}}
+	lastAccepted := v1alpha1.NodeLocalStorageStatus{FilteredStorageInfo: v1alpha1.FilteredStorageInfo{
+		VolumeGroups: []string{"pool-0"}, Devices: []string{"/dev/sdc"}}}
+	nls := func(include []string, annotations map[string]string) *v1alpha1.NodeLocalStorage {
+		return &v1alpha1.NodeLocalStorage{
+			ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: annotations},
+			Spec: v1alpha1.NodeLocalStorageSpec{ListConfig: v1alpha1.ListConfig{
+				VGs:     v1alpha1.VGList{Include: include},
+				Devices: v1alpha1.DeviceList{Include: []string{"/dev/sd[c-z]"}},
+			}},
+			Status: lastAccepted,
+		}
+	}
+	tests := []struct {
+		name         string
+		nls          *v1alpha1.NodeLocalStorage
+		invErr       error
+		wantVGs      []string
+		wantDevs     []string
+		wantUpdate   v1alpha1.UpdateStatus
+		wantAlloc    uint64 // of pool-0
+		wantState    v1alpha1.StorageConditionType
+		wantWarnings []string
+	}{
+		{name: "accepted", nls: nls([]string{"pool-[0-9]+"}, nil), wantVGs: []string{"pool-0"}, wantDevs: []string{"/dev/sdc"},
+			wantUpdate: v1alpha1.UpdateStatusAccepted, wantAlloc: 8 * gib, wantState: v1alpha1.StorageReady},
+		{name: "reserve", nls: nls([]string{".*"}, map[string]string{discovery.ReserveAnnotation: `{"pool-0":"1Gi"}`}),
+			wantVGs: []string{"pool-0", "system"}, wantDevs: []string{"/dev/sdc"}, wantUpdate: v1alpha1.UpdateStatusAccepted, wantAlloc: 7 * gib, wantState: v1alpha1.StorageReady},
+		{name: "invalid regexp keeps the last accepted list", nls: nls([]string{"pool-[0-9"}, nil), wantVGs: []string{"pool-0"}, wantDevs: []string{"/dev/sdc"},
+			wantUpdate: v1alpha1.UpdateStatusFailed, wantAlloc: 8 * gib, wantState: v1alpha1.StorageReady, wantWarnings: []string{ReasonInvalidListConfig}},
+		{name: "invalid reserve blocks allocation", nls: nls([]string{"pool-0"}, map[string]string{discovery.ReserveAnnotation: `oops`}),
+			wantVGs: []string{"pool-0"}, wantDevs: []string{"/dev/sdc"}, wantUpdate: v1alpha1.UpdateStatusAccepted, wantAlloc: 0, wantState: v1alpha1.StorageReady,
+			wantWarnings: []string{ReasonInvalidReserveAnnotation}},
+		{name: "lvm failing", nls: nls([]string{"pool-0"}, nil), invErr: errors.New("lvm: boom"), wantVGs: nil, wantDevs: []string{"/dev/sdc"},
+			wantUpdate: v1alpha1.UpdateStatusAccepted, wantState: v1alpha1.StorageFault, wantWarnings: []string{ReasonDiscoveryFailed}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := observation{inv: inv, invErr: tt.invErr, devices: devices, ownership: discovery.Ownership{LegacyPrefix: "local"}}
+			st, warns := desiredStatus(tt.nls, obs)
+			f := st.FilteredStorageInfo
+			if !reflect.DeepEqual(f.VolumeGroups, tt.wantVGs) || !reflect.DeepEqual(f.Devices, tt.wantDevs) || f.UpdateStatus.Status != tt.wantUpdate {
+				t.Errorf("filtered = %+v", f)
+			}
+			if tt.wantUpdate == v1alpha1.UpdateStatusFailed && !strings.Contains(f.UpdateStatus.Reason, "pool-[0-9") {
+				t.Errorf("failed update reason %q does not name the expression", f.UpdateStatus.Reason)
+			}
+			if st.NodeStorageInfo.State.Type != tt.wantState || st.NodeStorageInfo.Phase != v1alpha1.NodeStorageRunning {
+				t.Errorf("state = %+v", st.NodeStorageInfo.State)
+			}
+			if tt.invErr == nil {
+				if vg := st.NodeStorageInfo.VolumeGroups[0]; vg.Name != "pool-0" || vg.Allocatable != tt.wantAlloc {
+					t.Errorf("pool-0 = %+v, want allocatable %d", vg, tt.wantAlloc)
+				}
+			}
+			var reasons []string
+			for _, w := range warns {
+				reasons = append(reasons, w.reason)
+			}
+			if !reflect.DeepEqual(reasons, tt.wantWarnings) {
+				t.Errorf("warnings = %v, want %v", warns, tt.wantWarnings)
+			}
+		})
+	}
+}
+
+func TestStampAndChanged(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	nls := &v1alpha1.NodeLocalStorage{Spec: v1alpha1.NodeLocalStorageSpec{ListConfig: v1alpha1.ListConfig{VGs: v1alpha1.VGList{Include: []string{".*"}}}}}
+	obs := observation{inv: inventory{vgs: []lvm.VG{{Name: "vg", Size: gib, Free: gib}}}}
+	first, _ := desiredStatus(nls, obs)
+	if !changed(&first, &nls.Status) {
+		t.Fatal("a first status is a change")
+	}
+	stamp(&first, &nls.Status, t0)
+	st := first.NodeStorageInfo.State
+	if !st.LastHeartbeatTime.Time.Equal(t0) || !st.LastTransitionTime.Time.Equal(t0) || !first.FilteredStorageInfo.UpdateStatus.LastUpdateTime.Time.Equal(t0) {
+		t.Errorf("first stamp: %+v %+v", st, first.FilteredStorageInfo.UpdateStatus)
+	}
+	nls.Status = first
+
+	same, _ := desiredStatus(nls, obs)
+	if changed(&same, &nls.Status) {
+		t.Error("an identical inventory is reported as a change")
+	}
+	// A heartbeat keeps transition and update times.
+	stamp(&same, &nls.Status, t0.Add(time.Minute))
+	if !same.NodeStorageInfo.State.LastHeartbeatTime.Time.Equal(t0.Add(time.Minute)) ||
+		!same.NodeStorageInfo.State.LastTransitionTime.Time.Equal(t0) || !same.FilteredStorageInfo.UpdateStatus.LastUpdateTime.Time.Equal(t0) {
+		t.Errorf("heartbeat stamp moved other times: %+v %+v", same.NodeStorageInfo.State, same.FilteredStorageInfo.UpdateStatus)
+	}
+
+	obs.inv.vgs[0].Free = gib / 2
+	grown, _ := desiredStatus(nls, obs)
+	if !changed(&grown, &nls.Status) {
+		t.Error("a change of free space is not a change")
+	}
+	obs.invErr = errors.New("boom")
+	fault, _ := desiredStatus(nls, obs)
+	stamp(&fault, &nls.Status, t0.Add(2*time.Minute))
+	if !fault.NodeStorageInfo.State.LastTransitionTime.Time.Equal(t0.Add(2 * time.Minute)) {
+		t.Error("a state change did not move the transition time")
+	}
+}

@@ -1,0 +1,104 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package lvm
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestParseReports(t *testing.T) {
+	// Shapes as lvm2 2.03.16 prints them.
+	vgs, err := parseVGs([]byte(`  {
+      "report": [
+          {
+              "vg": [
+                  {"vg_name":"vga", "vg_uuid":"oDUe", "vg_size":"1069547520", "vg_free":"964689920", "vg_extent_size":"4194304", "vg_extent_count":"255", "vg_free_count":"230", "pv_count":"1", "lv_count":"1", "vg_tags":"", "vg_attr":"wz--n-"}
+              ]
+          }
+      ]
+  }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVG := []VG{{Name: "vga", UUID: "oDUe", Size: 1069547520, Free: 964689920, ExtentSize: 4194304, ExtentCount: 255, FreeCount: 230, PVCount: 1, LVCount: 1, Attr: "wz--n-"}}
+	if !reflect.DeepEqual(vgs, wantVG) {
+		t.Errorf("VGs = %+v\nwant %+v", vgs, wantVG)
+	}
+
+	lvs, err := parseLVs([]byte(`{"report":[{"lv":[
+		{"lv_name":"x", "vg_name":"vga", "lv_uuid":"lJBx", "lv_size":"104857600", "lv_tags":"csi.aliyun.com/open-local,t2", "lv_attr":"-wi-XX----", "lv_layout":"linear", "origin":"", "pool_lv":"", "seg_count":"1", "lv_path":"/dev/vga/x", "lv_active":"unknown", "data_percent":""},
+		{"lv_name":"s", "vg_name":"vga", "lv_size":"4194304", "lv_layout":"linear", "origin":"x", "seg_count":"1", "lv_active":"active", "data_percent":"12.50"},
+		{"lv_name":"[lvol0_pmspare]", "vg_name":"vga", "lv_size":"4194304"}
+	]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLV := []LV{
+		{Name: "x", VG: "vga", UUID: "lJBx", Size: 104857600, Tags: []string{OwnedTag, "t2"}, Attr: "-wi-XX----", Layout: "linear", Segments: 1, Path: "/dev/vga/x", Active: "unknown", DataPercent: -1},
+		{Name: "s", VG: "vga", Size: 4194304, Layout: "linear", Origin: "x", Segments: 1, Active: "active", DataPercent: 12.5},
+	}
+	if !reflect.DeepEqual(lvs, wantLV) {
+		t.Errorf("LVs = %+v\nwant %+v", lvs, wantLV)
+	}
+	if !lvs[0].HasTag(OwnedTag) || lvs[1].HasTag(OwnedTag) || !lvs[1].IsSnapshot() {
+		t.Error("tag/snapshot helpers disagree with the data")
+	}
+
+	pvs, err := parsePVs([]byte(`{"report":[{"pv":[{"pv_name":"/dev/loop0", "vg_name":"", "pv_size":"1073741824", "pv_free":"1073741824", "dev_size":"1073741824", "pe_start":"1048576", "pv_major":"7", "pv_minor":"0", "pv_attr":"---"}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPV := []PV{{Name: "/dev/loop0", Size: 1 << 30, Free: 1 << 30, DevSize: 1 << 30, PEStart: 1 << 20, Major: 7, Minor: 0, Attr: "---"}}
+	if !reflect.DeepEqual(pvs, wantPV) {
+		t.Errorf("PVs = %+v\nwant %+v", pvs, wantPV)
+	}
+}
+
+func TestParseReportErrors(t *testing.T) {
+	for _, in := range []string{
+		`not json`,
+		`{"report":[{"vg":[{"vg_name":"a","vg_size":"12.5"}]}]}`,
+		`{"report":[{"vg":[{"vg_name":"a","vg_size":"-1"}]}]}`,
+	} {
+		if _, err := parseVGs([]byte(in)); err == nil {
+			t.Errorf("parseVGs(%q) accepted bad input", in)
+		}
+	}
+}
+
+func TestLinearExtent(t *testing.T) {
+	pvs := []PV{{Name: "/dev/loop3", PEStart: 1 << 20}}
+	seg := func(segtype, devices, size string) map[string]string {
+		return map[string]string{"segtype": segtype, "devices": devices, "seg_size_pe": size, "vg_extent_size": "4194304"}
+	}
+	tests := []struct {
+		name    string
+		segs    []map[string]string
+		want    Extent
+		wantErr bool
+	}{
+		// Offset from the physical extent in brackets, not seg_start_pe.
+		{name: "second LV on the PV", segs: []map[string]string{seg("linear", "/dev/loop3(25)", "2")},
+			want: Extent{PV: "/dev/loop3", Offset: 1<<20 + 25*4194304, Size: 2 * 4194304}},
+		{name: "first LV", segs: []map[string]string{seg("linear", "/dev/loop3(0)", "25")},
+			want: Extent{PV: "/dev/loop3", Offset: 1 << 20, Size: 25 * 4194304}},
+		{name: "two segments", segs: []map[string]string{seg("linear", "/dev/loop3(0)", "25"), seg("linear", "/dev/loop3(27)", "25")}, wantErr: true},
+		{name: "striped", segs: []map[string]string{seg("striped", "/dev/loop3(0),/dev/loop4(0)", "26")}, wantErr: true},
+		{name: "unknown PV", segs: []map[string]string{seg("linear", "/dev/loop9(0)", "1")}, wantErr: true},
+		{name: "no segments", segs: nil, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := linearExtent("vg/lv", tt.segs, pvs)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("linearExtent = %+v, %v; want %+v, err=%v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
