@@ -21,7 +21,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	}
 	scratch := t.TempDir()
 	// Copy what generation reads (module files, types, header, script) plus the outputs, then regenerate there.
-	for _, dir := range []string{"apis", "hack", "deploy/helm/open-local/crds"} {
+	for _, dir := range []string{"apis", "config", "hack", "deploy/helm/open-local/crds"} {
 		copyTree(t, filepath.Join(root, dir), filepath.Join(scratch, dir))
 	}
 	for _, f := range []string{"go.mod", "go.sum"} {
@@ -32,7 +32,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("update-codegen.sh: %v\n%s", err, out)
 	}
-	for _, dir := range []string{"apis", "deploy/helm/open-local/crds"} {
+	for _, dir := range []string{"apis", "config", "deploy/helm/open-local/crds"} {
 		want := readTree(t, filepath.Join(scratch, dir))
 		got := readTree(t, filepath.Join(root, dir))
 		for name, data := range want {

@@ -13,7 +13,7 @@ HDR=hack/boilerplate.go.txt
 OUT=${OUT:-.}   # verify mode regenerates into a scratch copy of the repo
 
 cd "$OUT"
-go tool controller-gen object:headerFile="$HDR" paths=./apis/...
+go tool controller-gen object:headerFile="$HDR" paths=./apis/... paths=./config/...
 rm -rf "$CRD_DIR" && mkdir -p "$CRD_DIR"
 go tool controller-gen crd:allowDangerousTypes=false paths=./apis/... output:crd:artifacts:config="$CRD_DIR"
 # The VolumeSnapshot CRDs the chart ships (as open-local's does), at the version

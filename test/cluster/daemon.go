@@ -88,6 +88,9 @@ func (p *Process) Kill() {
 	p.waitGone()
 }
 
+// Pid is the process id (benchmarks read its /proc/<pid>/status).
+func (p *Process) Pid() int { return p.comp.Pid }
+
 // Alive reports whether the process still runs.
 func (p *Process) Alive() bool { return p.comp.alive() }
 

@@ -1,0 +1,36 @@
+package v1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+
+	"github.com/open-local/open-local/config"
+)
+
+// SetDefaults_OpenLocalArgs fills every unset field.
+//
+//nolint:revive,staticcheck // the SetDefaults_<Type> name is the apimachinery convention
+func SetDefaults_OpenLocalArgs(obj *OpenLocalArgs) {
+	if obj.Strategy == nil {
+		obj.Strategy = ptr.To(string(config.StrategyBinpack))
+	}
+	if obj.ScoreWeights == nil {
+		obj.ScoreWeights = &ScoreWeights{}
+	}
+	if obj.ScoreWeights.LVM == nil {
+		obj.ScoreWeights.LVM = ptr.To[int32](1)
+	}
+	if obj.ScoreWeights.Device == nil {
+		obj.ScoreWeights.Device = ptr.To[int32](1)
+	}
+	if obj.StorageFreePodAntiAffinityWeight == nil {
+		obj.StorageFreePodAntiAffinityWeight = ptr.To[int32](0)
+	}
+	if len(obj.Provisioners) == 0 {
+		obj.Provisioners = []string{config.ProvisionerName, config.LegacyProvisionerName}
+	}
+	if obj.DefaultInlineVolumeSize == nil {
+		q := resource.MustParse("1Gi")
+		obj.DefaultInlineVolumeSize = &q
+	}
+}

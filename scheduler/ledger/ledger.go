@@ -1,0 +1,441 @@
+package ledger
+
+import (
+	"slices"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
+)
+
+// Ledger accounts VG space and exclusive devices per node. The zero value
+// is not usable; call New.
+type Ledger struct {
+	mu sync.RWMutex
+	// nodes holds every node that has a NodeLocalStorage or LocalVolumes.
+	nodes map[string]*node
+	// volumes are the LocalVolumes seen, by name.
+	volumes map[string]volume
+	// reservations are in-flight allocations, by owner (pod UID).
+	reservations map[types.UID]*Reservation
+	// items index reservation items by LocalVolume name: one holder per name.
+	items map[string]*item
+
+	// freed, when set, is called (outside the lock) after a change that may
+	// let a waiting pod fit: space released, capacity grown.
+	freed func()
+}
+
+type node struct {
+	name string
+	// hasNLS: the node's NodeLocalStorage exists.
+	hasNLS bool
+	// vgs and devices are sorted by name. Entries the NLS does not list are
+	// kept (unschedulable) while LocalVolumes or reservations use them.
+	vgs     []vg
+	devices []device
+}
+
+type vg struct {
+	name        string
+	schedulable bool
+	capacity    int64
+	used        int64 // LocalVolumes
+	reserved    int64 // reservation items not covered by their LocalVolume
+}
+
+func (g *vg) free() int64 { return g.capacity - g.used - g.reserved }
+
+type device struct {
+	name        string
+	mediaType   string
+	size        int64
+	schedulable bool
+	usedBy      string // LocalVolume name
+	reservedBy  string // reservation item's LocalVolume name
+}
+
+func (d *device) available() bool { return d.schedulable && d.usedBy == "" && d.reservedBy == "" }
+
+// volume is the accounting view of one LocalVolume.
+type volume struct {
+	uid      types.UID
+	node     string
+	kind     v1alpha1.VolumeType
+	target   string // VG or device
+	size     int64
+	deleting bool
+}
+
+// New returns an empty ledger.
+func New() *Ledger {
+	return &Ledger{
+		nodes:        map[string]*node{},
+		volumes:      map[string]volume{},
+		reservations: map[types.UID]*Reservation{},
+		items:        map[string]*item{},
+	}
+}
+
+// OnFreed registers f to be called after any change that may let a waiting
+// pod fit. f runs outside the ledger lock and must not block.
+func (l *Ledger) OnFreed(f func()) {
+	l.mu.Lock()
+	l.freed = f
+	l.mu.Unlock()
+}
+
+// unlockAndNotify releases the write lock, then calls the freed hook if
+// the change may have made room.
+func (l *Ledger) unlockAndNotify(freed bool) {
+	f := l.freed
+	l.mu.Unlock()
+	if freed && f != nil {
+		f()
+	}
+}
+
+func (l *Ledger) nodeFor(name string) *node {
+	n := l.nodes[name]
+	if n == nil {
+		n = &node{name: name}
+		l.nodes[name] = n
+	}
+	return n
+}
+
+// dropIfEmpty forgets a node that has neither an NLS nor usage.
+func (l *Ledger) dropIfEmpty(n *node) {
+	if !n.hasNLS && len(n.vgs) == 0 && len(n.devices) == 0 {
+		delete(l.nodes, n.name)
+	}
+}
+
+func (n *node) vgIndex(name string) int {
+	i, ok := slices.BinarySearchFunc(n.vgs, name, func(g vg, name string) int { return cmpString(g.name, name) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+func (n *node) deviceIndex(name string) int {
+	i, ok := slices.BinarySearchFunc(n.devices, name, func(d device, name string) int { return cmpString(d.name, name) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// vgFor returns the VG entry, creating an unschedulable one if needed.
+func (n *node) vgFor(name string) *vg {
+	i, ok := slices.BinarySearchFunc(n.vgs, name, func(g vg, name string) int { return cmpString(g.name, name) })
+	if !ok {
+		n.vgs = slices.Insert(n.vgs, i, vg{name: name})
+	}
+	return &n.vgs[i]
+}
+
+func (n *node) deviceFor(name string) *device {
+	i, ok := slices.BinarySearchFunc(n.devices, name, func(d device, name string) int { return cmpString(d.name, name) })
+	if !ok {
+		n.devices = slices.Insert(n.devices, i, device{name: name})
+	}
+	return &n.devices[i]
+}
+
+// prune removes unschedulable entries nothing uses any more.
+func (n *node) prune() {
+	n.vgs = slices.DeleteFunc(n.vgs, func(g vg) bool { return !g.schedulable && g.used == 0 && g.reserved == 0 })
+	n.devices = slices.DeleteFunc(n.devices, func(d device) bool { return !d.schedulable && d.usedBy == "" && d.reservedBy == "" })
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// SetNodeStorage applies a NodeLocalStorage (add or update): capacity of
+// the VGs and devices its status lists in filteredStorageInfo. Usage is
+// kept.
+func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
+	name := nls.Spec.NodeName
+	if name == "" {
+		name = nls.Name
+	}
+	l.mu.Lock()
+	n := l.nodeFor(name)
+	grew := !n.hasNLS
+	n.hasNLS = true
+
+	st := &nls.Status
+	wantVG := map[string]*v1alpha1.VolumeGroup{}
+	for i := range st.NodeStorageInfo.VolumeGroups {
+		g := &st.NodeStorageInfo.VolumeGroups[i]
+		wantVG[g.Name] = g
+	}
+	filteredVG := map[string]bool{}
+	for _, name := range st.FilteredStorageInfo.VolumeGroups {
+		if g := wantVG[name]; g != nil && g.Condition != v1alpha1.StorageFault {
+			filteredVG[name] = true
+		}
+	}
+	for i := range n.vgs {
+		g := &n.vgs[i]
+		if !filteredVG[g.name] {
+			g.schedulable, g.capacity = false, 0
+		}
+	}
+	for name := range filteredVG {
+		g := n.vgFor(name)
+		capacity := clampInt64(wantVG[name].Allocatable)
+		if !g.schedulable || capacity > g.capacity {
+			grew = true
+		}
+		g.schedulable, g.capacity = true, capacity
+	}
+
+	filteredDev := map[string]bool{}
+	for _, name := range st.FilteredStorageInfo.Devices {
+		filteredDev[name] = true
+	}
+	for i := range n.devices {
+		if d := &n.devices[i]; !filteredDev[d.name] {
+			d.schedulable = false
+		}
+	}
+	for i := range st.NodeStorageInfo.DeviceInfos {
+		di := &st.NodeStorageInfo.DeviceInfos[i]
+		if !filteredDev[di.Name] {
+			continue
+		}
+		d := n.deviceFor(di.Name)
+		schedulable := !di.ReadOnly && di.Condition != v1alpha1.StorageFault
+		if schedulable && (!d.schedulable || clampInt64(di.Total) > d.size) {
+			grew = true
+		}
+		d.schedulable, d.mediaType, d.size = schedulable, di.MediaType, clampInt64(di.Total)
+	}
+	n.prune()
+	l.unlockAndNotify(grew)
+}
+
+// RemoveNodeStorage forgets a node's capacity (its NodeLocalStorage is
+// gone); usage by LocalVolumes is kept until they are gone too.
+func (l *Ledger) RemoveNodeStorage(nodeName string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.nodes[nodeName]
+	if n == nil {
+		return
+	}
+	n.hasNLS = false
+	for i := range n.vgs {
+		n.vgs[i].schedulable, n.vgs[i].capacity = false, 0
+	}
+	for i := range n.devices {
+		n.devices[i].schedulable = false
+	}
+	n.prune()
+	l.dropIfEmpty(n)
+}
+
+func clampInt64(v uint64) int64 {
+	if v > 1<<62 {
+		return 1 << 62
+	}
+	return int64(v)
+}
+
+// SetVolume applies a LocalVolume (add or update).
+func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
+	v := volume{
+		uid:      lv.UID,
+		node:     lv.Spec.NodeName,
+		kind:     lv.Spec.VolumeType,
+		size:     lv.Spec.Size.Value(),
+		deleting: lv.DeletionTimestamp != nil,
+	}
+	if v.kind == v1alpha1.VolumeTypeDevice {
+		v.target = lv.Spec.Device
+	} else {
+		v.kind, v.target = v1alpha1.VolumeTypeLVM, lv.Spec.VGName
+	}
+	l.mu.Lock()
+	old, existed := l.volumes[lv.Name]
+	if existed {
+		l.unaccount(lv.Name, old)
+	}
+	l.volumes[lv.Name] = v
+	l.account(lv.Name, v)
+	freed := false
+	if it := l.items[lv.Name]; it != nil {
+		l.recount(it)
+		if it.persisted {
+			l.dropItem(it)
+		}
+	}
+	// A shrink of an existing allocation frees space (never expected, but
+	// the ledger follows what the objects say).
+	if existed && (old.node != v.node || old.target != v.target || v.size < old.size) {
+		freed = true
+	}
+	l.unlockAndNotify(freed)
+}
+
+// RemoveVolume forgets a LocalVolume that is gone.
+func (l *Ledger) RemoveVolume(name string) {
+	l.mu.Lock()
+	old, existed := l.volumes[name]
+	if existed {
+		delete(l.volumes, name)
+		l.unaccount(name, old)
+	}
+	if it := l.items[name]; it != nil {
+		if it.persisted {
+			// Persisted and gone before we saw it: nothing left to hold.
+			l.dropItem(it)
+		} else {
+			l.recount(it)
+		}
+	}
+	l.unlockAndNotify(existed)
+}
+
+func (l *Ledger) account(name string, v volume) {
+	n := l.nodeFor(v.node)
+	if v.kind == v1alpha1.VolumeTypeDevice {
+		n.deviceFor(v.target).usedBy = name
+		return
+	}
+	n.vgFor(v.target).used += v.size
+}
+
+func (l *Ledger) unaccount(name string, v volume) {
+	n := l.nodes[v.node]
+	if n == nil {
+		return
+	}
+	if v.kind == v1alpha1.VolumeTypeDevice {
+		if i := n.deviceIndex(v.target); i >= 0 && n.devices[i].usedBy == name {
+			n.devices[i].usedBy = ""
+		}
+	} else if i := n.vgIndex(v.target); i >= 0 {
+		n.vgs[i].used -= v.size
+	}
+	n.prune()
+	l.dropIfEmpty(n)
+}
+
+// VolumeState is what the ledger knows about one LocalVolume name.
+type VolumeState struct {
+	// Node holds the volume (a LocalVolume or an in-flight reservation).
+	Node string
+	// Target is the VG or device.
+	Target string
+	// Exists: a LocalVolume object was seen (else it is only reserved).
+	Exists bool
+	// Deleting: the LocalVolume is being deleted.
+	Deleting bool
+	// Owner is the reserving pod, for reservations.
+	Owner types.UID
+}
+
+// Volume reports who holds the LocalVolume name, if anyone.
+func (l *Ledger) Volume(name string) (VolumeState, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if v, ok := l.volumes[name]; ok {
+		return VolumeState{Node: v.node, Target: v.target, Exists: true, Deleting: v.deleting}, true
+	}
+	if it := l.items[name]; it != nil {
+		return VolumeState{Node: it.res.Node, Target: it.target, Owner: it.res.Owner}, true
+	}
+	return VolumeState{}, false
+}
+
+// HasStorage reports whether the node offers any local storage to schedule.
+func (l *Ledger) HasStorage(nodeName string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	n := l.nodes[nodeName]
+	if n == nil || !n.hasNLS {
+		return false
+	}
+	for i := range n.vgs {
+		if n.vgs[i].schedulable {
+			return true
+		}
+	}
+	for i := range n.devices {
+		if n.devices[i].schedulable {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats are the ledger's sizes, for metrics.
+type Stats struct {
+	Nodes, Volumes, Reservations int
+}
+
+// Stats returns the ledger's sizes.
+func (l *Ledger) Stats() Stats {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	s := Stats{Volumes: len(l.volumes), Reservations: len(l.reservations)}
+	for _, n := range l.nodes {
+		if n.hasNLS {
+			s.Nodes++
+		}
+	}
+	return s
+}
+
+// VGUsage is one VG's account.
+type VGUsage struct {
+	Node, VG                 string
+	Schedulable              bool
+	Capacity, Used, Reserved int64
+}
+
+// DeviceUsage is one device's account.
+type DeviceUsage struct {
+	Node, Device, MediaType string
+	Schedulable             bool
+	Size                    int64
+	// Holder is the LocalVolume (or reserved volume) that has the device.
+	Holder string
+}
+
+// Visit calls vgFn and devFn for every VG and device, under the read lock
+// (the functions must not call back into the ledger).
+func (l *Ledger) Visit(vgFn func(VGUsage), devFn func(DeviceUsage)) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, n := range l.nodes {
+		for i := range n.vgs {
+			g := &n.vgs[i]
+			if vgFn != nil {
+				vgFn(VGUsage{Node: n.name, VG: g.name, Schedulable: g.schedulable, Capacity: g.capacity, Used: g.used, Reserved: g.reserved})
+			}
+		}
+		for i := range n.devices {
+			d := &n.devices[i]
+			if devFn != nil {
+				holder := d.usedBy
+				if holder == "" {
+					holder = d.reservedBy
+				}
+				devFn(DeviceUsage{Node: n.name, Device: d.name, MediaType: d.mediaType, Schedulable: d.schedulable, Size: d.size, Holder: holder})
+			}
+		}
+	}
+}

@@ -1,0 +1,436 @@
+package ledger
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
+)
+
+const gi = int64(1) << 30
+
+type vgSpec struct {
+	name     string
+	gib      int64
+	filtered bool
+	fault    bool
+}
+
+type devSpec struct {
+	name, media string
+	gib         int64
+	filtered    bool
+	readOnly    bool
+}
+
+func nls(node string, vgs []vgSpec, devs []devSpec) *v1alpha1.NodeLocalStorage {
+	o := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: v1alpha1.NodeLocalStorageSpec{NodeName: node}}
+	for _, g := range vgs {
+		cond := v1alpha1.StorageReady
+		if g.fault {
+			cond = v1alpha1.StorageFault
+		}
+		o.Status.NodeStorageInfo.VolumeGroups = append(o.Status.NodeStorageInfo.VolumeGroups, v1alpha1.VolumeGroup{
+			Name: g.name, Total: uint64(g.gib * gi), Available: uint64(g.gib * gi), Allocatable: uint64(g.gib * gi), Condition: cond})
+		if g.filtered {
+			o.Status.FilteredStorageInfo.VolumeGroups = append(o.Status.FilteredStorageInfo.VolumeGroups, g.name)
+		}
+	}
+	for _, d := range devs {
+		o.Status.NodeStorageInfo.DeviceInfos = append(o.Status.NodeStorageInfo.DeviceInfos, v1alpha1.DeviceInfo{
+			Name: d.name, MediaType: d.media, Total: uint64(d.gib * gi), ReadOnly: d.readOnly})
+		if d.filtered {
+			o.Status.FilteredStorageInfo.Devices = append(o.Status.FilteredStorageInfo.Devices, d.name)
+		}
+	}
+	return o
+}
+
+func lvmLV(name, node, vg string, gib int64) *v1alpha1.LocalVolume {
+	return &v1alpha1.LocalVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)},
+		Spec: v1alpha1.LocalVolumeSpec{NodeName: node, VolumeType: v1alpha1.VolumeTypeLVM, VGName: vg,
+			Size: *resource.NewQuantity(gib*gi, resource.BinarySI)},
+	}
+}
+
+func deviceLV(name, node, dev string, gib int64) *v1alpha1.LocalVolume {
+	return &v1alpha1.LocalVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)},
+		Spec: v1alpha1.LocalVolumeSpec{NodeName: node, VolumeType: v1alpha1.VolumeTypeDevice, Device: dev,
+			Size: *resource.NewQuantity(gib*gi, resource.BinarySI)},
+	}
+}
+
+func lvm(name, vg string, gib int64) Volume {
+	return Volume{Name: name, Desc: "pvc default/" + name, Type: v1alpha1.VolumeTypeLVM, VG: vg, Size: gib * gi}
+}
+
+func dev(name, media string, gib int64) Volume {
+	return Volume{Name: name, Desc: "pvc default/" + name, Type: v1alpha1.VolumeTypeDevice, MediaType: media, Size: gib * gi}
+}
+
+// usage renders the ledger's VG and device accounts, sorted, for comparison.
+func usage(l *Ledger) []string {
+	var out []string
+	l.Visit(func(u VGUsage) {
+		out = append(out, fmt.Sprintf("%s/%s sched=%t cap=%d used=%d reserved=%d", u.Node, u.VG, u.Schedulable, u.Capacity/gi, u.Used/gi, u.Reserved/gi))
+	}, func(u DeviceUsage) {
+		out = append(out, fmt.Sprintf("%s/%s %s sched=%t size=%d holder=%s", u.Node, u.Device, u.MediaType, u.Schedulable, u.Size/gi, u.Holder))
+	})
+	sort.Strings(out)
+	return out
+}
+
+func TestNodeStorageCapacity(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("n1", []vgSpec{
+		{name: "pool0", gib: 100, filtered: true},
+		{name: "system", gib: 50},
+		{name: "broken", gib: 10, filtered: true, fault: true},
+	}, []devSpec{
+		{name: "/dev/sdb", media: "ssd", gib: 200, filtered: true},
+		{name: "/dev/sdc", media: "hdd", gib: 500},
+		{name: "/dev/sdd", media: "ssd", gib: 100, filtered: true, readOnly: true},
+	}))
+	want := []string{
+		"n1//dev/sdb ssd sched=true size=200 holder=", // sdc not filtered, sdd read-only
+		"n1/pool0 sched=true cap=100 used=0 reserved=0",
+	}
+	if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("usage =\n%v\nwant\n%v", got, want)
+	}
+	if !l.HasStorage("n1") || l.HasStorage("n2") {
+		t.Error("HasStorage wrong")
+	}
+	// A LocalVolume on a VG the NLS does not list is still accounted; when
+	// the VG becomes listed, the usage is already there.
+	l.SetVolume(lvmLV("pvc-a", "n1", "system", 20))
+	l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 100, filtered: true}, {name: "system", gib: 50, filtered: true}}, nil))
+	if sf := l.Fit("n1", NewRequest([]Volume{lvm("x", "system", 31)}), Binpack); sf == nil || sf.Detail() != "VG system on n1: need 31Gi, free 30Gi" {
+		t.Errorf("Fit = %v", sf)
+	}
+	// NLS gone: nothing schedulable, usage kept.
+	l.RemoveNodeStorage("n1")
+	if sf := l.Fit("n1", NewRequest([]Volume{lvm("x", "", 1)}), Binpack); sf == nil || sf.Kind != NoStorage {
+		t.Errorf("Fit after NLS removal = %v", sf)
+	}
+	if got := usage(l); fmt.Sprint(got) != "[n1/system sched=false cap=0 used=20 reserved=0]" {
+		t.Errorf("usage after NLS removal = %v", got)
+	}
+}
+
+func TestFit(t *testing.T) {
+	node := func(l *Ledger) {
+		l.SetNodeStorage(nls("n1",
+			[]vgSpec{{name: "pool0", gib: 100, filtered: true}, {name: "pool1", gib: 40, filtered: true}},
+			[]devSpec{{name: "/dev/sdb", media: "ssd", gib: 100, filtered: true}, {name: "/dev/sdc", media: "ssd", gib: 50, filtered: true},
+				{name: "/dev/sdd", media: "hdd", gib: 1000, filtered: true}}))
+		l.SetVolume(lvmLV("pvc-used", "n1", "pool0", 88)) // pool0: 12Gi free
+	}
+	for _, tc := range []struct {
+		name     string
+		vols     []Volume
+		strategy Strategy
+		// wantTargets: volume name -> VG or device, when it fits.
+		wantTargets map[string]string
+		wantReason  string
+		wantDetail  string
+	}{
+		{name: "fits pinned", vols: []Volume{lvm("a", "pool0", 12)}, wantTargets: map[string]string{"a": "pool0"}},
+		{
+			name: "pinned volumes must fit together (#158)", vols: []Volume{lvm("a", "pool0", 10), lvm("b", "pool0", 20)},
+			wantReason: "node(s) had less than 30Gi free in VG pool0", wantDetail: "VG pool0 on n1: need 30Gi, free 12Gi",
+		},
+		{name: "missing VG", vols: []Volume{lvm("a", "pool9", 1)},
+			wantReason: "node(s) had no VG pool9 (vgName of pvc default/a)", wantDetail: "node n1 has no VG pool9 (vgName of pvc default/a)"},
+		{name: "binpack picks the fullest VG that fits", vols: []Volume{lvm("a", "", 10)}, wantTargets: map[string]string{"a": "pool0"}},
+		{name: "spread picks the emptiest VG", vols: []Volume{lvm("a", "", 10)}, strategy: Spread, wantTargets: map[string]string{"a": "pool1"}},
+		{name: "binpack skips a VG too small", vols: []Volume{lvm("a", "", 13)}, wantTargets: map[string]string{"a": "pool1"}},
+		{
+			name: "pinned first, then the rest largest first", vols: []Volume{lvm("small", "", 5), lvm("big", "", 30), lvm("pin", "pool1", 8)},
+			// pool1 40-8=32 left; big (30) binpacks into pool1 (32 < pool0's 12? no: 12 < 30, only pool1 fits);
+			// small (5) binpacks into pool1's remaining 2? no, pool0's 12.
+			wantTargets: map[string]string{"pin": "pool1", "big": "pool1", "small": "pool0"},
+		},
+		{
+			name: "unpinned volumes must fit together", vols: []Volume{lvm("a", "", 30), lvm("b", "", 30)},
+			wantReason: "node(s) had no VG with 30Gi free for pvc default/b", wantDetail: "pvc default/b on n1: need 30Gi, largest VG free 12Gi",
+		},
+		{name: "smallest device that fits", vols: []Volume{dev("d", "ssd", 40)}, wantTargets: map[string]string{"d": "/dev/sdc"}},
+		{name: "devices are exclusive", vols: []Volume{dev("d1", "ssd", 40), dev("d2", "ssd", 40)},
+			wantTargets: map[string]string{"d1": "/dev/sdc", "d2": "/dev/sdb"}},
+		{
+			name: "no third ssd", vols: []Volume{dev("d1", "ssd", 1), dev("d2", "ssd", 1), dev("d3", "ssd", 1)},
+			wantReason: "node(s) had no free ssd device of at least 1Gi for pvc default/d3", wantDetail: "ssd devices on n1: need 1Gi, largest free 0",
+		},
+		{name: "media type matters", vols: []Volume{dev("d", "hdd", 600)}, wantTargets: map[string]string{"d": "/dev/sdd"}},
+		{name: "device too small", vols: []Volume{dev("d", "ssd", 101)}, wantDetail: "ssd devices on n1: need 101Gi, largest free 100Gi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New()
+			node(l)
+			req := NewRequest(tc.vols)
+			sf := l.Fit("n1", req, tc.strategy)
+			if tc.wantTargets == nil {
+				if sf == nil {
+					t.Fatal("fits, want a shortfall")
+				}
+				if tc.wantReason != "" && sf.Reason() != tc.wantReason {
+					t.Errorf("Reason() = %q, want %q", sf.Reason(), tc.wantReason)
+				}
+				if sf.Detail() != tc.wantDetail {
+					t.Errorf("Detail() = %q, want %q", sf.Detail(), tc.wantDetail)
+				}
+				return
+			}
+			if sf != nil {
+				t.Fatalf("shortfall %q, want fit", sf.Detail())
+			}
+			r, sf := l.Reserve("pod", "n1", req, tc.strategy)
+			if sf != nil {
+				t.Fatalf("Reserve: %s", sf.Detail())
+			}
+			got := map[string]string{}
+			for _, a := range r.Assignments {
+				got[a.Volume.Name] = a.VG + a.Device
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantTargets) {
+				t.Errorf("assignments = %v, want %v", got, tc.wantTargets)
+			}
+		})
+	}
+}
+
+// The life of a reservation: held, covered by its LocalVolume without
+// double counting, dropped once persisted and seen, freed on deletion.
+func TestReservationLifecycle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// order of PreBind's MarkPersisted relative to the informer's SetVolume.
+		persistFirst bool
+	}{{name: "informer after PreBind", persistFirst: true}, {name: "informer before PreBind returns"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New()
+			var freed atomic.Int32
+			l.OnFreed(func() { freed.Add(1) })
+			l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, []devSpec{{name: "/dev/sdb", media: "ssd", gib: 5, filtered: true}}))
+			req := NewRequest([]Volume{lvm("pvc-a", "", 6), dev("pvc-d", "ssd", 5)})
+			if _, sf := l.Reserve("pod-a", "n1", req, Binpack); sf != nil {
+				t.Fatal(sf.Detail())
+			}
+			// A second pod of the same shape no longer fits: the first holds the space.
+			if sf := l.Fit("n1", NewRequest([]Volume{lvm("pvc-b", "", 6)}), Binpack); sf == nil {
+				t.Fatal("second pod fits while the first holds the space")
+			}
+			want := []string{"n1//dev/sdb ssd sched=true size=5 holder=pvc-d", "n1/pool0 sched=true cap=10 used=0 reserved=6"}
+			if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("after Reserve: %v", got)
+			}
+			persist := func() {
+				l.MarkPersisted("pod-a", "pvc-a", time.Now())
+				l.MarkPersisted("pod-a", "pvc-d", time.Now())
+			}
+			observe := func() {
+				l.SetVolume(lvmLV("pvc-a", "n1", "pool0", 6))
+				l.SetVolume(deviceLV("pvc-d", "n1", "/dev/sdb", 5))
+			}
+			if tc.persistFirst {
+				persist()
+				observe()
+			} else {
+				observe()
+				// Seen but not yet persisted: counted once, through the LocalVolume.
+				want := []string{"n1//dev/sdb ssd sched=true size=5 holder=pvc-d", "n1/pool0 sched=true cap=10 used=6 reserved=0"}
+				if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("covered: %v", got)
+				}
+				persist()
+			}
+			if s := l.Stats(); s.Reservations != 0 || s.Volumes != 2 {
+				t.Errorf("stats = %+v, want the reservation gone and 2 volumes", s)
+			}
+			want = []string{"n1//dev/sdb ssd sched=true size=5 holder=pvc-d", "n1/pool0 sched=true cap=10 used=6 reserved=0"}
+			if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("after persist+observe: %v", got)
+			}
+			// Unreserve after success changes nothing.
+			l.Release("pod-a")
+			if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("after late Release: %v", got)
+			}
+			before := freed.Load()
+			l.RemoveVolume("pvc-a")
+			l.RemoveVolume("pvc-d")
+			if freed.Load() == before {
+				t.Error("no freed notification on LocalVolume removal")
+			}
+			if sf := l.Fit("n1", req, Binpack); sf != nil {
+				t.Errorf("space not back: %s", sf.Detail())
+			}
+		})
+	}
+}
+
+func TestReleaseAndHeldVolumes(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, nil))
+	l.SetNodeStorage(nls("n2", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, nil))
+	if _, sf := l.Reserve("pod-a", "n1", NewRequest([]Volume{lvm("pvc-a", "", 8)}), Binpack); sf != nil {
+		t.Fatal(sf.Detail())
+	}
+	if st, ok := l.Volume("pvc-a"); !ok || st.Node != "n1" || st.Exists || st.Owner != "pod-a" {
+		t.Errorf("Volume(pvc-a) = %+v, %t", st, ok)
+	}
+	// Another pod sharing the PVC: on n1 nothing more is held, on n2 it fails.
+	if r, sf := l.Reserve("pod-b", "n1", NewRequest([]Volume{lvm("pvc-a", "", 8)}), Binpack); sf != nil || len(r.Assignments) != 0 {
+		t.Errorf("shared volume on the same node: %v %v", r, sf)
+	}
+	if _, sf := l.Reserve("pod-c", "n2", NewRequest([]Volume{lvm("pvc-a", "", 8)}), Binpack); sf == nil || sf.Kind != HeldElsewhere ||
+		sf.Reason() != "pvc default/pvc-a was just allocated on node n1" {
+		t.Errorf("shared volume on another node: %v", sf)
+	}
+	// Unreserve before PreBind gives the space back.
+	l.Release("pod-a")
+	if got := usage(l); fmt.Sprint(got) != "[n1/pool0 sched=true cap=10 used=0 reserved=0 n2/pool0 sched=true cap=10 used=0 reserved=0]" {
+		t.Errorf("after Release: %v", got)
+	}
+	// A persisted item whose LocalVolume never shows up expires.
+	if _, sf := l.Reserve("pod-d", "n1", NewRequest([]Volume{lvm("pvc-d", "", 8)}), Binpack); sf != nil {
+		t.Fatal(sf.Detail())
+	}
+	l.MarkPersisted("pod-d", "pvc-d", time.Now().Add(-time.Hour))
+	if n := l.ExpirePersisted(time.Now().Add(-time.Minute)); n != 1 {
+		t.Errorf("ExpirePersisted = %d, want 1", n)
+	}
+	if s := l.Stats(); s.Reservations != 0 {
+		t.Errorf("stats after expiry = %+v", s)
+	}
+}
+
+// A ledger rebuilt from the same objects (a restarted scheduler) equals
+// one that followed every event, however the events were ordered.
+func TestRebuildFromObjects(t *testing.T) {
+	live := New()
+	live.SetVolume(lvmLV("pvc-early", "n1", "pool0", 3)) // LocalVolume seen before its node's NLS
+	live.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, nil))
+	live.SetNodeStorage(nls("n2", []vgSpec{{name: "pool0", gib: 20, filtered: true}}, []devSpec{{name: "/dev/sdb", media: "hdd", gib: 50, filtered: true}}))
+	r, sf := live.Reserve("pod", "n2", NewRequest([]Volume{lvm("pvc-x", "", 5), dev("pvc-y", "hdd", 50)}), Binpack)
+	if sf != nil {
+		t.Fatal(sf.Detail())
+	}
+	for _, a := range r.Assignments {
+		live.MarkPersisted("pod", a.Volume.Name, time.Now())
+	}
+	live.SetVolume(lvmLV("pvc-x", "n2", "pool0", 5))
+	live.SetVolume(deviceLV("pvc-y", "n2", "/dev/sdb", 50))
+	live.SetVolume(lvmLV("pvc-gone", "n1", "pool0", 4))
+	grown := lvmLV("pvc-early", "n1", "pool0", 6) // expansion
+	live.SetVolume(grown)
+	live.RemoveVolume("pvc-gone")
+
+	rebuilt := New()
+	rebuilt.SetVolume(lvmLV("pvc-x", "n2", "pool0", 5))
+	rebuilt.SetVolume(deviceLV("pvc-y", "n2", "/dev/sdb", 50))
+	rebuilt.SetVolume(grown)
+	rebuilt.SetNodeStorage(nls("n2", []vgSpec{{name: "pool0", gib: 20, filtered: true}}, []devSpec{{name: "/dev/sdb", media: "hdd", gib: 50, filtered: true}}))
+	rebuilt.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, nil))
+
+	if a, b := usage(live), usage(rebuilt); fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("live ledger\n%v\n!= rebuilt\n%v", a, b)
+	}
+	if a, b := live.Stats(), rebuilt.Stats(); a != b {
+		t.Errorf("stats %+v != %+v", a, b)
+	}
+}
+
+// Concurrent reservations and events never over-commit a VG.
+func TestConcurrentReserveNeverOvercommits(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 100, filtered: true}, {name: "pool1", gib: 50, filtered: true}}, nil))
+	var wg sync.WaitGroup
+	var reserved atomic.Int64
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			owner := types.UID(fmt.Sprintf("pod-%d", i))
+			req := NewRequest([]Volume{lvm(fmt.Sprintf("pvc-%d-a", i), "", 3), lvm(fmt.Sprintf("pvc-%d-b", i), "", 4)})
+			if _, sf := l.Reserve(owner, "n1", req, Binpack); sf == nil {
+				reserved.Add(7)
+				if i%2 == 0 {
+					// Half of them get persisted and seen; the others stay reserved.
+					l.SetVolume(lvmLV(fmt.Sprintf("pvc-%d-a", i), "n1", mustTarget(l, owner, fmt.Sprintf("pvc-%d-a", i)), 3))
+					l.MarkPersisted(owner, fmt.Sprintf("pvc-%d-a", i), time.Now())
+				}
+			}
+			_ = l.Fit("n1", req, Spread)
+		}()
+	}
+	wg.Wait()
+	l.Visit(func(u VGUsage) {
+		if u.Used+u.Reserved > u.Capacity {
+			t.Errorf("%s/%s over-committed: used %d + reserved %d > %d", u.Node, u.VG, u.Used, u.Reserved, u.Capacity)
+		}
+	}, nil)
+	var total int64
+	l.Visit(func(u VGUsage) { total += u.Used + u.Reserved }, nil)
+	if total != reserved.Load()*gi {
+		t.Errorf("accounted %d GiB, reserved %d GiB", total/gi, reserved.Load())
+	}
+	if reserved.Load() < 140 {
+		t.Errorf("only %d GiB reserved of 150: packing lost space", reserved.Load())
+	}
+}
+
+func mustTarget(l *Ledger, owner types.UID, name string) string {
+	_, as, _ := l.Reservation(owner)
+	for _, a := range as {
+		if a.Volume.Name == name {
+			return a.VG
+		}
+	}
+	return ""
+}
+
+func TestScoreAndClosest(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("empty", []vgSpec{{name: "pool0", gib: 100, filtered: true}}, nil))
+	l.SetNodeStorage(nls("half", []vgSpec{{name: "pool0", gib: 100, filtered: true}}, nil))
+	l.SetNodeStorage(nls("full", []vgSpec{{name: "pool0", gib: 100, filtered: true}}, nil))
+	l.SetVolume(lvmLV("pvc-h", "half", "pool0", 50))
+	l.SetVolume(lvmLV("pvc-f", "full", "pool0", 95))
+	req := NewRequest([]Volume{lvm("new", "", 10)})
+	w := Weights{LVM: 1, Device: 1}
+	score := func(node string, s Strategy) int64 {
+		v, ok := l.Score(node, req, s, w)
+		if !ok && node != "full" {
+			t.Fatalf("%s does not fit", node)
+		}
+		return v
+	}
+	if e, h := score("empty", Binpack), score("half", Binpack); !(h > e) || e != 10 || h != 60 {
+		t.Errorf("binpack: empty %d, half %d; want 10 < 60", e, h)
+	}
+	if e, h := score("empty", Spread), score("half", Spread); !(e > h) || e != 90 || h != 40 {
+		t.Errorf("spread: empty %d, half %d; want 90 > 40", e, h)
+	}
+	if _, ok := l.Score("full", req, Binpack, w); ok {
+		t.Error("full node scored as fitting")
+	}
+	big := NewRequest([]Volume{lvm("big", "pool0", 60)})
+	if sf := l.Closest([]string{"full", "half", "empty", "unknown"}, big, Binpack); sf == nil || sf.Detail() != "VG pool0 on half: need 60Gi, free 50Gi" {
+		t.Errorf("Closest = %v", sf)
+	}
+	if sf := l.Closest([]string{"empty"}, big, Binpack); sf != nil {
+		t.Errorf("Closest = %s, want nil (fits)", sf.Detail())
+	}
+}

@@ -1,0 +1,335 @@
+package plugin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/component-helpers/storage/ephemeral"
+	storagehelpers "k8s.io/component-helpers/storage/volume"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/scheduler/ledger"
+)
+
+// StorageClass parameters, as open-local names them.
+const (
+	paramVolumeType = "volumeType"
+	paramVGName     = "vgName"
+	paramMediaType  = "mediaType"
+	paramLVMType    = "lvmType"
+	// CSI inline volume attributes.
+	attrVGName = "vgName"
+	attrSize   = "size"
+)
+
+// volumeSpec is one local volume of the pod and what its LocalVolume will say.
+type volumeSpec struct {
+	ledger.Volume
+	LVMType  v1alpha1.LVMType
+	Source   *v1alpha1.LocalVolumeSource
+	ClaimRef *v1alpha1.ObjectReference
+	PodRef   *v1alpha1.ObjectReference
+	// snapshot names the VolumeSnapshot a PVC is restored from, until
+	// pinToSource resolves it into Source.
+	snapshot string
+}
+
+// podState is the pod's local-volume needs, computed once in PreFilter.
+// It is shared by the cycle's clones (Clone returns the same pointer):
+// only Reserve, PreBind and Unreserve write it, and they run one at a time.
+type podState struct {
+	// specs of every local volume still to allocate, by LocalVolume name.
+	specs map[string]*volumeSpec
+	// req is what needs capacity, in planning order.
+	req *ledger.Request
+	// node, when set, is the only node the pod can use: a volume is
+	// already allocated there or its source lives there; why says which
+	// ("pvc default/data is allocated there").
+	node, why string
+	// hasLocal: the pod uses local volumes at all (allocated or not).
+	hasLocal bool
+
+	// Written by Reserve: the node and the placement.
+	reservedNode string
+	assignments  []ledger.Assignment
+	// Written by PreBind: LocalVolumes it created (Unreserve deletes them).
+	created []createdVolume
+}
+
+type createdVolume struct {
+	name string
+	uid  types.UID
+}
+
+// Clone shares the state: it is read-only where cycles may run in parallel.
+func (s *podState) Clone() fwk.StateData { return s }
+
+const stateKey fwk.StateKey = Name
+
+func getState(cs fwk.CycleState) (*podState, error) {
+	d, err := cs.Read(stateKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no PreFilter state: %w", Name, err)
+	}
+	s, ok := d.(*podState)
+	if !ok {
+		return nil, fmt.Errorf("%s: state is %T", Name, d)
+	}
+	return s, nil
+}
+
+// needError is a problem with one of the pod's volumes: the pod (only
+// this pod, #211) is unschedulable until the object is fixed.
+type needError struct {
+	code fwk.Code
+	msg  string
+}
+
+func (e *needError) Error() string { return e.msg }
+
+func unresolvable(format string, a ...any) *needError {
+	return &needError{code: fwk.UnschedulableAndUnresolvable, msg: fmt.Sprintf(format, a...)}
+}
+
+func unschedulable(format string, a ...any) *needError {
+	return &needError{code: fwk.Unschedulable, msg: fmt.Sprintf(format, a...)}
+}
+
+// InlineVolumeHandle is kubelet's volume handle of a CSI ephemeral inline
+// volume (k8s.io/kubernetes/pkg/volume/csi makeVolumeHandle), which is the
+// volume's LocalVolume name.
+func InlineVolumeHandle(podUID, volumeName string) string {
+	sum := sha256.Sum256([]byte(podUID + volumeName))
+	return "csi-" + hex.EncodeToString(sum[:])
+}
+
+// PVCVolumeName is the LocalVolume name of a PVC's volume.
+func PVCVolumeName(pvcUID string) string { return "pvc-" + pvcUID }
+
+// podNeeds computes the pod's local-volume needs. It returns nil when the
+// pod has no local volumes of ours.
+func (pl *OpenLocal) podNeeds(pod *v1.Pod) (*podState, *needError) {
+	st := &podState{specs: map[string]*volumeSpec{}}
+	var vols []ledger.Volume
+	pin := func(node, why string) *needError {
+		if st.node == "" {
+			st.node, st.why = node, why
+			return nil
+		}
+		if st.node != node {
+			return unresolvable("volumes pin the pod to two nodes: %s (%s) and %s (%s)", st.node, st.why, node, why)
+		}
+		return nil
+	}
+	for i := range pod.Spec.Volumes {
+		vol := &pod.Spec.Volumes[i]
+		var spec *volumeSpec
+		var err *needError
+		switch {
+		case vol.PersistentVolumeClaim != nil:
+			spec, err = pl.claimNeed(pod, vol.PersistentVolumeClaim.ClaimName, false, vol)
+		case vol.Ephemeral != nil:
+			spec, err = pl.claimNeed(pod, ephemeral.VolumeClaimName(pod, vol), true, vol)
+		case vol.CSI != nil && pl.ours[vol.CSI.Driver]:
+			spec, err = pl.inlineNeed(pod, vol)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if spec == nil {
+			continue
+		}
+		st.hasLocal = true
+		// Someone already holds this volume: it pins the pod, needs nothing.
+		if held, ok := pl.ledger.Volume(spec.Name); ok && held.Owner != pod.UID {
+			if held.Deleting {
+				return nil, unschedulable("LocalVolume %s of %s is being deleted; waiting until it is gone", spec.Name, spec.Desc)
+			}
+			if err := pin(held.Node, spec.Desc+" is allocated there"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if spec.Source != nil || spec.snapshot != "" {
+			if err := pl.pinToSource(spec, pin); err != nil {
+				return nil, err
+			}
+		}
+		st.specs[spec.Name] = spec
+		vols = append(vols, spec.Volume)
+	}
+	if !st.hasLocal {
+		return nil, nil
+	}
+	st.req = ledger.NewRequest(vols)
+	return st, nil
+}
+
+// claimNeed returns the volume a PVC still needs, or nil if it is not an
+// unbound WaitForFirstConsumer PVC of ours. Problems VolumeBinding already
+// reports (missing or lost PVCs) are left to it.
+func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, vol *v1.Volume) (*volumeSpec, *needError) {
+	pvc, err := pl.pvcLister.PersistentVolumeClaims(pod.Namespace).Get(claimName)
+	if err != nil {
+		return nil, nil //nolint:nilerr // VolumeBinding reports missing PVCs
+	}
+	if isEphemeral && ephemeral.VolumeIsForPod(pod, pvc) != nil {
+		return nil, nil
+	}
+	if pvc.Spec.VolumeName != "" || pvc.DeletionTimestamp != nil {
+		// Bound: its LocalVolume is counted and its PV's node affinity pins the pod.
+		return nil, nil
+	}
+	desc := fmt.Sprintf("pvc %s/%s", pvc.Namespace, pvc.Name)
+	className := storagehelpers.GetPersistentVolumeClaimClass(pvc)
+	if className == "" {
+		return nil, nil
+	}
+	sc, err := pl.scLister.Get(className)
+	if apierrors.IsNotFound(err) {
+		return nil, unresolvable("%s: storageclass %q not found", desc, className)
+	} else if err != nil {
+		return nil, &needError{code: fwk.Error, msg: err.Error()}
+	}
+	if !pl.ours[sc.Provisioner] {
+		return nil, nil
+	}
+	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
+		// Immediate binding: provisioned before scheduling, without us.
+		return nil, nil
+	}
+	size := pvc.Spec.Resources.Requests[v1.ResourceStorage]
+	if size.Sign() <= 0 {
+		return nil, unresolvable("%s requests no storage", desc)
+	}
+	spec := &volumeSpec{
+		Volume:   ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size.Value()},
+		ClaimRef: &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
+	}
+	if err := applyClassParameters(spec, sc); err != nil {
+		return nil, unresolvable("%s: storageclass %s: %s", desc, sc.Name, err.Error())
+	}
+	if src := dataSourceOf(pvc); src != nil {
+		if spec.Type != v1alpha1.VolumeTypeLVM {
+			return nil, unresolvable("%s: a %s volume cannot be restored or cloned", desc, spec.Type)
+		}
+		switch {
+		case src.Kind == "VolumeSnapshot" && src.APIGroup != nil && *src.APIGroup == "snapshot.storage.k8s.io":
+			spec.snapshot = src.Name
+		case src.Kind == "PersistentVolumeClaim" && (src.APIGroup == nil || *src.APIGroup == ""):
+			srcPVC, err := pl.pvcLister.PersistentVolumeClaims(pvc.Namespace).Get(src.Name)
+			if err != nil {
+				return nil, unresolvable("%s: source pvc %q: %v", desc, src.Name, err)
+			}
+			spec.Source = &v1alpha1.LocalVolumeSource{Volume: PVCVolumeName(string(srcPVC.UID))}
+		}
+	}
+	return spec, nil
+}
+
+func dataSourceOf(pvc *v1.PersistentVolumeClaim) *v1.TypedObjectReference {
+	if r := pvc.Spec.DataSourceRef; r != nil && (r.Namespace == nil || *r.Namespace == pvc.Namespace) {
+		return r
+	}
+	if d := pvc.Spec.DataSource; d != nil {
+		return &v1.TypedObjectReference{APIGroup: d.APIGroup, Kind: d.Kind, Name: d.Name}
+	}
+	return nil
+}
+
+// applyClassParameters reads open-local's StorageClass parameters.
+func applyClassParameters(spec *volumeSpec, sc *storagev1.StorageClass) error {
+	p := sc.Parameters
+	switch t := p[paramVolumeType]; t {
+	case "", string(v1alpha1.VolumeTypeLVM):
+		// open-local requires volumeType; LVM is what nearly every class means.
+		spec.Type = v1alpha1.VolumeTypeLVM
+		spec.VG = p[paramVGName]
+		switch lt := p[paramLVMType]; lt {
+		case "", string(v1alpha1.LVMTypeLinear):
+			spec.LVMType = v1alpha1.LVMTypeLinear
+		case string(v1alpha1.LVMTypeStriping):
+			spec.LVMType = v1alpha1.LVMTypeStriping
+		default:
+			return fmt.Errorf("lvmType %q is not linear or striping", lt)
+		}
+	case string(v1alpha1.VolumeTypeDevice):
+		spec.Type = v1alpha1.VolumeTypeDevice
+		switch m := p[paramMediaType]; m {
+		case "ssd", "hdd":
+			spec.MediaType = m
+		default:
+			return fmt.Errorf("volumeType Device needs mediaType ssd or hdd, not %q", m)
+		}
+	case "MountPoint":
+		return fmt.Errorf("volumeType MountPoint is not supported (use LVM or Device)")
+	default:
+		return fmt.Errorf("volumeType %q is not LVM or Device", t)
+	}
+	return nil
+}
+
+// inlineNeed is a CSI ephemeral inline volume of our driver (always LVM).
+func (pl *OpenLocal) inlineNeed(pod *v1.Pod, vol *v1.Volume) (*volumeSpec, *needError) {
+	desc := fmt.Sprintf("inline volume %s of pod %s/%s", vol.Name, pod.Namespace, pod.Name)
+	size := pl.args.DefaultInlineVolumeSize
+	if s, ok := vol.CSI.VolumeAttributes[attrSize]; ok {
+		q, err := resource.ParseQuantity(s)
+		if err != nil || q.Sign() <= 0 {
+			return nil, unresolvable("%s: size %q is not a positive quantity", desc, s)
+		}
+		size = q
+	}
+	return &volumeSpec{
+		Volume: ledger.Volume{Name: InlineVolumeHandle(string(pod.UID), vol.Name), Desc: desc,
+			Type: v1alpha1.VolumeTypeLVM, VG: vol.CSI.VolumeAttributes[attrVGName], Size: size.Value()},
+		LVMType: v1alpha1.LVMTypeLinear,
+		PodRef:  &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+	}, nil
+}
+
+// pinToSource pins a restored or cloned volume to the node and VG of its
+// source: an LVM copy is made from the origin LV.
+func (pl *OpenLocal) pinToSource(spec *volumeSpec, pin func(node, why string) *needError) *needError {
+	if spec.snapshot != "" {
+		name, err := pl.snapshots.localVolumeOf(spec.ClaimRef.Namespace, spec.snapshot)
+		if err != nil {
+			return err
+		}
+		spec.Source = &v1alpha1.LocalVolumeSource{Snapshot: name}
+	}
+	src := spec.Source
+	origin := src.Snapshot
+	if origin == "" {
+		origin = src.Volume
+	}
+	lv, err := pl.lvLister.Get(origin)
+	if err != nil {
+		return unschedulable("%s: source LocalVolume %s not found yet", spec.Desc, origin)
+	}
+	if spec.VG != "" && spec.VG != lv.Spec.VGName {
+		return unresolvable("%s: storageclass vgName %s differs from the source's VG %s", spec.Desc, spec.VG, lv.Spec.VGName)
+	}
+	spec.VG = lv.Spec.VGName
+	return pin(lv.Spec.NodeName, fmt.Sprintf("%s is copied from %s there", spec.Desc, origin))
+}
+
+// sortedNames lists the keys of specs in order, for deterministic output.
+func sortedNames(specs map[string]*volumeSpec) []string {
+	names := make([]string, 0, len(specs))
+	for n := range specs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
