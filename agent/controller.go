@@ -21,8 +21,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nlscontroller"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
@@ -48,8 +50,11 @@ func runController(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	o.metrics = agentmetrics.NewRegistry()
+	workqueue.SetProvider(agentmetrics.NewWorkqueues(o.metrics))
 	recorder, stopEvents := newRecorder(ctx, kube, nlscontroller.FieldManager, host)
 	defer stopEvents()
+	recorder = agentmetrics.CountWarnings(o.metrics, recorder)
 
 	selector, err := labels.Parse(o.nodeSelector)
 	if err != nil {
@@ -71,13 +76,13 @@ func runController(ctx context.Context, o *options) error {
 		return c.Run(ctx)
 	}
 	if !o.leaderElect {
-		serveHealthz(ctx, o.healthzAddr, nil)
+		serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))
 		return run(ctx)
 	}
 
 	klog.InfoS("leader election", "identity", id, "lease", o.leaseNS+"/"+o.leaseName)
 	watchdog := leaderelection.NewLeaderHealthzAdaptor(o.renewDeadline)
-	serveHealthz(ctx, o.healthzAddr, func(r *http.Request) error { return watchdog.Check(r) })
+	serveHealthz(ctx, o.healthzAddr, func(r *http.Request) error { return watchdog.Check(r) }, agentmetrics.Handler(o.metrics))
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: o.leaseNS, Name: o.leaseName},
 		Client:     kube.CoordinationV1(),

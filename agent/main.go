@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -38,17 +39,21 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/component-base/logs"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/component-base/version/verflag"
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/agent/discovery"
+	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
 	"github.com/open-local/open-local/agent/nodestorage"
+	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
 	"github.com/open-local/open-local/lvm"
+	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
 )
 
 // Modes of the binary.
@@ -74,6 +79,14 @@ var nodeControllers = []struct {
 			DeviceRegexp:      o.deviceRegexp,
 			Ownership:         discovery.Ownership{LegacyPrefix: o.legacyLVPrefix},
 		})
+	}},
+	{"volumes", func(env *nodeagent.Env, _ *options) (nodeagent.Controller, error) {
+		return volumes.New(volumes.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube,
+			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder})
+	}},
+	{"metrics", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
+		return agentmetrics.NewNode(o.metrics, agentmetrics.NodeOptions{NodeName: env.NodeName, Client: env.OpenLocal,
+			LVM: env.LVM, SysFS: o.sysfs})
 	}},
 }
 
@@ -107,6 +120,9 @@ type options struct {
 	leaseDuration time.Duration
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
+
+	// metrics is the registry /metrics serves (set at start, not a flag).
+	metrics *prometheus.Registry
 }
 
 func (o *options) addFlags(fs *pflag.FlagSet) {
@@ -114,7 +130,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration when empty")
 	fs.Float32Var(&o.qps, "kube-api-qps", 20, "API client queries per second")
 	fs.IntVar(&o.burst, "kube-api-burst", 30, "API client burst")
-	fs.StringVar(&o.healthzAddr, "healthz-bind-address", ":10265", "address of the /healthz endpoint; empty disables it")
+	fs.StringVar(&o.healthzAddr, "healthz-bind-address", ":10265", "address of the /healthz and /metrics endpoints; empty disables them")
 
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "[agent] the node this agent serves (default $NODE_NAME)")
 	fs.StringVar(&o.sysfs, "sysfs", "/sys", "[agent] where sysfs is mounted (open-local's --path.sysfs)")
@@ -250,6 +266,11 @@ func runAgent(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	o.metrics = agentmetrics.NewRegistry()
+	// Before any controller creates its queue: queues take the provider
+	// when they are made.
+	workqueue.SetProvider(agentmetrics.NewWorkqueues(o.metrics))
+	commands := lvmmetrics.NewCommands(o.metrics)
 	mode, _ := lvm.ParseMode(o.activation)
 	if mode == lvm.ModeAuto {
 		mode = lvm.DetectMode()
@@ -259,13 +280,14 @@ func runAgent(ctx context.Context, o *options) error {
 		// Only single-segment LVs can be exposed as loop devices.
 		lvmOpts = append(lvmOpts, lvm.WithAlloc(lvm.AllocContiguous))
 	}
-	client := lvm.New(&lvm.ExecRunner{SystemDir: o.lvmSystemDir}, lvmOpts...)
+	client := lvm.New(&lvm.ExecRunner{SystemDir: o.lvmSystemDir, Observe: commands.Observe}, lvmOpts...)
 	act, err := lvm.NewActivator(mode, client, o.loopLockFile)
 	if err != nil {
 		return err
 	}
 	recorder, stopEvents := newRecorder(ctx, kube, "open-local-agent", o.nodeName)
 	defer stopEvents()
+	recorder = agentmetrics.CountWarnings(o.metrics, recorder)
 	env := &nodeagent.Env{NodeName: o.nodeName, Kube: kube, OpenLocal: ol, LVM: client, Activator: act, Recorder: recorder}
 	klog.InfoS("agent starting", "node", o.nodeName, "activation", mode, "lvmSystemDir", o.lvmSystemDir)
 
@@ -285,7 +307,7 @@ func runAgent(ctx context.Context, o *options) error {
 			done <- err
 		}()
 	}
-	serveHealthz(ctx, o.healthzAddr, nil)
+	serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))
 	for range nodeControllers {
 		<-done
 	}
@@ -295,9 +317,9 @@ func runAgent(ctx context.Context, o *options) error {
 	return nil
 }
 
-// serveHealthz serves /healthz until ctx is done; check (may be nil) adds a
-// condition, e.g. leader election's watchdog.
-func serveHealthz(ctx context.Context, addr string, check func(*http.Request) error) {
+// serveHealthz serves /healthz and /metrics until ctx is done; check (may be
+// nil) adds a condition, e.g. leader election's watchdog.
+func serveHealthz(ctx context.Context, addr string, check func(*http.Request) error, metrics http.Handler) {
 	if addr == "" {
 		return
 	}
@@ -311,6 +333,7 @@ func serveHealthz(ctx context.Context, addr string, check func(*http.Request) er
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
+	mux.Handle("/metrics", metrics)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {

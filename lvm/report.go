@@ -57,6 +57,10 @@ type LV struct {
 	// (lvm's data_percent), or -1 when lvm does not report it (inactive LV,
 	// metadata mode, linear LV).
 	DataPercent float64
+	// MetadataPercent is how full a thin pool's metadata LV is (lvm's
+	// metadata_percent), or -1 when lvm does not report it (not a thin
+	// pool, inactive). A full metadata LV stops every thin LV of the pool.
+	MetadataPercent float64
 }
 
 // HasTag reports whether the LV carries tag.
@@ -92,7 +96,7 @@ var (
 	vgFields = []string{"vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size", "vg_extent_count",
 		"vg_free_count", "pv_count", "lv_count", "vg_tags", "vg_attr"}
 	lvFields = []string{"lv_name", "vg_name", "lv_uuid", "lv_size", "lv_tags", "lv_attr", "lv_layout",
-		"origin", "pool_lv", "seg_count", "lv_path", "lv_active", "data_percent"}
+		"origin", "pool_lv", "seg_count", "lv_path", "lv_active", "data_percent", "metadata_percent"}
 	pvFields = []string{"pv_name", "vg_name", "pv_uuid", "pv_size", "pv_free", "dev_size", "pe_start",
 		"pv_major", "pv_minor", "pv_tags", "pv_attr"}
 )
@@ -207,7 +211,7 @@ func parseLVs(out []byte) ([]LV, error) {
 			Name: r.str("lv_name"), VG: r.str("vg_name"), UUID: r.str("lv_uuid"), Size: r.uint("lv_size"),
 			Tags: r.tags("lv_tags"), Attr: r.str("lv_attr"), Layout: r.str("lv_layout"), Origin: r.str("origin"),
 			Pool: r.str("pool_lv"), Segments: r.int("seg_count"), Path: r.str("lv_path"), Active: r.str("lv_active"),
-			DataPercent: r.percent("data_percent"),
+			DataPercent: r.percent("data_percent"), MetadataPercent: r.percent("metadata_percent"),
 		}
 		if r.err != nil {
 			return nil, r.err

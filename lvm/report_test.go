@@ -34,19 +34,21 @@ func TestParseReports(t *testing.T) {
 	lvs, err := parseLVs([]byte(`{"report":[{"lv":[
 		{"lv_name":"x", "vg_name":"vga", "lv_uuid":"lJBx", "lv_size":"104857600", "lv_tags":"csi.aliyun.com/open-local,t2", "lv_attr":"-wi-XX----", "lv_layout":"linear", "origin":"", "pool_lv":"", "seg_count":"1", "lv_path":"/dev/vga/x", "lv_active":"unknown", "data_percent":""},
 		{"lv_name":"s", "vg_name":"vga", "lv_size":"4194304", "lv_layout":"linear", "origin":"x", "seg_count":"1", "lv_active":"active", "data_percent":"12.50"},
+		{"lv_name":"pool", "vg_name":"vga", "lv_size":"8388608", "lv_layout":"thin,pool", "seg_count":"1", "lv_active":"active", "data_percent":"40.00", "metadata_percent":"10.25"},
 		{"lv_name":"[lvol0_pmspare]", "vg_name":"vga", "lv_size":"4194304"}
 	]}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantLV := []LV{
-		{Name: "x", VG: "vga", UUID: "lJBx", Size: 104857600, Tags: []string{OwnedTag, "t2"}, Attr: "-wi-XX----", Layout: "linear", Segments: 1, Path: "/dev/vga/x", Active: "unknown", DataPercent: -1},
-		{Name: "s", VG: "vga", Size: 4194304, Layout: "linear", Origin: "x", Segments: 1, Active: "active", DataPercent: 12.5},
+		{Name: "x", VG: "vga", UUID: "lJBx", Size: 104857600, Tags: []string{OwnedTag, "t2"}, Attr: "-wi-XX----", Layout: "linear", Segments: 1, Path: "/dev/vga/x", Active: "unknown", DataPercent: -1, MetadataPercent: -1},
+		{Name: "s", VG: "vga", Size: 4194304, Layout: "linear", Origin: "x", Segments: 1, Active: "active", DataPercent: 12.5, MetadataPercent: -1},
+		{Name: "pool", VG: "vga", Size: 8388608, Layout: "thin,pool", Segments: 1, Active: "active", DataPercent: 40, MetadataPercent: 10.25},
 	}
 	if !reflect.DeepEqual(lvs, wantLV) {
 		t.Errorf("LVs = %+v\nwant %+v", lvs, wantLV)
 	}
-	if !lvs[0].HasTag(OwnedTag) || lvs[1].HasTag(OwnedTag) || !lvs[1].IsSnapshot() {
+	if !lvs[0].HasTag(OwnedTag) || lvs[1].HasTag(OwnedTag) || !lvs[1].IsSnapshot() || !lvs[2].IsThinPool() || lvs[0].IsThinPool() {
 		t.Error("tag/snapshot helpers disagree with the data")
 	}
 

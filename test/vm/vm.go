@@ -64,6 +64,12 @@ var Suites = []Suite{
 	{Package: "./test/loopvg", Run: "^(TestDeviceMapperSmoke|TestTeardownAfterFailedTest)$"},
 	// The LVM layer: DM activation, classic and thin snapshots, thin pools, striping.
 	{Package: "./lvm", Run: "^TestDeviceMapper"},
+	// The CSI node service on real /dev/<vg>/<lv>: stage, publish, raw block,
+	// online ext4 and xfs growth (CAP_SYS_RESOURCE), Aborted, bad input.
+	{Package: "./csi/node", Run: "^TestNode", Require: []capability.Capability{capability.Ext4, capability.XFS, capability.CapSysResource}},
+	// The LocalVolume reconciler with real activation: lvcreate, lvextend of an
+	// active LV, deactivate + lvremove.
+	{Package: "./agent/volumes", Run: "^TestDeviceMapperReconciler$"},
 }
 
 // GuestRequire is what every test binary in the VM may rely on: a missing

@@ -1,0 +1,420 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+// Package volumes is the node agent's LocalVolume reconciler: it carries out
+// the LocalVolumes of its own node (docs/localvolume.md) — lvcreate, lvextend
+// when spec.size grows, lvremove of exactly the LV the record names on
+// deletion — and reports the result in the status (phase, devicePath,
+// currentSize, gRPC code and message) and as Events.
+//
+// It is idempotent and restart-safe: all it knows comes from the API and from
+// lvm, and every step checks what exists before acting.
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
+	"github.com/open-local/open-local/apis/client/informers/externalversions"
+	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+)
+
+// Event reasons on LocalVolumes.
+const (
+	ReasonCreated      = "LVCreated"
+	ReasonExtended     = "LVExtended"
+	ReasonRemoved      = "LVRemoved"
+	ReasonCreateFailed = "CreateFailed"
+	ReasonExtendFailed = "ExtendFailed"
+	ReasonRemoveFailed = "RemoveFailed"
+	ReasonDeviceFailed = "DeviceFailed"
+	ReasonUnsupported  = "Unsupported"
+	ReasonForeignLV    = "ForeignLV"
+)
+
+// Options configure a Reconciler.
+type Options struct {
+	// NodeName is this node: only LocalVolumes with spec.nodeName equal to
+	// it are reconciled.
+	NodeName string
+	// Client is the open-local clientset, Kube the core clientset (Events).
+	Client versioned.Interface
+	Kube   kubernetes.Interface
+	// LVM runs lvm2 on this node; Activator turns an LV into a block device.
+	LVM       *lvm.Client
+	Activator lvm.Activator
+	// Recorder emits the Events; when nil the reconciler records through
+	// its own broadcaster to Kube.
+	Recorder record.EventRecorder
+	// Workers is the number of volumes reconciled in parallel (default 2).
+	Workers int
+	// Resync re-checks every volume this often (default 10 min), so an LV
+	// removed behind our back is reported.
+	Resync time.Duration
+	// RetryBase and RetryMax bound the backoff of a failing volume
+	// (defaults 1 s and 2 min).
+	RetryBase, RetryMax time.Duration
+}
+
+// Reconciler reconciles the LocalVolumes of one node.
+type Reconciler struct {
+	opts     Options
+	lister   listers.LocalVolumeLister
+	informer cache.SharedIndexInformer
+	factory  externalversions.SharedInformerFactory
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+	events   record.EventBroadcaster
+}
+
+// New sets up the informer (field selector spec.nodeName=<node>) and the queue.
+func New(opts Options) (*Reconciler, error) {
+	if opts.NodeName == "" || opts.Client == nil || opts.Kube == nil || opts.LVM == nil || opts.Activator == nil {
+		return nil, errors.New("volumes: NodeName, Client, Kube, LVM and Activator are required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 10 * time.Minute
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = time.Second
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 2 * time.Minute
+	}
+	selector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
+	factory := externalversions.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
+		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
+	inf := factory.Csi().V1alpha1().LocalVolumes()
+	r := &Reconciler{
+		opts:     opts,
+		lister:   inf.Lister(),
+		informer: inf.Informer(),
+		factory:  factory,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryBase, opts.RetryMax),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "localvolumes"}),
+	}
+	r.recorder = opts.Recorder
+	if r.recorder == nil {
+		r.events = record.NewBroadcaster()
+		r.recorder = r.events.NewRecorder(olscheme.Scheme, corev1.EventSource{Component: "open-local-agent", Host: opts.NodeName})
+	}
+	_, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    r.enqueue,
+		UpdateFunc: func(_, obj any) { r.enqueue(obj) },
+		DeleteFunc: r.enqueue,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Reconciler) enqueue(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	lv, ok := obj.(*v1alpha1.LocalVolume)
+	if !ok || lv.Spec.NodeName != r.opts.NodeName {
+		return
+	}
+	r.queue.Add(lv.Name)
+}
+
+// Run reconciles until ctx is done.
+func (r *Reconciler) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("node", r.opts.NodeName)
+	ctx = klog.NewContext(ctx, logger)
+	if r.events != nil {
+		r.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.opts.Kube.CoreV1().Events("")})
+		defer r.events.Shutdown()
+	}
+	defer r.queue.ShutDown()
+	r.factory.Start(ctx.Done())
+	defer r.factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
+		return fmt.Errorf("volumes: informer did not sync: %w", ctx.Err())
+	}
+	logger.Info("LocalVolume reconciler started", "workers", r.opts.Workers)
+	for range r.opts.Workers {
+		go wait.UntilWithContext(ctx, r.worker, time.Second)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (r *Reconciler) worker(ctx context.Context) {
+	for r.processNext(ctx) {
+	}
+}
+
+func (r *Reconciler) processNext(ctx context.Context) bool {
+	name, quit := r.queue.Get()
+	if quit {
+		return false
+	}
+	defer r.queue.Done(name)
+	err := r.reconcile(ctx, name)
+	if err == nil {
+		r.queue.Forget(name)
+		return true
+	}
+	utilruntime.HandleErrorWithContext(ctx, err, "reconcile LocalVolume", "name", name)
+	r.queue.AddRateLimited(name)
+	return true
+}
+
+// reconcile carries out one LocalVolume. A returned error retries it.
+func (r *Reconciler) reconcile(ctx context.Context, name string) error {
+	lv, err := r.lister.Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if lv.Spec.NodeName != r.opts.NodeName {
+		return nil
+	}
+	if lv.DeletionTimestamp != nil {
+		return r.remove(ctx, lv)
+	}
+	if !slices.Contains(lv.Finalizers, v1alpha1.LocalVolumeFinalizer) {
+		// Writers add it; adding it here too means no LV we create can
+		// outlive its record unnoticed.
+		if err := r.updateFinalizers(ctx, lv.Name, func(f []string) []string { return append(f, v1alpha1.LocalVolumeFinalizer) }); err != nil {
+			return err
+		}
+	}
+	if lv.Spec.Kind == v1alpha1.KindSnapshot {
+		return r.fail(ctx, lv, codes.Unimplemented, ReasonUnsupported, errors.New("snapshots are not supported by this agent yet"))
+	}
+	switch lv.Spec.VolumeType {
+	case v1alpha1.VolumeTypeLVM:
+		return r.ensureLV(ctx, lv)
+	case v1alpha1.VolumeTypeDevice:
+		return r.ensureDevice(ctx, lv)
+	default:
+		return r.fail(ctx, lv, codes.InvalidArgument, ReasonUnsupported, fmt.Errorf("unknown volumeType %q", lv.Spec.VolumeType))
+	}
+}
+
+// LVName is the LV of a LocalVolume: spec.lvName, or the object's name.
+func LVName(lv *v1alpha1.LocalVolume) string {
+	if lv.Spec.LVName != "" {
+		return lv.Spec.LVName
+	}
+	return lv.Name
+}
+
+func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) error {
+	logger := klog.FromContext(ctx).WithValues("localVolume", lv.Name)
+	vg, name, want := lv.Spec.VGName, LVName(lv), uint64(lv.Spec.Size.Value())
+	got, err := r.opts.LVM.GetLV(ctx, vg, name)
+	created := false
+	switch {
+	case errors.Is(err, lvm.ErrNotFound):
+		got, err = r.opts.LVM.CreateLV(ctx, lvm.CreateLVOptions{
+			VG: vg, Name: name, Size: want,
+			Striped: lv.Spec.LVMType == v1alpha1.LVMTypeStriping,
+			Tags:    []string{lvm.OwnedTag},
+		})
+		if err != nil {
+			return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("create LV %s/%s of %d bytes: %w", vg, name, want, err))
+		}
+		created = true
+		logger.Info("Created LV", "vg", vg, "lv", name, "size", got.Size)
+		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonCreated, "Created LV %s/%s (%s) on node %s", vg, name, quantity(got.Size), r.opts.NodeName)
+	case err != nil:
+		return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("look up LV %s/%s: %w", vg, name, err))
+	case !got.HasTag(lvm.OwnedTag):
+		return r.fail(ctx, lv, codes.AlreadyExists, ReasonForeignLV,
+			fmt.Errorf("LV %s/%s exists but was not created by open-local (no %s tag); refusing to use it", vg, name, lvm.OwnedTag))
+	case got.Size < want:
+		got, err = r.opts.LVM.ExtendLV(ctx, vg, name, want)
+		if err != nil {
+			return r.fail(ctx, lv, lvm.Code(err), ReasonExtendFailed, fmt.Errorf("extend LV %s/%s to %d bytes: %w", vg, name, want, err))
+		}
+		logger.Info("Extended LV", "vg", vg, "lv", name, "size", got.Size)
+		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonExtended, "Extended LV %s/%s to %s", vg, name, quantity(got.Size))
+	}
+	// Activating again after an extension grows a loop device.
+	path, err := r.opts.Activator.Activate(ctx, vg, name)
+	if err != nil {
+		return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("activate LV %s/%s: %w", vg, name, err))
+	}
+	// lvcreate cannot wipe old signatures without device-mapper. Wipe here,
+	// but only an LV that was never reported Ready (so no pod has used it):
+	// just created, or created before a crash that came before the status.
+	if r.opts.Activator.Mode() == lvm.ModeLoop && (created || lv.Status.CurrentSize == nil) {
+		if err := lvm.WipeEdges(path); err != nil {
+			return r.fail(ctx, lv, codes.Internal, ReasonCreateFailed, fmt.Errorf("wipe new LV %s/%s at %s: %w", vg, name, path, err))
+		}
+	}
+	return r.ready(ctx, lv, path, int64(got.Size))
+}
+
+func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume) error {
+	size, err := blockDeviceSize(lv.Spec.Device)
+	if err != nil {
+		code := codes.Internal
+		if errors.Is(err, os.ErrNotExist) {
+			code = codes.NotFound
+		}
+		return r.fail(ctx, lv, code, ReasonDeviceFailed, err)
+	}
+	if size < lv.Spec.Size.Value() {
+		return r.fail(ctx, lv, codes.ResourceExhausted, ReasonDeviceFailed,
+			fmt.Errorf("device %s has %d bytes, fewer than the %d requested", lv.Spec.Device, size, lv.Spec.Size.Value()))
+	}
+	return r.ready(ctx, lv, lv.Spec.Device, size)
+}
+
+// remove deletes exactly the LV the record names, then lets the record go.
+// Device volumes are left untouched: their data belongs to whoever gets the
+// disk next only after an operator wipes it (open-local runs wipefs -a; we
+// do not destroy data on a whole disk automatically).
+func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error {
+	if !slices.Contains(lv.Finalizers, v1alpha1.LocalVolumeFinalizer) {
+		return nil
+	}
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.Kind != v1alpha1.KindSnapshot {
+		vg, name := lv.Spec.VGName, LVName(lv)
+		got, err := r.opts.LVM.GetLV(ctx, vg, name)
+		switch {
+		case errors.Is(err, lvm.ErrNotFound):
+			// Never created, or removed before a restart: nothing to do.
+		case err != nil:
+			return r.fail(ctx, lv, lvm.Code(err), ReasonRemoveFailed, fmt.Errorf("look up LV %s/%s: %w", vg, name, err))
+		case !got.HasTag(lvm.OwnedTag):
+			return r.fail(ctx, lv, codes.FailedPrecondition, ReasonForeignLV,
+				fmt.Errorf("LV %s/%s was not created by open-local (no %s tag); not removing it: remove it or the finalizer by hand", vg, name, lvm.OwnedTag))
+		default:
+			// Before RemoveLV: afterwards the LV's extents are unknown.
+			if err := r.opts.Activator.Deactivate(ctx, vg, name); err != nil {
+				return r.fail(ctx, lv, lvm.Code(err), ReasonRemoveFailed, fmt.Errorf("deactivate LV %s/%s: %w", vg, name, err))
+			}
+			if err := r.opts.LVM.RemoveLV(ctx, vg, name); err != nil && !errors.Is(err, lvm.ErrNotFound) {
+				return r.fail(ctx, lv, lvm.Code(err), ReasonRemoveFailed, fmt.Errorf("remove LV %s/%s: %w", vg, name, err))
+			}
+			klog.FromContext(ctx).Info("Removed LV", "localVolume", lv.Name, "vg", vg, "lv", name)
+			r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonRemoved, "Removed LV %s/%s", vg, name)
+		}
+	}
+	err := r.updateFinalizers(ctx, lv.Name, func(f []string) []string {
+		return slices.DeleteFunc(f, func(s string) bool { return s == v1alpha1.LocalVolumeFinalizer })
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (r *Reconciler) updateFinalizers(ctx context.Context, name string, edit func([]string) []string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := r.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		next := edit(slices.Clone(cur.Finalizers))
+		if slices.Equal(next, cur.Finalizers) {
+			return nil
+		}
+		cur.Finalizers = next
+		_, err = r.opts.Client.CsiV1alpha1().LocalVolumes().Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func (r *Reconciler) ready(ctx context.Context, lv *v1alpha1.LocalVolume, devicePath string, size int64) error {
+	q := resource.NewQuantity(size, resource.BinarySI)
+	return r.setStatus(ctx, lv, v1alpha1.LocalVolumeStatus{
+		Phase: v1alpha1.PhaseReady, DevicePath: devicePath, CurrentSize: q, ObservedGeneration: lv.Generation,
+	})
+}
+
+// fail records the failure in the status and as a Warning Event, and returns
+// an error so the volume is retried with backoff.
+func (r *Reconciler) fail(ctx context.Context, lv *v1alpha1.LocalVolume, code codes.Code, reason string, cause error) error {
+	r.recorder.Event(lv, corev1.EventTypeWarning, reason, cause.Error())
+	st := lv.Status.DeepCopy()
+	st.Phase, st.Code, st.Message, st.ObservedGeneration = v1alpha1.PhaseFailed, code.String(), cause.Error(), lv.Generation
+	if err := r.setStatus(ctx, lv, *st); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+func (r *Reconciler) setStatus(ctx context.Context, lv *v1alpha1.LocalVolume, st v1alpha1.LocalVolumeStatus) error {
+	if statusEqual(lv.Status, st) {
+		return nil
+	}
+	next := lv.DeepCopy()
+	next.Status = st
+	_, err := r.opts.Client.CsiV1alpha1().LocalVolumes().UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		// A newer version is on its way through the informer: reconcile
+		// that one instead.
+		return fmt.Errorf("status of %s: %w", lv.Name, err)
+	}
+	return err
+}
+
+func statusEqual(a, b v1alpha1.LocalVolumeStatus) bool {
+	sizeEq := (a.CurrentSize == nil) == (b.CurrentSize == nil) && (a.CurrentSize == nil || a.CurrentSize.Cmp(*b.CurrentSize) == 0)
+	return sizeEq && a.Phase == b.Phase && a.DevicePath == b.DevicePath && a.Code == b.Code &&
+		a.Message == b.Message && a.ObservedGeneration == b.ObservedGeneration
+}
+
+func quantity(n uint64) string { return resource.NewQuantity(int64(n), resource.BinarySI).String() }
+
+// blockDeviceSize opens path read-only (never for writing) and returns its
+// size; it refuses anything that is not a block device.
+func blockDeviceSize(path string) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("device %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return 0, fmt.Errorf("device %s is not a block device", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
+}

@@ -1,0 +1,373 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package volumes_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/open-local/open-local/agent/volumes"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/loopvg"
+)
+
+func TestMain(m *testing.M) { cluster.Main(m) }
+
+const mib = int64(1) << 20
+
+// node is one test's node: a VG and a running reconciler.
+type node struct {
+	name   string
+	vg     *loopvg.VG
+	lvm    *lvm.Client
+	act    lvm.Activator
+	c      *cluster.Cluster
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newNode(t *testing.T, name, vg string, sizes ...int64) *node {
+	t.Helper()
+	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
+	c := cluster.ForTest(t)
+	v := loopvg.New(t, vg, sizes...)
+	mode, opts := lvm.ModeDeviceMapper, []lvm.Option(nil)
+	if !v.Config.FullMode {
+		mode, opts = lvm.ModeLoop, []lvm.Option{lvm.WithAlloc(lvm.AllocContiguous)}
+	}
+	client := lvm.New(&lvm.ExecRunner{Env: v.Config.Env()}, opts...)
+	act, err := lvm.NewActivator(mode, client, filepath.Join(t.TempDir(), "activation.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{name: name, vg: v, lvm: client, act: act, c: c}
+	n.start(t)
+	t.Cleanup(func() { n.cleanup(t) })
+	return n
+}
+
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	r, err := volumes.New(volumes.Options{NodeName: n.name, Client: n.c.OpenLocalClient(), Kube: n.c.Client(),
+		LVM: n.lvm, Activator: n.act, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- r.Run(ctx) }()
+}
+
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		t.Errorf("reconciler: %v", err)
+	}
+	n.cancel = nil
+}
+
+// cleanup deletes what the test left (finalizers of refused volumes are
+// dropped by hand, as an operator would) and stops the reconciler.
+func (n *node) cleanup(t *testing.T) {
+	ctx := context.Background()
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	list, _ := lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
+	for _, lv := range list.Items {
+		_ = lvs.Delete(ctx, lv.Name, metav1.DeleteOptions{})
+	}
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
+		return err == nil && len(list.Items) == 0, nil
+	})
+	list, _ = lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
+	for _, lv := range list.Items {
+		lv.Finalizers = nil
+		_, _ = lvs.Update(ctx, &lv, metav1.UpdateOptions{})
+	}
+	n.stop(t)
+}
+
+func (n *node) create(t *testing.T, name string, spec v1alpha1.LocalVolumeSpec) {
+	t.Helper()
+	spec.NodeName = n.name
+	lv := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}}, Spec: spec}
+	if _, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Create(t.Context(), lv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *node) waitFor(t *testing.T, name string, what string, cond func(*v1alpha1.LocalVolume) bool) *v1alpha1.LocalVolume {
+	t.Helper()
+	var last *v1alpha1.LocalVolume
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		lv, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			last = nil
+			return cond(nil), nil
+		}
+		if err != nil {
+			return false, err
+		}
+		last = lv
+		return cond(lv), nil
+	})
+	if err != nil {
+		t.Fatalf("LocalVolume %s: %s: %v; last: %+v", name, what, err, last)
+	}
+	return last
+}
+
+func ready(size int64) func(*v1alpha1.LocalVolume) bool {
+	return func(lv *v1alpha1.LocalVolume) bool {
+		return lv != nil && lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil &&
+			lv.Status.CurrentSize.Value() >= size && lv.Status.ObservedGeneration == lv.Generation
+	}
+}
+
+func failed(code string) func(*v1alpha1.LocalVolume) bool {
+	return func(lv *v1alpha1.LocalVolume) bool {
+		return lv != nil && lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.Code == code
+	}
+}
+
+func gone(lv *v1alpha1.LocalVolume) bool { return lv == nil }
+
+func lvmSpec(vg string, size int64) v1alpha1.LocalVolumeSpec {
+	return v1alpha1.LocalVolumeSpec{VolumeType: v1alpha1.VolumeTypeLVM, Kind: v1alpha1.KindVolume, VGName: vg,
+		Size: *resource.NewQuantity(size, resource.BinarySI)}
+}
+
+func (n *node) lvNames(t *testing.T) []string {
+	t.Helper()
+	lvs, err := n.lvm.ListLVs(t.Context(), n.vg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range lvs {
+		names = append(names, l.Name)
+	}
+	return names
+}
+
+// The life cycle: create (tagged, Ready with device and size), grow,
+// restart-safe re-reconcile, delete (LV gone, finalizer gone).
+func TestLifecycle(t *testing.T) {
+	n := newNode(t, "vol-life", "olvlife", 256*mib)
+	ctx := t.Context()
+	n.create(t, "life-1", lvmSpec("olvlife", 20*mib))
+	lv := n.waitFor(t, "life-1", "Ready", ready(20*mib))
+	got, err := n.lvm.GetLV(ctx, "olvlife", "life-1")
+	if err != nil || !got.HasTag(lvm.OwnedTag) || got.Size < uint64(20*mib) {
+		t.Fatalf("LV after create: %+v, %v", got, err)
+	}
+	if lv.Status.DevicePath == "" || lv.Status.Code != "" {
+		t.Fatalf("status %+v: want a device path and no code", lv.Status)
+	}
+	if _, err := os.Stat(lv.Status.DevicePath); err != nil {
+		t.Fatalf("device %s: %v", lv.Status.DevicePath, err)
+	}
+
+	// Restart safety: a spec change made while no agent runs is carried
+	// out by the next one.
+	n.stop(t)
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	lv, _ = lvs.Get(ctx, "life-1", metav1.GetOptions{})
+	lv.Spec.Size = *resource.NewQuantity(48*mib, resource.BinarySI)
+	if _, err := lvs.Update(ctx, lv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.start(t)
+	lv = n.waitFor(t, "life-1", "grown", ready(48*mib))
+	if got, _ := n.lvm.GetLV(ctx, "olvlife", "life-1"); got == nil || got.Size < uint64(48*mib) {
+		t.Fatalf("LV not extended: %+v", got)
+	}
+	if size, err := deviceSize(lv.Status.DevicePath); err != nil || size < 48*mib {
+		t.Fatalf("device %s has %d bytes after the extension (%v)", lv.Status.DevicePath, size, err)
+	}
+
+	if err := lvs.Delete(ctx, "life-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor(t, "life-1", "deleted", gone)
+	if _, err := n.lvm.GetLV(ctx, "olvlife", "life-1"); !errors.Is(err, lvm.ErrNotFound) {
+		t.Fatalf("LV still there after delete: %v", err)
+	}
+}
+
+func deviceSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, 2)
+}
+
+// Failures carry the gRPC code, a message and a Warning Event.
+func TestFailures(t *testing.T) {
+	n := newNode(t, "vol-fail", "olvfail", 64*mib)
+	tests := []struct {
+		name, code, reason string
+		spec               v1alpha1.LocalVolumeSpec
+	}{
+		{name: "fail-space", code: "ResourceExhausted", reason: volumes.ReasonCreateFailed, spec: lvmSpec("olvfail", 512*mib)},
+		{name: "fail-novg", code: "NotFound", reason: volumes.ReasonCreateFailed, spec: lvmSpec("olvmissing", 8*mib)},
+		{name: "fail-nodevice", code: "NotFound", reason: volumes.ReasonDeviceFailed, spec: v1alpha1.LocalVolumeSpec{
+			VolumeType: v1alpha1.VolumeTypeDevice, Device: "/dev/open-local-no-such-disk", Size: *resource.NewQuantity(mib, resource.BinarySI)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n.create(t, tt.name, tt.spec)
+			lv := n.waitFor(t, tt.name, "Failed "+tt.code, failed(tt.code))
+			if lv.Status.Message == "" {
+				t.Error("no message")
+			}
+			t.Logf("%s: %s", tt.code, lv.Status.Message)
+			waitEvent(t, n.c, tt.name, tt.reason)
+			// A volume that never got storage is deleted without touching lvm.
+			if err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Delete(t.Context(), tt.name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			n.waitFor(t, tt.name, "deleted", gone)
+		})
+	}
+}
+
+func waitEvent(t *testing.T, c *cluster.Cluster, name, reason string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := c.Client().CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool { return e.Reason == reason }), nil
+	})
+	if err != nil {
+		t.Fatalf("no %s Event for %s: %v", reason, name, err)
+	}
+}
+
+// Only the LV a record names is ever touched: an LV not created by
+// open-local is neither adopted nor removed, and deleting one volume leaves
+// its neighbours alone.
+func TestTouchesOnlyItsOwnLV(t *testing.T) {
+	n := newNode(t, "vol-own", "olvown", 128*mib)
+	ctx := t.Context()
+	if _, err := n.vg.Run(ctx, "lvcreate", "--yes", "--name", "foreign", "--size", "8m", "--alloc", "contiguous", "olvown"); err != nil {
+		t.Fatal(err)
+	}
+	n.create(t, "own-a", lvmSpec("olvown", 8*mib))
+	n.create(t, "own-b", lvmSpec("olvown", 8*mib))
+	foreign := lvmSpec("olvown", 8*mib)
+	foreign.LVName = "foreign"
+	n.create(t, "own-foreign", foreign)
+	n.waitFor(t, "own-a", "Ready", ready(8*mib))
+	n.waitFor(t, "own-b", "Ready", ready(8*mib))
+	n.waitFor(t, "own-foreign", "refused", failed("AlreadyExists"))
+	waitEvent(t, n.c, "own-foreign", volumes.ReasonForeignLV)
+
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	for _, name := range []string{"own-a", "own-foreign"} {
+		if err := lvs.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.waitFor(t, "own-a", "deleted", gone)
+	n.waitFor(t, "own-foreign", "refused removal", failed("FailedPrecondition"))
+	if names := n.lvNames(t); !slices.Equal(names, []string{"foreign", "own-b"}) {
+		t.Fatalf("LVs after deleting own-a and own-foreign: %v, want [foreign own-b]", names)
+	}
+	// The operator's way out: drop the finalizer; the foreign LV stays.
+	lv, _ := lvs.Get(ctx, "own-foreign", metav1.GetOptions{})
+	lv.Finalizers = nil
+	if _, err := lvs.Update(ctx, lv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor(t, "own-foreign", "gone", gone)
+	if names := n.lvNames(t); !slices.Contains(names, "foreign") {
+		t.Fatalf("foreign LV removed: %v", names)
+	}
+}
+
+// A Device volume is Ready as the whole device, and deleting it does not
+// write a byte to the disk (nor to any other).
+func TestDeviceVolumeIsNotWiped(t *testing.T) {
+	n := newNode(t, "vol-dev", "olvdev", 64*mib)
+	disk := loopvg.NewDevices(t, 32*mib)[0]
+	pattern := bytes.Repeat([]byte("open-local keeps your data "), 4096)
+	if err := os.WriteFile(disk.Path, pattern, 0); err != nil {
+		t.Fatal(err)
+	}
+	sum := func() [32]byte {
+		b, err := os.ReadFile(disk.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	before := sum()
+	n.create(t, "dev-1", v1alpha1.LocalVolumeSpec{VolumeType: v1alpha1.VolumeTypeDevice, Device: disk.Path,
+		Size: *resource.NewQuantity(16*mib, resource.BinarySI)})
+	lv := n.waitFor(t, "dev-1", "Ready", ready(32*mib))
+	if lv.Status.DevicePath != disk.Path || lv.Status.CurrentSize.Value() != 32*mib {
+		t.Fatalf("status %+v, want device %s of %d bytes", lv.Status, disk.Path, 32*mib)
+	}
+	if err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Delete(t.Context(), "dev-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor(t, "dev-1", "deleted", gone)
+	if sum() != before {
+		t.Fatal("deleting a Device volume changed the disk's content")
+	}
+}
+
+// Volumes of other nodes are not this agent's business.
+func TestIgnoresOtherNodes(t *testing.T) {
+	n := newNode(t, "vol-mine", "olvmine", 64*mib)
+	other := &node{name: "vol-someone-else", c: n.c}
+	other.create(t, "other-1", lvmSpec("olvmine", 8*mib))
+	t.Cleanup(func() {
+		// No agent runs for that node: drop the finalizer as an operator would.
+		lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+		if lv, err := lvs.Get(context.Background(), "other-1", metav1.GetOptions{}); err == nil {
+			lv.Finalizers = nil
+			_, _ = lvs.Update(context.Background(), lv, metav1.UpdateOptions{})
+			_ = lvs.Delete(context.Background(), "other-1", metav1.DeleteOptions{})
+		}
+	})
+	n.create(t, "mine-1", lvmSpec("olvmine", 8*mib))
+	n.waitFor(t, "mine-1", "Ready", ready(8*mib))
+	lv, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(t.Context(), "other-1", metav1.GetOptions{})
+	if err != nil || lv.Status.Phase != "" {
+		t.Fatalf("another node's volume was touched: %+v %v", lv.Status, err)
+	}
+	if names := n.lvNames(t); !slices.Equal(names, []string{"mine-1"}) {
+		t.Fatalf("LVs: %v", names)
+	}
+}

@@ -1,0 +1,610 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+// Package controller is the CSI Controller service. It talks only to the
+// Kubernetes API: a volume is a LocalVolume (docs/localvolume.md) that the
+// scheduler's PreBind or this service writes, and that the agent on the
+// volume's node carries out; the service waits for the agent's status.
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"regexp"
+	"sync"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/csi/inflight"
+	"github.com/open-local/open-local/csi/parameters"
+)
+
+// DefaultVolumeSize is the size of a volume whose request names none.
+const DefaultVolumeSize = 1 << 30
+
+// Server implements csi.ControllerServer.
+type Server struct {
+	csi.UnimplementedControllerServer
+	client versioned.Interface
+	kube   kubernetes.Interface
+	guard  *inflight.Guard
+	// allocate serialises the controller's own capacity decisions (VG
+	// choice, expansion checks), so two calls never spend the same free
+	// space. The scheduler's decisions arrive as LocalVolumes it persisted
+	// before the PVC got its node, so they are seen by the next read.
+	allocate sync.Mutex
+}
+
+// New returns the Controller service.
+func New(client versioned.Interface, kube kubernetes.Interface) *Server {
+	return &Server{client: client, kube: kube, guard: inflight.New()}
+}
+
+// ControllerGetCapabilities: create/delete, expand and capacity.
+func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	var caps []*csi.ControllerServiceCapability
+	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+	} {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// CreateVolume finds the LocalVolume the scheduler wrote for the PVC, or
+// places the volume itself, and waits until the node has carried it out.
+func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name is required")
+	}
+	fsType, block, err := CheckCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return nil, err
+	}
+	params, err := parameters.Parse(req.GetParameters())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !block && fsType == "" {
+		fsType = params.FSType
+	}
+	if fsType == "" {
+		fsType = parameters.DefaultFSType
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshot restore, clone) are not supported yet")
+	}
+	size, err := requestedSize(req.GetCapacityRange())
+	if err != nil {
+		return nil, err
+	}
+
+	id, claim, err := s.volumeID(ctx, req.GetName(), params)
+	if err != nil {
+		return nil, err
+	}
+	release, err := s.guard.Acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	logger := klog.FromContext(ctx).WithValues("volume", id)
+
+	lv, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		node, err := preferredNode(req.GetAccessibilityRequirements())
+		if err != nil {
+			return nil, err
+		}
+		if lv, err = s.createLocalVolume(ctx, id, node, size, params, claim); err != nil {
+			return nil, err
+		}
+		logger.Info("Placed volume", "node", lv.Spec.NodeName, "vg", lv.Spec.VGName, "device", lv.Spec.Device, "size", lv.Spec.Size.String())
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
+	default:
+		if err := compatible(lv, size, req.GetCapacityRange().GetLimitBytes(), params); err != nil {
+			return nil, err
+		}
+	}
+
+	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
+		switch {
+		case lv == nil:
+			return false, status.Errorf(codes.Aborted, "LocalVolume %s was deleted while being created", id)
+		case lv.DeletionTimestamp != nil:
+			return false, status.Errorf(codes.Aborted, "LocalVolume %s is being deleted", id)
+		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= lv.Spec.Size.Value():
+			return true, nil
+		case lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.ObservedGeneration >= lv.Generation:
+			return false, failure(lv)
+		}
+		return false, nil
+	})
+	if err != nil {
+		if status.Code(err) == codes.ResourceExhausted && lv != nil {
+			// The node cannot hold it: let the pod be rescheduled, and
+			// let whoever places it next write a fresh record.
+			s.deleteFailed(ctx, lv)
+		}
+		return nil, err
+	}
+	if limit := req.GetCapacityRange().GetLimitBytes(); limit > 0 && lv.Status.CurrentSize.Value() > limit {
+		return nil, status.Errorf(codes.OutOfRange, "volume %s has %d bytes, more than limit_bytes %d", id, lv.Status.CurrentSize.Value(), limit)
+	}
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId:           id,
+		CapacityBytes:      lv.Status.CurrentSize.Value(),
+		VolumeContext:      volumeContext(req.GetParameters(), lv, fsType, block),
+		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{parameters.TopologyKey: lv.Spec.NodeName}}},
+	}}, nil
+}
+
+// volumeID is the LocalVolume name: pvc-<PVC UID> when csi-provisioner told
+// us the PVC (the name the scheduler's PreBind writes), else the request
+// name when it is a valid object name, else a hash of it.
+func (s *Server) volumeID(ctx context.Context, name string, p parameters.Params) (string, *v1alpha1.ObjectReference, error) {
+	if p.PVCName != "" {
+		pvc, err := s.kube.CoreV1().PersistentVolumeClaims(p.PVCNamespace).Get(ctx, p.PVCName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return "", nil, status.Errorf(codes.NotFound, "PVC %s/%s not found", p.PVCNamespace, p.PVCName)
+		}
+		if err != nil {
+			return "", nil, status.Errorf(codes.Unavailable, "get PVC %s/%s: %v", p.PVCNamespace, p.PVCName, err)
+		}
+		return "pvc-" + string(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
+	}
+	if len(validation.IsDNS1123Subdomain(name)) == 0 {
+		return name, nil, nil
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "csi-" + hex.EncodeToString(sum[:20]), nil, nil
+}
+
+// lvNamePattern is LVM's LV name alphabet; names that fit it and are short
+// enough for device-mapper names are used as they are.
+var lvNamePattern = regexp.MustCompile(`^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]{0,62}$`)
+
+// lvNameFor returns the spec.lvName for a LocalVolume name: empty (use the
+// name) when the name is a good LV name, else a short stable hash.
+func lvNameFor(id string) string {
+	if lvNamePattern.MatchString(id) && id != "." && id != ".." {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "lv-" + hex.EncodeToString(sum[:16])
+}
+
+// preferredNode is the node of the first preferred (else requisite) topology
+// segment; "" when the CO did not say (then any node with room will do).
+func preferredNode(req *csi.TopologyRequirement) (string, error) {
+	for _, list := range [][]*csi.Topology{req.GetPreferred(), req.GetRequisite()} {
+		for _, t := range list {
+			if n, ok := t.GetSegments()[parameters.TopologyKey]; ok && n != "" {
+				return n, nil
+			}
+		}
+	}
+	if len(req.GetPreferred())+len(req.GetRequisite()) > 0 {
+		return "", status.Errorf(codes.InvalidArgument, "accessibility requirements name no %s segment", parameters.TopologyKey)
+	}
+	return "", nil
+}
+
+// createLocalVolume places a volume the scheduler did not place (the pod was
+// placed by another scheduler, or there is no pod) and persists the choice.
+func (s *Server) createLocalVolume(ctx context.Context, id, node string, size int64, p parameters.Params, claim *v1alpha1.ObjectReference) (*v1alpha1.LocalVolume, error) {
+	s.allocate.Lock()
+	defer s.allocate.Unlock()
+	var pl placement
+	if node != "" {
+		ns, err := s.readNode(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		if pl, err = ns.place(p, size); err != nil {
+			return nil, err
+		}
+	} else {
+		nodes, err := s.readAllNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var bestFree int64 = -1
+		var lastErr error = status.Error(codes.ResourceExhausted, "no node has a NodeLocalStorage")
+		for _, ns := range nodes {
+			cand, err := ns.place(p, size)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			_, free := ns.capacity(p)
+			if free > bestFree {
+				pl, bestFree = cand, free
+			}
+		}
+		if bestFree < 0 {
+			return nil, lastErr
+		}
+	}
+	lv := &v1alpha1.LocalVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
+		Spec: v1alpha1.LocalVolumeSpec{
+			NodeName:   pl.node,
+			VolumeType: p.VolumeType,
+			Kind:       v1alpha1.KindVolume,
+			VGName:     pl.vg,
+			Device:     pl.device,
+			LVName:     lvNameFor(id),
+			Size:       *resource.NewQuantity(size, resource.BinarySI),
+			ClaimRef:   claim,
+		},
+	}
+	if p.VolumeType == v1alpha1.VolumeTypeLVM {
+		lv.Spec.LVMType = p.LVMType
+	} else {
+		lv.Spec.LVName = ""
+	}
+	created, err := s.client.CsiV1alpha1().LocalVolumes().Create(ctx, lv, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// Written concurrently (the scheduler's PreBind): use that one.
+		created, err = s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "create LocalVolume %s: %v", id, err)
+	}
+	return created, nil
+}
+
+// compatible checks an existing LocalVolume against a repeated (or the
+// scheduler-prepared) CreateVolume: same name, different size or class is
+// AlreadyExists, as the CSI spec asks.
+func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params) error {
+	have := lv.Spec.Size.Value()
+	if have < size || (limit > 0 && have > limit) {
+		return status.Errorf(codes.AlreadyExists, "volume %s exists with size %d bytes, incompatible with the requested %d (limit %d)", lv.Name, have, size, limit)
+	}
+	if lv.Spec.VolumeType != p.VolumeType {
+		return status.Errorf(codes.AlreadyExists, "volume %s exists with volumeType %s, not %s", lv.Name, lv.Spec.VolumeType, p.VolumeType)
+	}
+	if p.VGName != "" && lv.Spec.VGName != p.VGName {
+		return status.Errorf(codes.AlreadyExists, "volume %s exists in VG %s, not %s", lv.Name, lv.Spec.VGName, p.VGName)
+	}
+	if lv.DeletionTimestamp != nil {
+		return status.Errorf(codes.Aborted, "volume %s is being deleted", lv.Name)
+	}
+	return nil
+}
+
+// failure turns a Failed status into the error the sidecar gets.
+func failure(lv *v1alpha1.LocalVolume) error {
+	code := codes.Internal
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if c.String() == lv.Status.Code {
+			code = c
+		}
+	}
+	return status.Errorf(code, "node %s: %s", lv.Spec.NodeName, lv.Status.Message)
+}
+
+// deleteFailed removes a LocalVolume whose node cannot hold it, unless it
+// changed meanwhile (UID and resourceVersion preconditions).
+func (s *Server) deleteFailed(ctx context.Context, lv *v1alpha1.LocalVolume) {
+	uid, rv := lv.UID, lv.ResourceVersion
+	err := s.client.CsiV1alpha1().LocalVolumes().Delete(context.WithoutCancel(ctx), lv.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		klog.FromContext(ctx).Info("Could not delete the LocalVolume of a failed placement", "volume", lv.Name, "err", err)
+	}
+}
+
+// volumeContext is what NodeStage/NodePublish get: the StorageClass
+// parameters (as open-local passes them) plus where the volume is.
+func volumeContext(params map[string]string, lv *v1alpha1.LocalVolume, fsType string, block bool) map[string]string {
+	ctx := maps.Clone(params)
+	if ctx == nil {
+		ctx = map[string]string{}
+	}
+	ctx[parameters.VolumeType] = string(lv.Spec.VolumeType)
+	ctx[parameters.ContextNode] = lv.Spec.NodeName
+	if lv.Spec.VGName != "" {
+		ctx[parameters.VGName] = lv.Spec.VGName
+	}
+	if lv.Spec.Device != "" {
+		ctx[parameters.ContextDevice] = lv.Spec.Device
+	}
+	if !block {
+		ctx[parameters.ContextFSType] = fsType
+	}
+	return ctx
+}
+
+func requestedSize(r *csi.CapacityRange) (int64, error) {
+	req, limit := r.GetRequiredBytes(), r.GetLimitBytes()
+	switch {
+	case req < 0 || limit < 0:
+		return 0, status.Error(codes.InvalidArgument, "capacity range must not be negative")
+	case limit > 0 && req > limit:
+		return 0, status.Errorf(codes.InvalidArgument, "required_bytes %d exceeds limit_bytes %d", req, limit)
+	case req > 0:
+		return req, nil
+	case limit > 0:
+		return min(limit, DefaultVolumeSize), nil
+	}
+	return DefaultVolumeSize, nil
+}
+
+// CheckCapabilities validates volume capabilities: single-node access
+// modes, block or a filesystem the node formats. It returns the requested
+// filesystem ("" if none) and whether block access is requested.
+func CheckCapabilities(caps []*csi.VolumeCapability) (fsType string, block bool, err error) {
+	if len(caps) == 0 {
+		return "", false, status.Error(codes.InvalidArgument, "volume_capabilities are required")
+	}
+	for _, c := range caps {
+		if msg := unsupported(c); msg != "" {
+			return "", false, status.Error(codes.InvalidArgument, msg)
+		}
+		if c.GetBlock() != nil {
+			block = true
+		}
+		if m := c.GetMount(); m != nil && m.GetFsType() != "" {
+			if fsType != "" && fsType != m.GetFsType() {
+				return "", false, status.Errorf(codes.InvalidArgument, "capabilities ask for filesystems %s and %s", fsType, m.GetFsType())
+			}
+			fsType = m.GetFsType()
+		}
+	}
+	return fsType, block, nil
+}
+
+// unsupported explains why a capability cannot be served ("" if it can).
+func unsupported(c *csi.VolumeCapability) string {
+	switch c.GetAccessMode().GetMode() {
+	case csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
+	default:
+		return fmt.Sprintf("access mode %s is not supported: a local volume is reachable from one node (use ReadWriteOnce)", c.GetAccessMode().GetMode())
+	}
+	switch {
+	case c.GetBlock() != nil:
+	case c.GetMount() != nil:
+		if _, err := parameters.ParseFSType(c.GetMount().GetFsType()); err != nil {
+			return err.Error()
+		}
+	default:
+		return "access type (block or mount) is required"
+	}
+	return ""
+}
+
+// DeleteVolume deletes the LocalVolume and waits until the node removed the
+// LV (the finalizer is gone). Unknown volumes are already deleted.
+func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
+	}
+	if len(validation.IsDNS1123Subdomain(id)) > 0 {
+		return &csi.DeleteVolumeResponse{}, nil // no LocalVolume can have this name
+	}
+	release, err := s.guard.Acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	err = s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, id, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", id, err)
+	}
+	if _, err := s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil }); err != nil {
+		return nil, err
+	}
+	klog.FromContext(ctx).Info("Deleted volume", "volume", id)
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// ControllerExpandVolume grows spec.size after checking the VG has room, and
+// waits for the node's lvextend.
+func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, status.Error(codes.InvalidArgument, "capacity_range is required")
+	}
+	size, err := requestedSize(req.GetCapacityRange())
+	if err != nil {
+		return nil, err
+	}
+	block := req.GetVolumeCapability().GetBlock() != nil
+	release, err := s.guard.Acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	lv, err := s.getVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if lv.DeletionTimestamp != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is being deleted", id)
+	}
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {
+		have := lv.Spec.Size.Value()
+		if lv.Status.CurrentSize != nil {
+			have = lv.Status.CurrentSize.Value()
+		}
+		if size > have {
+			return nil, status.Errorf(codes.OutOfRange, "volume %s is the whole device %s (%d bytes) and cannot grow to %d bytes", id, lv.Spec.Device, have, size)
+		}
+		return &csi.ControllerExpandVolumeResponse{CapacityBytes: have, NodeExpansionRequired: false}, nil
+	}
+	if size > lv.Spec.Size.Value() {
+		if err := s.grow(ctx, lv, size); err != nil {
+			return nil, err
+		}
+	}
+	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
+		switch {
+		case lv == nil:
+			return false, status.Errorf(codes.NotFound, "volume %s was deleted", id)
+		case lv.Status.ObservedGeneration < lv.Generation:
+			return false, nil
+		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= size:
+			return true, nil
+		case lv.Status.Phase == v1alpha1.PhaseFailed:
+			return false, failure(lv)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger := klog.FromContext(ctx)
+	logger.Info("Expanded volume", "volume", id, "size", lv.Status.CurrentSize.String())
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: lv.Status.CurrentSize.Value(), NodeExpansionRequired: !block}, nil
+}
+
+// grow raises spec.size to size when the volume's VG has room for the
+// difference.
+func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64) error {
+	s.allocate.Lock()
+	defer s.allocate.Unlock()
+	ns, err := s.readNode(ctx, lv.Spec.NodeName)
+	if err != nil {
+		return err
+	}
+	var vg *vgSpace
+	for _, v := range ns.vgs(lv.Name) {
+		if v.name == lv.Spec.VGName {
+			vg = &v
+		}
+	}
+	switch {
+	case vg == nil:
+		return status.Errorf(codes.FailedPrecondition, "VG %s on node %s is not in the node's NodeLocalStorage status: cannot check room for expansion", lv.Spec.VGName, lv.Spec.NodeName)
+	case vg.free() < size:
+		return status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s for volume %s, free %s (besides the volume's current %s)",
+			vg.name, lv.Spec.NodeName, quantity(size), lv.Name, quantity(vg.free()), lv.Spec.Size.String())
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, lv.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cur.Spec.Size.Value() >= size {
+			return nil
+		}
+		cur.Spec.Size = *resource.NewQuantity(size, resource.BinarySI)
+		_, err = s.client.CsiV1alpha1().LocalVolumes().Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func (s *Server) getVolume(ctx context.Context, id string) (*v1alpha1.LocalVolume, error) {
+	if len(validation.IsDNS1123Subdomain(id)) > 0 {
+		return nil, status.Errorf(codes.NotFound, "volume %s not found", id)
+	}
+	lv, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, status.Errorf(codes.NotFound, "volume %s not found", id)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
+	}
+	return lv, nil
+}
+
+// ValidateVolumeCapabilities confirms the capabilities this driver serves.
+func (s *Server) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "volume_capabilities are required")
+	}
+	if _, err := s.getVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	for _, c := range req.GetVolumeCapabilities() {
+		if msg := unsupported(c); msg != "" {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: msg}, nil
+		}
+	}
+	if _, err := parameters.Parse(req.GetParameters()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+	}}, nil
+}
+
+// GetCapacity reports free space for a StorageClass on a topology segment
+// (one node) or, without one, on all nodes; maximum_volume_size is the
+// largest volume that fits (an LV cannot span VGs).
+func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	for _, c := range req.GetVolumeCapabilities() {
+		if msg := unsupported(c); msg != "" {
+			return &csi.GetCapacityResponse{}, nil // nothing of that kind can be provisioned
+		}
+	}
+	p, err := parameters.Parse(req.GetParameters())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	var nodes []*nodeStorage
+	if seg := req.GetAccessibleTopology().GetSegments(); len(seg) > 0 {
+		node, ok := seg[parameters.TopologyKey]
+		if !ok {
+			return &csi.GetCapacityResponse{}, nil // a segment we do not serve
+		}
+		ns, err := s.readNode(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, ns)
+	} else if nodes, err = s.readAllNodes(ctx); err != nil {
+		return nil, err
+	}
+	var total, maxVol int64
+	for _, ns := range nodes {
+		t, m := ns.capacity(p)
+		total += t
+		maxVol = max(maxVol, m)
+	}
+	return &csi.GetCapacityResponse{
+		AvailableCapacity: total,
+		MaximumVolumeSize: wrapInt64(maxVol),
+	}, nil
+}
+
+func wrapInt64(v int64) *wrapperspb.Int64Value { return wrapperspb.Int64(v) }

@@ -1,0 +1,78 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package controller
+
+import (
+	"fmt"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/csi/parameters"
+)
+
+func TestLVNameFor(t *testing.T) {
+	tests := []struct{ id, want string }{
+		{id: "pvc-0b1e2a4c-8d1f-4a55-9a0e-3c2d1e0f9a7b", want: ""},
+		{id: "sanity-volume", want: ""},
+		{id: "snapshot", want: ""},
+		{id: string(make([]byte, 0)) + "a-very-long-name-" + fmt.Sprintf("%0100d", 0), want: "lv-"},
+	}
+	for _, tt := range tests {
+		got := lvNameFor(tt.id)
+		if (tt.want == "") != (got == "") || (tt.want != "" && len(got) != 35) {
+			t.Errorf("lvNameFor(%q) = %q", tt.id, got)
+		}
+		if got != lvNameFor(tt.id) {
+			t.Errorf("lvNameFor(%q) is not stable", tt.id)
+		}
+	}
+}
+
+// node with vgs VGs of 100 GiB and n volumes spread over them.
+func benchNode(vgs, n int) *nodeStorage {
+	ns := &nodeStorage{name: "n", nls: &v1alpha1.NodeLocalStorage{}}
+	for i := range vgs {
+		name := fmt.Sprintf("vg%d", i)
+		ns.nls.Status.NodeStorageInfo.VolumeGroups = append(ns.nls.Status.NodeStorageInfo.VolumeGroups,
+			v1alpha1.VolumeGroup{Name: name, Allocatable: 100 << 30})
+		ns.nls.Status.FilteredStorageInfo.VolumeGroups = append(ns.nls.Status.FilteredStorageInfo.VolumeGroups, name)
+	}
+	for i := range n {
+		ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+			Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: fmt.Sprintf("vg%d", i%vgs),
+				Size: *resource.NewQuantity(1<<20, resource.BinarySI)}})
+	}
+	return ns
+}
+
+func TestPlaceSpreadsToMostFree(t *testing.T) {
+	ns := benchNode(3, 5) // vg0 and vg1 hold two volumes, vg2 one
+	p, err := ns.place(parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}, 1<<30)
+	if err != nil || p.vg != "vg2" {
+		t.Fatalf("place = %+v, %v; want vg2", p, err)
+	}
+	total, maxVol := ns.capacity(parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM})
+	if total != 300<<30-5<<20 || maxVol != 100<<30-1<<20 {
+		t.Fatalf("capacity = %d, %d", total, maxVol)
+	}
+}
+
+// BenchmarkPlace: the controller's placement on a node with 4 VGs and
+// 1000 volumes (the API reads around it are not included).
+func BenchmarkPlace(b *testing.B) {
+	ns := benchNode(4, 1000)
+	p := parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}
+	for b.Loop() {
+		if _, err := ns.place(p, 1<<30); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,311 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+// Package csitest sets up, for the CSI tests, one storage node on the local
+// cluster backed by real lvm2: a VG on loop devices (test/loopvg), the Node
+// object with its hostname label, a NodeLocalStorage whose status carries
+// the VG's real size (what the agent's discovery reports), and the real
+// LocalVolume reconciler (agent/volumes) for that node, running in the test
+// process. It also serves the CSI services in-process on unix sockets.
+package csitest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/open-local/open-local/agent/volumes"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/csi/controller"
+	"github.com/open-local/open-local/csi/grpcserver"
+	"github.com/open-local/open-local/csi/identity"
+	"github.com/open-local/open-local/csi/node"
+	"github.com/open-local/open-local/csi/parameters"
+	"github.com/open-local/open-local/lvm"
+	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/loopvg"
+)
+
+// Node is a storage node of the local cluster backed by real lvm2.
+type Node struct {
+	Name     string
+	VG       *loopvg.VG
+	LVM      *lvm.Client
+	Mode     lvm.Mode
+	LockFile string
+	cluster  *cluster.Cluster
+}
+
+// NewNode creates the VG vgName on loop devices of the given sizes, the
+// Node, CSINode and NodeLocalStorage objects for name, and starts the
+// LocalVolume reconciler for it; all is undone when the test ends.
+func NewNode(t testing.TB, c *cluster.Cluster, name, vgName string, sizes ...int64) *Node {
+	t.Helper()
+	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
+	n := newNode(t, c, name, vgName, sizes...)
+	n.createObjects(t, t.Context())
+	n.startReconciler(t)
+	return n
+}
+
+func newNode(t testing.TB, c *cluster.Cluster, name, vgName string, sizes ...int64) *Node {
+	t.Helper()
+	vg := loopvg.New(t, vgName, sizes...)
+	mode := lvm.ModeDeviceMapper
+	var opts []lvm.Option
+	if !vg.Config.FullMode {
+		mode = lvm.ModeLoop
+		opts = append(opts, lvm.WithAlloc(lvm.AllocContiguous))
+	}
+	return &Node{
+		Name:     name,
+		VG:       vg,
+		LVM:      lvm.New(&lvm.ExecRunner{Env: vg.Config.Env()}, opts...),
+		Mode:     mode,
+		LockFile: filepath.Join(t.TempDir(), "activation.lock"),
+		cluster:  c,
+	}
+}
+
+// NewAgentNode is NewNode with the real agent binary (./agent) instead of
+// the in-process reconciler: it discovers the VG, writes the
+// NodeLocalStorage status itself and carries out the node's LocalVolumes.
+func NewAgentNode(t testing.TB, c *cluster.Cluster, name, vgName string, sizes ...int64) *Node {
+	t.Helper()
+	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
+	n := newNode(t, c, name, vgName, sizes...)
+	ctx := t.Context()
+	n.createNodeObjects(t, ctx)
+	nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: v1alpha1.NodeLocalStorageSpec{
+		NodeName: n.Name, ListConfig: v1alpha1.ListConfig{VGs: v1alpha1.VGList{Include: []string{"^" + regexp.QuoteMeta(vgName) + "$"}}}}}
+	ol := c.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
+	if _, err := ol.Create(ctx, nls, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ol.Delete(context.Background(), n.Name, metav1.DeleteOptions{}) })
+	var devs []string
+	for _, d := range n.VG.Devices {
+		devs = append(devs, regexp.QuoteMeta(filepath.Base(d.Path)))
+	}
+	agent := c.StartProcess(t, "agent-"+name, cluster.Binary(t, "./agent"), "--node-name="+name, "--kubeconfig="+c.Kubeconfig,
+		"--lvm-system-dir="+n.VG.Config.Dir, "--regexp=^("+strings.Join(devs, "|")+")$", "--interval=1s",
+		"--activation="+string(n.Mode), "--loop-lock-file="+n.LockFile, "--healthz-bind-address=", "-v=2")
+	// Registered after the agent's own cleanup, so it runs first: volumes
+	// are removed by the agent while it still runs.
+	t.Cleanup(func() { n.deleteLocalVolumes(t) })
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		if !agent.Alive() {
+			return false, fmt.Errorf("agent exited:\n%s", agent.LogTail(30))
+		}
+		got, err := ol.Get(ctx, n.Name, metav1.GetOptions{})
+		return err == nil && slices.Contains(got.Status.FilteredStorageInfo.VolumeGroups, vgName), nil
+	})
+	if err != nil {
+		t.Fatalf("agent did not report VG %s in NodeLocalStorage %s: %v", vgName, n.Name, err)
+	}
+	return n
+}
+
+// Activator returns a new Activator for the node's LVs (like a second
+// process on the node, sharing the lock file).
+func (n *Node) Activator(t testing.TB) lvm.Activator {
+	t.Helper()
+	a, err := lvm.NewActivator(n.Mode, n.LVM, n.LockFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// createNodeObjects creates the Node (with its hostname label) and the
+// CSINode listing the driver.
+func (n *Node) createNodeObjects(t testing.TB, ctx context.Context) {
+	t.Helper()
+	kube := n.cluster.Client()
+	room := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("32"), corev1.ResourceMemory: resource.MustParse("64Gi"),
+		corev1.ResourcePods: resource.MustParse("110")}
+	k8sNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{parameters.TopologyKey: n.Name}},
+		Status: corev1.NodeStatus{Allocatable: room, Capacity: room}}
+	if _, err := kube.CoreV1().Nodes().Create(ctx, k8sNode, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// No kubelet or node-driver-registrar runs here: register the driver
+	// with its topology key as the registrar would.
+	csiNode := &storagev1.CSINode{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name},
+		Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{
+			Name: identity.DefaultDriverName, NodeID: n.Name, TopologyKeys: []string{parameters.TopologyKey}}}},
+	}
+	if _, err := kube.StorageV1().CSINodes().Create(ctx, csiNode, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = kube.StorageV1().CSINodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
+		_ = kube.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
+	})
+}
+
+// createObjects creates the node objects and a NodeLocalStorage whose
+// status carries the VG's real size, as the agent's discovery reports it.
+func (n *Node) createObjects(t testing.TB, ctx context.Context) {
+	t.Helper()
+	n.createNodeObjects(t, ctx)
+	ol := n.cluster.OpenLocalClient()
+	vgInfo, err := n.LVM.GetVG(ctx, n.VG.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: v1alpha1.NodeLocalStorageSpec{NodeName: n.Name}}
+	created, err := ol.CsiV1alpha1().NodeLocalStorages().Create(ctx, nls, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pvs []string
+	for _, d := range n.VG.Devices {
+		pvs = append(pvs, d.Path)
+	}
+	created.Status = v1alpha1.NodeLocalStorageStatus{
+		NodeStorageInfo: v1alpha1.NodeStorageInfo{VolumeGroups: []v1alpha1.VolumeGroup{{
+			Name: n.VG.Name, PhysicalVolumes: pvs, Total: vgInfo.Size, Available: vgInfo.Free, Allocatable: vgInfo.Size,
+			Condition: v1alpha1.StorageReady,
+		}}},
+		FilteredStorageInfo: v1alpha1.FilteredStorageInfo{VolumeGroups: []string{n.VG.Name}},
+	}
+	if _, err := ol.CsiV1alpha1().NodeLocalStorages().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = ol.CsiV1alpha1().NodeLocalStorages().Delete(context.Background(), n.Name, metav1.DeleteOptions{})
+	})
+}
+
+// startReconciler runs agent/volumes for the node until the test ends. It
+// is registered after the VG, so its cleanup (stop) runs before the VG's.
+func (n *Node) startReconciler(t testing.TB) {
+	t.Helper()
+	r, err := volumes.New(volumes.Options{
+		NodeName: n.Name, Client: n.cluster.OpenLocalClient(), Kube: n.cluster.Client(),
+		LVM: n.LVM, Activator: n.Activator(t), RetryBase: 200 * time.Millisecond, RetryMax: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		// Volumes still on the node are removed by the reconciler, so
+		// loop devices are detached before the VG goes.
+		n.deleteLocalVolumes(t)
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler of %s: %v", n.Name, err)
+		}
+	})
+}
+
+// deleteLocalVolumes deletes the LocalVolumes left on the node and waits for
+// the reconciler to remove them.
+func (n *Node) deleteLocalVolumes(t testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lvs := n.cluster.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	list, err := lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.Name})
+	if err != nil {
+		t.Errorf("list LocalVolumes of %s: %v", n.Name, err)
+		return
+	}
+	for _, lv := range list.Items {
+		_ = lvs.Delete(ctx, lv.Name, metav1.DeleteOptions{})
+	}
+	for ctx.Err() == nil {
+		list, err = lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.Name})
+		if err == nil && len(list.Items) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("LocalVolumes of %s left after cleanup: %v", n.Name, list.Items)
+}
+
+// Driver is the CSI driver served in-process.
+type Driver struct {
+	ControllerAddr, NodeAddr string
+	Node                     *node.Server
+	Controller               *controller.Server
+}
+
+// StartDriver serves Identity+Controller and Identity+Node for n on unix
+// sockets in a temporary directory, until the test ends.
+func StartDriver(t testing.TB, c *cluster.Cluster, n *Node) *Driver {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Driver{
+		ControllerAddr: "unix://" + filepath.Join(dir, "controller.sock"),
+		NodeAddr:       "unix://" + filepath.Join(dir, "node.sock"),
+		Controller:     controller.New(c.OpenLocalClient(), c.Client()),
+	}
+	var err error
+	if d.Node, err = node.New(node.Options{NodeID: n.Name, MaxVolumes: 100, Client: c.OpenLocalClient(), Activator: n.Activator(t)}); err != nil {
+		t.Fatal(err)
+	}
+	ctrl := grpcserver.New()
+	csi.RegisterIdentityServer(ctrl, identity.New(identity.DefaultDriverName, "test"))
+	csi.RegisterControllerServer(ctrl, d.Controller)
+	serve(t, ctrl, d.ControllerAddr)
+	nodeSrv := grpcserver.New()
+	csi.RegisterIdentityServer(nodeSrv, identity.New(identity.DefaultDriverName, "test"))
+	csi.RegisterNodeServer(nodeSrv, d.Node)
+	serve(t, nodeSrv, d.NodeAddr)
+	return d
+}
+
+func serve(t testing.TB, srv *grpc.Server, endpoint string) {
+	t.Helper()
+	lis, err := grpcserver.Listen(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+}
+
+// Dial connects to a CSI endpoint.
+func Dial(t testing.TB, endpoint string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			path, err := grpcserver.SocketPath(endpoint)
+			if err != nil {
+				return nil, err
+			}
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}))
+	if err != nil {
+		t.Fatal(fmt.Errorf("dial %s: %w", endpoint, err))
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}

@@ -1,0 +1,196 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+// Command csi is open-local's CSI driver. In controller mode it serves the
+// Identity and Controller services and talks only to the Kubernetes API; in
+// node mode it serves Identity and Node on each node and reaches LVs through
+// the LVM layer. Both listen on a unix socket only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/csi/controller"
+	"github.com/open-local/open-local/csi/grpcserver"
+	"github.com/open-local/open-local/csi/identity"
+	csimetrics "github.com/open-local/open-local/csi/metrics"
+	"github.com/open-local/open-local/csi/node"
+	"github.com/open-local/open-local/lvm"
+)
+
+// version is stamped at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+type options struct {
+	mode, endpoint, driverName, nodeID, kubeconfig string
+	maxVolumes                                     int64
+	lvmSystemDir, activation, activationLock       string
+	lvmEnv                                         []string
+	kubeAPIQPS                                     float64
+	kubeAPIBurst                                   int
+	metricsAddr                                    string
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("csi", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.StringVar(&o.mode, "mode", "", "controller or node")
+	fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: a unix socket (unix:///path or /path)")
+	fs.StringVar(&o.driverName, "driver-name", identity.DefaultDriverName, "CSI driver (provisioner) name")
+	fs.StringVar(&o.nodeID, "node-id", os.Getenv("NODE_NAME"), "node mode: this node's name (default $NODE_NAME)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
+	fs.Int64Var(&o.maxVolumes, "max-volumes-per-node", 0, "node mode: max_volumes_per_node reported to the scheduler (0: no limit)")
+	fs.StringVar(&o.lvmSystemDir, "lvm-system-dir", "", "node mode: LVM_SYSTEM_DIR for lvm commands (default: lvm's own /etc/lvm)")
+	fs.Func("lvm-env", "node mode: KEY=VALUE added to the environment of lvm commands (repeatable), e.g. DM_DISABLE_UDEV=1", func(s string) error {
+		if !strings.Contains(s, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", s)
+		}
+		o.lvmEnv = append(o.lvmEnv, s)
+		return nil
+	})
+	fs.StringVar(&o.activation, "activation", string(lvm.ModeAuto), "node mode: how LVs become block devices: auto, device-mapper or loop (kernels without device-mapper)")
+	// Same flag and default as the agent's: both set up loop devices.
+	fs.StringVar(&o.activationLock, "loop-lock-file", "/run/lock/open-local/loop-activator.lock", "node mode: lock file serialising loop-device setup with the agent (activation loop)")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "QPS of the Kubernetes client")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of the Kubernetes client")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (e.g. :10266); empty disables it")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch o.mode {
+	case "controller":
+	case "node":
+		if o.nodeID == "" {
+			return nil, errors.New("--node-id (or $NODE_NAME) is required in node mode")
+		}
+		if _, err := lvm.ParseMode(o.activation); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("--mode must be controller or node, not %q", o.mode)
+	}
+	if _, err := grpcserver.SocketPath(o.endpoint); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "csi:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		klog.ErrorS(err, "csi driver failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, o *options) error {
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
+	cfg.UserAgent = "open-local-csi-" + o.mode
+	client, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	m := csimetrics.New()
+	srv := grpcserver.New(m.UnaryServerInterceptor())
+	csi.RegisterIdentityServer(srv, identity.New(o.driverName, version))
+	switch o.mode {
+	case "controller":
+		csi.RegisterControllerServer(srv, controller.New(client, kube))
+	case "node":
+		mode, _ := lvm.ParseMode(o.activation)
+		if mode == lvm.ModeAuto {
+			mode = lvm.DetectMode()
+		}
+		var lvmOpts []lvm.Option
+		if mode == lvm.ModeLoop {
+			lvmOpts = append(lvmOpts, lvm.WithAlloc(lvm.AllocContiguous))
+		}
+		lvmClient := lvm.New(&lvm.ExecRunner{SystemDir: o.lvmSystemDir, Env: o.lvmEnv, Observe: m.Commands().Observe}, lvmOpts...)
+		if err := os.MkdirAll(filepath.Dir(o.activationLock), 0o755); err != nil {
+			return err
+		}
+		act, err := lvm.NewActivator(mode, lvmClient, o.activationLock)
+		if err != nil {
+			return err
+		}
+		ns, err := node.New(node.Options{NodeID: o.nodeID, MaxVolumes: o.maxVolumes, Client: client, Activator: act})
+		if err != nil {
+			return err
+		}
+		csi.RegisterNodeServer(srv, ns)
+		klog.InfoS("Node service", "node", o.nodeID, "activation", mode)
+	}
+
+	m.Initialize(srv)
+	if o.metricsAddr != "" {
+		if _, err := m.Serve(ctx, o.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-bind-address: %w", err)
+		}
+	}
+
+	lis, err := grpcserver.Listen(o.endpoint)
+	if err != nil {
+		return err
+	}
+	klog.InfoS("Serving CSI", "mode", o.mode, "driver", o.driverName, "endpoint", o.endpoint, "version", version)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		klog.InfoS("Shutting down")
+		srv.GracefulStop()
+		return nil
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}

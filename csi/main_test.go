@@ -1,0 +1,46 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "controller", args: []string{"--mode=controller"}},
+		{name: "metrics", args: []string{"--mode=controller", "--metrics-bind-address=:10266"}},
+		{name: "node", args: []string{"--mode=node", "--node-id=n1", "--activation=loop", "--lvm-env=DM_DISABLE_UDEV=1"}},
+		{name: "no mode", args: nil, wantErr: "--mode"},
+		{name: "node without id", args: []string{"--mode=node", "--node-id="}, wantErr: "--node-id"},
+		{name: "bad activation", args: []string{"--mode=node", "--node-id=n", "--activation=magic"}, wantErr: "activation"},
+		{name: "tcp endpoint", args: []string{"--mode=controller", "--endpoint=tcp://0.0.0.0:1736"}, wantErr: "unix"},
+		{name: "bad lvm-env", args: []string{"--mode=node", "--node-id=n", "--lvm-env=NOEQUALS"}, wantErr: "KEY=VALUE"},
+		{name: "stray argument", args: []string{"--mode=controller", "extra"}, wantErr: "unexpected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("NODE_NAME", "")
+			o, err := parseFlags(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || o.mode == "" {
+				t.Fatalf("parseFlags(%v) = %+v, %v", tt.args, o, err)
+			}
+		})
+	}
+}
