@@ -7,7 +7,7 @@ export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build tools test test-short generate cluster-up cluster-down demo demo-down clean
+.PHONY: all build tools test test-short generate cluster-up cluster-down demo demo-down images clean
 
 all: build
 
@@ -31,6 +31,10 @@ test-short:
 ## generate: deepcopy, CRD YAML (into the chart), typed client/listers/informers
 generate:
 	hack/update-codegen.sh
+
+## images: the node, controller and scheduler images (needs a Docker engine; REGISTRY=, TAG=, PUSH=1)
+images:
+	deploy/images/build.sh
 
 ## cluster-up / cluster-down: the local control plane alone, detached
 cluster-up: tools build

@@ -11,3 +11,12 @@ var CRDs embed.FS
 
 // CRDDir is the directory of the CRDs inside CRDs.
 const CRDDir = "helm/open-local/crds"
+
+// ChartDir is the chart's directory relative to this package (tests render
+// it with helm).
+const ChartDir = "helm/open-local"
+
+// Dashboard is the Grafana dashboard the chart ships (monitoring.grafanaDashboard).
+//
+//go:embed helm/open-local/dashboards/open-local.json
+var Dashboard []byte

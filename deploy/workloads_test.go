@@ -1,0 +1,240 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package deploy_test
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/open-local/open-local/test/cluster"
+)
+
+func TestControllerDeployment(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		set        []string
+		containers []string
+		le         bool
+	}{
+		{"default", nil, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, false},
+		{"ha", []string{"controller.replicas=2"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, true},
+		{"no snapshots", []string{"snapshot.enabled=false", "snapshotController.enabled=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := render(t, tc.set...)
+			d := typed[appsv1.Deployment](t, m.get(t, "Deployment", "open-local-controller"))
+			spec := d.Spec.Template.Spec
+			var names []string
+			for _, c := range spec.Containers {
+				names = append(names, c.Name)
+			}
+			if !slices.Equal(names, tc.containers) {
+				t.Errorf("containers %v, want %v", names, tc.containers)
+			}
+			// One replica: no two controllers at once during a rollout.
+			if wantRecreate := !tc.le; (d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType) != wantRecreate {
+				t.Errorf("strategy %q with leader election %v", d.Spec.Strategy.Type, tc.le)
+			}
+			le := map[bool]string{true: "true", false: "false"}[tc.le]
+			want := map[string][]string{
+				"csi-controller": {"--mode=controller", "--endpoint=unix:///csi/csi.sock", "--driver-name=local.csi.aliyun.com", "--metrics-bind-address=:10266"},
+				"nls-controller": {"--mode=controller", "--initconfig=open-local", "--leader-elect=" + le, "--healthz-bind-address=:10265"},
+				"csi-provisioner": {"--csi-address=/csi/csi.sock", "--feature-gates=Topology=true", "--strict-topology",
+					"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=2", "--leader-election=" + le},
+				"csi-resizer":         {"--csi-address=/csi/csi.sock", "--handle-volume-inuse-error=false", "--leader-election=" + le},
+				"csi-snapshotter":     {"--csi-address=/csi/csi.sock", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=" + le},
+				"snapshot-controller": {"--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=" + le},
+			}
+			for _, c := range spec.Containers {
+				args := slices.Concat(c.Command, c.Args)
+				for _, f := range want[c.Name] {
+					if !slices.Contains(args, f) {
+						t.Errorf("%s lacks %s: %v", c.Name, f, args)
+					}
+				}
+				if tc.le && c.Name != "csi-controller" {
+					ns := "--leader-election-namespace=" + namespace
+					if c.Name == "nls-controller" {
+						ns = "--leader-elect-namespace=" + namespace
+					}
+					if !slices.Contains(args, ns) {
+						t.Errorf("%s lacks %s", c.Name, ns)
+					}
+				}
+				// Only API clients here: non-root, read-only, no capabilities.
+				sc := c.SecurityContext
+				if sc == nil || sc.Privileged != nil && *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+					sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+					!slices.Contains(sc.Capabilities.Drop, "ALL") {
+					t.Errorf("%s: security context %+v", c.Name, sc)
+				}
+			}
+			if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+				t.Errorf("controller pod may run as root: %+v", psc)
+			}
+			prov := container(t, spec, "csi-provisioner")
+			for _, env := range []string{"NAMESPACE", "POD_NAME"} { // --enable-capacity, ownerref
+				if !slices.ContainsFunc(prov.Env, func(e corev1.EnvVar) bool { return e.Name == env && e.ValueFrom != nil }) {
+					t.Errorf("csi-provisioner lacks env %s", env)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentDaemonSet(t *testing.T) {
+	for _, tc := range []struct {
+		name, kubeletDir, lvmDir string
+		set                      []string
+	}{
+		{"default", "/var/lib/kubelet", "", nil},
+		{"own lvm config, other kubelet dir", "/var/lib/k0s/kubelet", "/etc/open-local/lvm",
+			[]string{"kubeletDir=/var/lib/k0s/kubelet/", "agent.lvm.useHostConfig=false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := render(t, tc.set...)
+			ds := typed[appsv1.DaemonSet](t, m.get(t, "DaemonSet", "open-local-agent"))
+			spec := ds.Spec.Template.Spec
+			if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+				t.Errorf("host namespaces: network %v pid %v ipc %v", spec.HostNetwork, spec.HostPID, spec.HostIPC)
+			}
+			hostPaths := map[string]string{}
+			for _, v := range spec.Volumes {
+				if v.HostPath != nil {
+					hostPaths[v.Name] = v.HostPath.Path
+				}
+			}
+			mounts := func(c corev1.Container) map[string]corev1.VolumeMount {
+				out := map[string]corev1.VolumeMount{}
+				for _, vm := range c.VolumeMounts {
+					out[vm.MountPath] = vm
+				}
+				return out
+			}
+			for _, name := range []string{"agent", "csi-plugin"} {
+				c := container(t, spec, name)
+				if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+					t.Errorf("%s is not privileged (it opens loop and device-mapper devices)", name)
+				}
+				args := slices.Concat(c.Command, c.Args)
+				for _, f := range []string{"--loop-lock-file=/run/lock/open-local/loop-activator.lock", "--activation=auto"} {
+					if !slices.Contains(args, f) {
+						t.Errorf("%s lacks %s", name, f)
+					}
+				}
+				if got := flagValue(args, "--lvm-system-dir"); got != tc.lvmDir {
+					t.Errorf("%s --lvm-system-dir=%q, want %q", name, got, tc.lvmDir)
+				}
+				ms := mounts(c)
+				for path, hostPath := range map[string]string{"/dev": "/dev", "/sys": "/sys", "/run/lock": "/run/lock", "/run/lvm": "/run/lvm", "/etc/lvm": "/etc/lvm"} {
+					if vm, ok := ms[path]; !ok || hostPaths[vm.Name] != hostPath {
+						t.Errorf("%s: %s is not the node's %s", name, path, hostPath)
+					}
+				}
+				if tc.lvmDir != "" {
+					if _, ok := ms[tc.lvmDir]; !ok {
+						t.Errorf("%s: lvm config %s not mounted", name, tc.lvmDir)
+					}
+				}
+				if env := slices.Concat(c.Env); name == "agent" && !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == "DM_DISABLE_UDEV" }) {
+					t.Errorf("agent lacks DM_DISABLE_UDEV")
+				}
+			}
+			csiPlugin := container(t, spec, "csi-plugin")
+			if !slices.Contains(csiPlugin.Command, "--lvm-env=DM_DISABLE_UDEV=1") {
+				t.Errorf("csi-plugin lacks --lvm-env=DM_DISABLE_UDEV=1: %v", csiPlugin.Command)
+			}
+			kubelet := mounts(csiPlugin)[tc.kubeletDir]
+			if hostPaths[kubelet.Name] != tc.kubeletDir || kubelet.MountPropagation == nil ||
+				*kubelet.MountPropagation != corev1.MountPropagationBidirectional {
+				t.Errorf("csi-plugin: kubelet dir %s mount %+v, want the node's with Bidirectional propagation", tc.kubeletDir, kubelet)
+			}
+			if _, ok := mounts(container(t, spec, "agent"))[tc.kubeletDir]; ok {
+				t.Error("the agent mounts the kubelet directory; only the CSI plugin needs it")
+			}
+			reg := container(t, spec, "node-driver-registrar")
+			if reg.SecurityContext != nil && reg.SecurityContext.Privileged != nil && *reg.SecurityContext.Privileged {
+				t.Error("node-driver-registrar is privileged")
+			}
+			if got, want := flagValue(reg.Args, "--kubelet-registration-path"), tc.kubeletDir+"/plugins/local.csi.aliyun.com/csi.sock"; got != want {
+				t.Errorf("registration path %s, want %s", got, want)
+			}
+			if hostPaths["registration-dir"] != tc.kubeletDir+"/plugins_registry" || hostPaths["plugin-dir"] != tc.kubeletDir+"/plugins/local.csi.aliyun.com" {
+				t.Errorf("plugin dirs %v", hostPaths)
+			}
+		})
+	}
+}
+
+// TestFlagsExist runs every binary the chart starts with the flags the chart
+// gives it plus --help: a flag the binary does not know makes it fail
+// ("flag provided but not defined", "unknown flag"). The sidecars are the
+// binaries hack/tools builds at the versions of the images; ours are built
+// from this tree. node-driver-registrar and the scheduler are not checked
+// here (the registrar is not built here; the scheduler's only flags are
+// --config, --secure-port and -v, and its configuration is TestSchedulerConfig's).
+func TestFlagsExist(t *testing.T) {
+	tools, err := cluster.ToolsDir(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := map[string]string{
+		"csi-provisioner":     filepath.Join(tools, "csi-provisioner"),
+		"csi-resizer":         filepath.Join(tools, "csi-resizer"),
+		"csi-snapshotter":     filepath.Join(tools, "csi-snapshotter"),
+		"snapshot-controller": filepath.Join(tools, "snapshot-controller"),
+		"/agent":              cluster.Binary(t, "./agent"),
+		"/csi":                cluster.Binary(t, "./csi"),
+	}
+	m := render(t, "controller.replicas=2", "agent.lvm.useHostConfig=false")
+	var containers []corev1.Container
+	containers = append(containers, typed[appsv1.Deployment](t, m.get(t, "Deployment", "open-local-controller")).Spec.Template.Spec.Containers...)
+	containers = append(containers, typed[appsv1.DaemonSet](t, m.get(t, "DaemonSet", "open-local-agent")).Spec.Template.Spec.Containers...)
+	checked := 0
+	for _, c := range containers {
+		argv := slices.Concat(c.Command, c.Args)
+		key := c.Name
+		if len(c.Command) > 0 {
+			key, argv = c.Command[0], argv[1:]
+		}
+		bin, ok := bins[key]
+		if !ok {
+			continue
+		}
+		checked++
+		for i, a := range argv { // $(NODE_NAME) is the kubelet's to expand
+			argv[i] = strings.ReplaceAll(a, "$(NODE_NAME)", "node-1")
+		}
+		cmd := exec.CommandContext(t.Context(), bin, append(argv, "--help")...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		if s := out.String(); strings.Contains(s, "flag provided but not defined") || strings.Contains(s, "unknown flag") ||
+			strings.Contains(s, "invalid argument") || strings.Contains(s, "invalid value") {
+			t.Errorf("%s (%s) refuses its flags %v: %v\n%s", c.Name, key, argv, err, lastLines(s, 5))
+		}
+	}
+	if checked != 8 {
+		t.Errorf("checked %d containers, want 8 (6 controller + agent + csi-plugin)", checked)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
