@@ -46,6 +46,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/agent/discovery"
+	"github.com/open-local/open-local/agent/inline"
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
 	"github.com/open-local/open-local/agent/nodestorage"
@@ -80,9 +81,12 @@ var nodeControllers = []struct {
 			Ownership:         discovery.Ownership{LegacyPrefix: o.legacyLVPrefix},
 		})
 	}},
-	{"volumes", func(env *nodeagent.Env, _ *options) (nodeagent.Controller, error) {
+	{"volumes", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
 		return volumes.New(volumes.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube,
-			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder})
+			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder, SnapshotCheck: o.snapshotCheck})
+	}},
+	{"inline", func(env *nodeagent.Env, _ *options) (nodeagent.Controller, error) {
+		return inline.New(inline.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube, Recorder: env.Recorder})
 	}},
 	{"metrics", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
 		return agentmetrics.NewNode(o.metrics, agentmetrics.NodeOptions{NodeName: env.NodeName, Client: env.OpenLocal,
@@ -108,6 +112,7 @@ type options struct {
 	lvmSystemDir      string
 	activation        string
 	loopLockFile      string
+	snapshotCheck     time.Duration
 
 	// controller mode
 	initConfig    string
@@ -141,6 +146,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.lvmSystemDir, "lvm-system-dir", "", "[agent] LVM_SYSTEM_DIR for every lvm command (a directory with lvm.conf); lvm's default when empty")
 	fs.StringVar(&o.activation, "activation", string(lvm.ModeAuto), "[agent] how LVs become block devices: device-mapper (/dev/<vg>/<lv>), loop (a loop device over the LV's extents, for kernels without device-mapper) or auto")
 	fs.StringVar(&o.loopLockFile, "loop-lock-file", "/run/lock/open-local/loop-activator.lock", "[agent] lock file serialising loop-device setup between processes (loop activation only)")
+	fs.DurationVar(&o.snapshotCheck, "snapshot-check-interval", 30*time.Second, "[agent] how often a snapshot's copy-on-write usage is compared with its expansion threshold (open-local's Expand_Snapshot_Interval)")
 
 	fs.StringVar(&o.initConfig, "initconfig", "open-local", "[controller] name of the NodeLocalStorageInitConfig")
 	fs.StringVar(&o.nodeSelector, "node-selector", "", "[controller] label selector of the nodes that get a NodeLocalStorage; all nodes when empty")

@@ -34,6 +34,8 @@ import (
 	"github.com/open-local/open-local/csi/identity"
 	csimetrics "github.com/open-local/open-local/csi/metrics"
 	"github.com/open-local/open-local/csi/node"
+	"github.com/open-local/open-local/csi/node/iolimit"
+	"github.com/open-local/open-local/csi/registration"
 	"github.com/open-local/open-local/lvm"
 )
 
@@ -48,6 +50,9 @@ type options struct {
 	kubeAPIQPS                                     float64
 	kubeAPIBurst                                   int
 	metricsAddr                                    string
+	ioLimits                                       iolimit.Options
+	// kubelet registration (what node-driver-registrar does), node mode
+	kubeletRegistryDir, kubeletEndpoint string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -74,6 +79,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "QPS of the Kubernetes client")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of the Kubernetes client")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (e.g. :10266); empty disables it")
+	fs.StringVar(&o.ioLimits.CgroupMount, "cgroup-mount", iolimit.DefaultCgroupMount, "node mode: where the node's cgroup hierarchies are mounted (IO limits)")
+	fs.StringVar((*string)(&o.ioLimits.Layout.Driver), "cgroup-driver", string(iolimit.DriverAuto), "node mode: kubelet's --cgroup-driver: cgroupfs, systemd, or auto (find the pod's cgroup in either layout)")
+	fs.StringVar(&o.ioLimits.Layout.Root, "cgroup-root", "/", "node mode: kubelet's --cgroup-root (cgroupRoot), e.g. /kubelet on kind nodes")
+	fs.StringVar(&o.ioLimits.StateDir, "io-limit-state-dir", "/var/lib/open-local/io-limits", "node mode: where the IO limits set per published volume are recorded (must survive plugin restarts)")
+	fs.StringVar(&o.kubeletRegistryDir, "kubelet-registration-dir", "", "node mode: register with the kubelet through its plugin registry dir (e.g. /var/lib/kubelet/plugins_registry), as node-driver-registrar does; empty: do not register")
+	fs.StringVar(&o.kubeletEndpoint, "kubelet-registration-path", "", "node mode: the CSI socket path as the kubelet sees it (default: the --endpoint path)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -89,11 +100,18 @@ func parseFlags(args []string) (*options, error) {
 		if _, err := lvm.ParseMode(o.activation); err != nil {
 			return nil, err
 		}
+		if _, err := iolimit.ParseDriver(string(o.ioLimits.Layout.Driver)); err != nil {
+			return nil, fmt.Errorf("--cgroup-driver: %w", err)
+		}
 	default:
 		return nil, fmt.Errorf("--mode must be controller or node, not %q", o.mode)
 	}
-	if _, err := grpcserver.SocketPath(o.endpoint); err != nil {
+	socket, err := grpcserver.SocketPath(o.endpoint)
+	if err != nil {
 		return nil, err
+	}
+	if o.kubeletEndpoint == "" {
+		o.kubeletEndpoint = socket
 	}
 	return o, nil
 }
@@ -156,12 +174,19 @@ func run(ctx context.Context, o *options) error {
 		if err != nil {
 			return err
 		}
-		ns, err := node.New(node.Options{NodeID: o.nodeID, MaxVolumes: o.maxVolumes, Client: client, Activator: act})
+		limits, err := iolimit.New(o.ioLimits)
+		if err != nil {
+			return err
+		}
+		go func() { _ = limits.Run(ctx) }()
+		ns, err := node.New(node.Options{NodeID: o.nodeID, MaxVolumes: o.maxVolumes, Client: client, Activator: act, IOLimits: limits})
 		if err != nil {
 			return err
 		}
 		csi.RegisterNodeServer(srv, ns)
-		klog.InfoS("Node service", "node", o.nodeID, "activation", mode)
+		h, herr := limits.Hierarchy()
+		klog.InfoS("Node service", "node", o.nodeID, "activation", mode, "cgroupVersion", h.Version, "ioController", h.Dir,
+			"cgroupDriver", o.ioLimits.Layout.Driver, "cgroupRoot", o.ioLimits.Layout.Root, "ioLimitsUnavailable", herr)
 	}
 
 	m.Initialize(srv)
@@ -178,8 +203,22 @@ func run(ctx context.Context, o *options) error {
 	klog.InfoS("Serving CSI", "mode", o.mode, "driver", o.driverName, "endpoint", o.endpoint, "version", version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
+	var refused <-chan error // nil (never ready) without registration
+	if o.mode == "node" && o.kubeletRegistryDir != "" {
+		// Registered only once the CSI socket serves: the kubelet dials it right away.
+		reg, err := registration.Start(registration.Options{RegistryDir: o.kubeletRegistryDir, DriverName: o.driverName, Endpoint: o.kubeletEndpoint})
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer reg.Stop()
+		refused = reg.Refused()
+	}
 	select {
 	case err := <-errc:
+		return err
+	case err := <-refused:
+		srv.GracefulStop()
 		return err
 	case <-ctx.Done():
 		klog.InfoS("Shutting down")

@@ -26,6 +26,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad activation", args: []string{"--mode=node", "--node-id=n", "--activation=magic"}, wantErr: "activation"},
 		{name: "tcp endpoint", args: []string{"--mode=controller", "--endpoint=tcp://0.0.0.0:1736"}, wantErr: "unix"},
 		{name: "bad lvm-env", args: []string{"--mode=node", "--node-id=n", "--lvm-env=NOEQUALS"}, wantErr: "KEY=VALUE"},
+		{name: "cgroup layout", args: []string{"--mode=node", "--node-id=n", "--cgroup-driver=systemd", "--cgroup-root=/kubelet", "--cgroup-mount=/host/sys/fs/cgroup"}},
+		{name: "bad cgroup driver", args: []string{"--mode=node", "--node-id=n", "--cgroup-driver=upstart"}, wantErr: "--cgroup-driver"},
 		{name: "stray argument", args: []string{"--mode=controller", "extra"}, wantErr: "unexpected"},
 	}
 	for _, tt := range tests {
@@ -42,5 +44,18 @@ func TestParseFlags(t *testing.T) {
 				t.Fatalf("parseFlags(%v) = %+v, %v", tt.args, o, err)
 			}
 		})
+	}
+}
+
+// The kubelet is told the CSI socket it can dial: by default the --endpoint
+// path, or --kubelet-registration-path when the driver sees another path.
+func TestKubeletRegistrationFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--mode=node", "--node-id=n", "--endpoint=unix:///k/plugins/d/csi.sock", "--kubelet-registration-dir=/k/plugins_registry"})
+	if err != nil || o.kubeletRegistryDir != "/k/plugins_registry" || o.kubeletEndpoint != "/k/plugins/d/csi.sock" {
+		t.Fatalf("parseFlags = %+v, %v", o, err)
+	}
+	o, err = parseFlags([]string{"--mode=node", "--node-id=n", "--endpoint=/csi/csi.sock", "--kubelet-registration-dir=/r", "--kubelet-registration-path=/host/csi.sock"})
+	if err != nil || o.kubeletEndpoint != "/host/csi.sock" {
+		t.Fatalf("parseFlags = %+v, %v", o, err)
 	}
 }

@@ -120,9 +120,11 @@ func TestInstall(t *testing.T) {
 		namespace access // in the release namespace
 		denied    []string
 	}{
+		// The agent pod reads Pods (inline volume collection) and creates
+		// and deletes LocalVolumes (inline volumes), but never writes Pods.
 		{sa("agent"), agentRules, nil,
-			[]string{"secrets", "csi.aliyun.com/localvolumes:delete", "csi.aliyun.com/localvolumes:create",
-				"csi.aliyun.com/nodelocalstorages:create", "nodes", "pods", "persistentvolumes"}},
+			[]string{"secrets", "csi.aliyun.com/nodelocalstorages:create", "csi.aliyun.com/nodelocalstorages:delete", "nodes",
+				"pods:create", "pods:update", "pods:patch", "pods:delete", "persistentvolumes"}},
 		{sa("controller"),
 			clusterWide(csiControllerRules, nlsControllerRules, provisionerRules, resizerRules, snapshotterRules, snapshotControllerRules),
 			controllerNamespaceRules,

@@ -29,13 +29,22 @@ var (
 	// agent (agent mode) + CSI node plugin: one pod, one ServiceAccount.
 	agentRules = access{
 		// agent/nodestorage: informer on its NLS (metadata.name=<node>);
-		// agent/metrics: the same informer.
-		"csi.aliyun.com/nodelocalstorages": {"list", "watch"},
+		// agent/metrics: the same informer; csi/node: Get (room for an
+		// inline volume the node allocates).
+		"csi.aliyun.com/nodelocalstorages": {"get", "list", "watch"},
 		// agent/nodestorage: UpdateStatus.
 		"csi.aliyun.com/nodelocalstorages/status": {"update"},
 		// agent/volumes: informer (spec.nodeName=<node>), Get+Update of
-		// finalizers; csi/node: Get; agent/metrics: informer.
-		"csi.aliyun.com/localvolumes": {"get", "list", "watch", "update"},
+		// finalizers and of a snapshot's spec.size when its copy-on-write
+		// space grows; csi/node: Get (also of a read-only restore's
+		// snapshot), List (room in the VG), Create (inline
+		// volume of a pod another scheduler placed), Delete (inline volume
+		// unpublished); agent/inline: informer, Delete; agent/metrics:
+		// informer.
+		"csi.aliyun.com/localvolumes": {"get", "list", "watch", "update", "create", "delete"},
+		// agent/inline: informer on its node's pods (spec.nodeName), Get of
+		// an inline volume's pod not bound there.
+		"pods": {"get", "list", "watch"},
 		// agent/volumes: UpdateStatus.
 		"csi.aliyun.com/localvolumes/status": {"update"},
 		// client-go's event recorder (agent main, agent/volumes).
@@ -43,8 +52,11 @@ var (
 	}
 	// csi/controller.
 	csiControllerRules = access{
-		// Get (validate, expand, delete), List (placement), Watch (waitFor's
-		// ListWatch), Create (CreateVolume), Update (expansion), Delete.
+		// Get (validate, expand, delete, snapshots), List (placement, a
+		// volume's snapshots, ListSnapshots), Watch (waitFor's ListWatch),
+		// Create (CreateVolume, CreateSnapshot), Update (expansion), Delete
+		// (DeleteVolume, DeleteSnapshot). Snapshot class parameters come in
+		// the CSI request: no snapshot.storage.k8s.io access.
 		"csi.aliyun.com/localvolumes": {"get", "list", "watch", "create", "update", "delete"},
 		// placement.go: Get of the selected node's NLS, List when none is selected.
 		"csi.aliyun.com/nodelocalstorages": {"get", "list"},

@@ -156,6 +156,14 @@ func TestAgentDaemonSet(t *testing.T) {
 			if !slices.Contains(csiPlugin.Command, "--lvm-env=DM_DISABLE_UDEV=1") {
 				t.Errorf("csi-plugin lacks --lvm-env=DM_DISABLE_UDEV=1: %v", csiPlugin.Command)
 			}
+			// IO limits: the node's cgroup hierarchies, and a state
+			// directory that survives restarts (the plugin directory).
+			if vm, ok := mounts(csiPlugin)["/sys/fs/cgroup"]; !ok || hostPaths[vm.Name] != "/sys/fs/cgroup" {
+				t.Error("csi-plugin: /sys/fs/cgroup is not the node's")
+			}
+			if dir := flagValue(csiPlugin.Command, "--io-limit-state-dir"); !strings.HasPrefix(dir, "/csi/") {
+				t.Errorf("csi-plugin --io-limit-state-dir=%q is not in the plugin directory (/csi, a hostPath)", dir)
+			}
 			kubelet := mounts(csiPlugin)[tc.kubeletDir]
 			if hostPaths[kubelet.Name] != tc.kubeletDir || kubelet.MountPropagation == nil ||
 				*kubelet.MountPropagation != corev1.MountPropagationBidirectional {

@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -36,6 +38,7 @@ import (
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
+	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/csi/parameters"
 )
 
@@ -63,6 +66,12 @@ type Options struct {
 	// OnlineExtResize says whether resize2fs can grow a mounted ext
 	// filesystem here (it needs CAP_SYS_RESOURCE); default: detected.
 	OnlineExtResize *bool
+	// IOLimits enforces bps/iops in the pod's cgroup at publish. Nil: a
+	// volume with limits fails to publish (FailedPrecondition).
+	IOLimits *iolimit.Manager
+	// InlineReadyTimeout bounds the wait for the agent to create an inline
+	// volume's LV (default DefaultInlineReadyTimeout).
+	InlineReadyTimeout time.Duration
 }
 
 // Server implements csi.NodeServer.
@@ -74,6 +83,8 @@ type Server struct {
 	exec    utilexec.Interface
 	guard   *inflight.Guard
 	online  bool
+	// createMu serialises inline volumes allocated by this node.
+	createMu sync.Mutex
 }
 
 // New returns the Node service.
@@ -159,13 +170,33 @@ func (s *Server) device(ctx context.Context, lv *v1alpha1.LocalVolume) (string, 
 	case v1alpha1.VolumeTypeDevice:
 		return lv.Spec.Device, nil
 	case v1alpha1.VolumeTypeLVM:
-		dev, err := s.opts.Activator.Activate(ctx, lv.Spec.VGName, lvName(lv))
+		vg, name, err := s.dataLV(ctx, lv)
 		if err != nil {
-			return "", status.Errorf(codes.Internal, "activate LV %s/%s: %v", lv.Spec.VGName, lvName(lv), err)
+			return "", err
+		}
+		dev, err := s.opts.Activator.Activate(ctx, vg, name)
+		if err != nil {
+			return "", status.Errorf(codes.Internal, "activate LV %s/%s: %v", vg, name, err)
 		}
 		return dev, nil
 	}
 	return "", status.Errorf(codes.FailedPrecondition, "volume %s has unknown volumeType %q", lv.Name, lv.Spec.VolumeType)
+}
+
+// dataLV is the LV holding lv's data: its own, or, for a read-only
+// restore, its snapshot's LV (docs/localvolume.md), which it shares.
+func (s *Server) dataLV(ctx context.Context, lv *v1alpha1.LocalVolume) (vg, name string, err error) {
+	if !lv.Spec.IsReadOnlyRestore() {
+		return lv.Spec.VGName, lvName(lv), nil
+	}
+	snap, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, lv.Spec.Source.Snapshot, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", "", status.Errorf(codes.NotFound, "volume %s is a read-only view of snapshot %s, which is gone", lv.Name, lv.Spec.Source.Snapshot)
+	}
+	if err != nil {
+		return "", "", status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", lv.Spec.Source.Snapshot, err)
+	}
+	return snap.Spec.VGName, lvName(snap), nil
 }
 
 // checkCapability validates a node-side volume capability.
@@ -250,8 +281,13 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		}
 		return &csi.NodeStageVolumeResponse{}, nil
 	}
-	if err := s.growOffline(ctx, dev); err != nil {
-		return nil, err
+	// A read-only restore is its snapshot: mounted read-only, never
+	// formatted (mount-utils refuses to format for a read-only mount) or grown.
+	ro := readOnly(req.GetVolumeCapability()) || lv.Spec.ReadOnly
+	if !ro {
+		if err := s.growOffline(ctx, dev); err != nil {
+			return nil, err
+		}
 	}
 	opts := slices.Clone(req.GetVolumeCapability().GetMount().GetMountFlags())
 	if fsType == "xfs" && !slices.Contains(opts, "nouuid") {
@@ -259,13 +295,13 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		// second mount of one UUID without this.
 		opts = append(opts, "nouuid")
 	}
-	if readOnly(req.GetVolumeCapability()) {
+	if ro {
 		opts = append(opts, "ro")
 	}
 	if err := s.mounter.FormatAndMount(dev, staging, fsType, opts); err != nil {
 		return nil, status.Errorf(codes.Internal, "format and mount %s (%s) at %s: %v", dev, fsType, staging, err)
 	}
-	if fsType == "xfs" && !readOnly(req.GetVolumeCapability()) {
+	if fsType == "xfs" && !ro {
 		// xfs grows only while mounted: catch up with an expansion that
 		// happened while the volume was not staged.
 		if err := s.resize(dev, staging); err != nil {
@@ -341,7 +377,9 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if err != nil {
 		return nil, err
 	}
-	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM {
+	// A read-only restore's LV is its snapshot's, shared with the snapshot
+	// and other restores: it stays active.
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && !lv.Spec.IsReadOnlyRestore() {
 		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lvName(lv)); err != nil {
 			return nil, status.Errorf(codes.Internal, "release LV %s/%s: %v", lv.Spec.VGName, lvName(lv), err)
 		}
@@ -351,7 +389,9 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 }
 
 // NodePublishVolume bind-mounts the staged filesystem, or the block device,
-// onto the target path.
+// onto the target path, then sets the volume's IO limits in the pod's
+// cgroup. A CSI ephemeral inline volume is created, formatted and mounted
+// at the target instead (publishEphemeral).
 func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id, target, staging := req.GetVolumeId(), req.GetTargetPath(), req.GetStagingTargetPath()
 	switch {
@@ -363,9 +403,13 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := checkCapability(req.GetVolumeCapability()); err != nil {
 		return nil, err
 	}
+	if parameters.IsEphemeral(req.GetVolumeContext()) {
+		return s.publishEphemeral(ctx, req)
+	}
 	block := req.GetVolumeCapability().GetBlock() != nil
 	if staging == "" && !block {
-		return nil, status.Error(codes.FailedPrecondition, "staging_target_path is required: the volume is staged first")
+		return nil, status.Errorf(codes.FailedPrecondition, "staging_target_path is required: the volume is staged first (an inline volume is recognised by %s=true, which kubelet passes when the CSIDriver has podInfoOnMount: true)",
+			parameters.Ephemeral)
 	}
 	release, err := s.guard.Acquire(id)
 	if err != nil {
@@ -405,13 +449,19 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "check target path %s: %v", target, err)
 	}
-	if !notMnt {
-		return &csi.NodePublishVolumeResponse{}, nil
+	if notMnt {
+		if err := s.mounter.Mount(source, target, "", opts); err != nil {
+			return nil, status.Errorf(codes.Internal, "bind mount %s at %s: %v", source, target, err)
+		}
+		klog.FromContext(ctx).Info("Published volume", "volume", id, "source", source, "target", target, "readOnly", ro, "block", block)
 	}
-	if err := s.mounter.Mount(source, target, "", opts); err != nil {
-		return nil, status.Errorf(codes.Internal, "bind mount %s at %s: %v", source, target, err)
+	// Also when already mounted: a retry after a failed limit must set it.
+	if err := s.setIOLimits(ctx, id, target, req.GetVolumeContext()); err != nil {
+		if notMnt {
+			s.undoMount(ctx, target)
+		}
+		return nil, err
 	}
-	klog.FromContext(ctx).Info("Published volume", "volume", id, "source", source, "target", target, "readOnly", ro, "block", block)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
@@ -427,7 +477,8 @@ func ensureFile(path string) error {
 	return f.Close()
 }
 
-// NodeUnpublishVolume unmounts and removes the target path.
+// NodeUnpublishVolume unmounts and removes the target path, removes the IO
+// limits its publish set, and deletes the LocalVolume of an inline volume.
 func (s *Server) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
 	switch {
@@ -442,6 +493,12 @@ func (s *Server) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	defer release()
 	if err := s.unmount(target, true); err != nil {
+		return nil, err
+	}
+	if err := s.clearIOLimits(ctx, id, target); err != nil {
+		return nil, err
+	}
+	if err := s.releaseInline(ctx, id); err != nil {
 		return nil, err
 	}
 	klog.FromContext(ctx).Info("Unpublished volume", "volume", id, "target", target)

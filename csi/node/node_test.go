@@ -26,13 +26,17 @@ import (
 	"github.com/open-local/open-local/apis/client/clientset/versioned/fake"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/node"
+	"github.com/open-local/open-local/csi/node/iolimit/iolimittest"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
-func TestMain(m *testing.M) { cluster.Main(m) }
+func TestMain(m *testing.M) {
+	iolimittest.WorkerMain() // the IO measurements' worker processes are this binary
+	cluster.Main(m)
+}
 
 const mib = int64(1) << 20
 

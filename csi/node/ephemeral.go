@@ -1,0 +1,314 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/csi/parameters"
+)
+
+// DefaultInlineReadyTimeout bounds NodePublishVolume's wait for the agent to
+// create an inline volume's LV (kubelet gives NodePublishVolume 2 min and
+// retries; a later call finds the LocalVolume and waits again).
+const DefaultInlineReadyTimeout = 90 * time.Second
+
+// publishEphemeral publishes a CSI ephemeral inline volume: kubelet calls
+// NodePublishVolume only (no staging), with the volume handle
+// csi-<sha256(podUID+volumeName)> as volume ID, the pod's volumeAttributes
+// and podInfoOnMount keys. The LocalVolume of that name is the one the
+// scheduler's PreBind wrote, or, for a pod another scheduler placed, the
+// one created here; once the agent made its LV, it is formatted and mounted
+// at the target. NodeUnpublishVolume deletes it (releaseInline).
+func (s *Server) publishEphemeral(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	id, target, vc := req.GetVolumeId(), req.GetTargetPath(), req.GetVolumeCapability()
+	if vc.GetMount() == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: only filesystem access is possible for CSI inline volumes", id)
+	}
+	if len(validation.IsDNS1123Subdomain(id)) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume ID %q is not a valid LocalVolume name (kubelet's handles are csi-<sha256>)", id)
+	}
+	attrs, err := parameters.ParseInline(req.GetVolumeContext())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", id, err)
+	}
+	pod, ok := parameters.PodOf(req.GetVolumeContext())
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: the volume context lacks the pod (%s, %s, %s): the CSIDriver needs podInfoOnMount: true",
+			id, parameters.PodNamespace, parameters.PodName, parameters.PodUID)
+	}
+	fsName := vc.GetMount().GetFsType()
+	if fsName == "" {
+		fsName = attrs.FSType
+	}
+	fsType, err := parameters.ParseFSType(fsName)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", id, err)
+	}
+	release, err := s.guard.Acquire(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	lv, err := s.inlineVolume(ctx, id, attrs, pod)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := s.device(ctx, lv)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return nil, status.Errorf(codes.Internal, "create target path %s: %v", target, err)
+	}
+	mounted, err := s.mountedDevice(target)
+	if err != nil {
+		return nil, err
+	}
+	ro := req.GetReadonly() || readOnly(vc)
+	justMounted := false
+	switch {
+	case mounted != "" && !sameDevice(mounted, dev):
+		return nil, status.Errorf(codes.AlreadyExists, "target path %s holds %s, not inline volume %s (%s)", target, mounted, id, dev)
+	case mounted == "":
+		opts := slices.Clone(vc.GetMount().GetMountFlags())
+		if fsType == "xfs" && !slices.Contains(opts, "nouuid") {
+			opts = append(opts, "nouuid")
+		}
+		if ro {
+			opts = append(opts, "ro")
+		}
+		if err := s.mounter.FormatAndMount(dev, target, fsType, opts); err != nil {
+			return nil, status.Errorf(codes.Internal, "format and mount inline volume %s (%s, %s) at %s: %v", id, dev, fsType, target, err)
+		}
+		justMounted = true
+	}
+	if err := s.setIOLimits(ctx, id, target, req.GetVolumeContext()); err != nil {
+		if justMounted {
+			s.undoMount(ctx, target)
+		}
+		return nil, err
+	}
+	klog.FromContext(ctx).Info("Published inline volume", "volume", id, "pod", klog.KRef(pod.Namespace, pod.Name), "vg", lv.Spec.VGName,
+		"size", lv.Spec.Size.String(), "device", dev, "fsType", fsType, "target", target, "readOnly", ro)
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// inlineVolume returns the inline volume's LocalVolume once its LV exists,
+// creating the record when no scheduler wrote one.
+func (s *Server) inlineVolume(ctx context.Context, id string, attrs parameters.Inline, pod parameters.Pod) (*v1alpha1.LocalVolume, error) {
+	lv, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		if lv, err = s.createInline(ctx, id, attrs, pod); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
+	}
+	switch {
+	case lv.Spec.NodeName != s.opts.NodeID:
+		return nil, status.Errorf(codes.FailedPrecondition, "inline volume %s of pod %s/%s is allocated on node %s, not on %s",
+			id, pod.Namespace, pod.Name, lv.Spec.NodeName, s.opts.NodeID)
+	case lv.Spec.PodRef == nil || lv.Spec.PodRef.UID != pod.UID:
+		return nil, status.Errorf(codes.FailedPrecondition, "LocalVolume %s is not the inline volume of pod %s/%s (uid %s)", id, pod.Namespace, pod.Name, pod.UID)
+	}
+	return s.waitReady(ctx, lv)
+}
+
+// createInline writes the LocalVolume of an inline volume on this node,
+// after checking that the VG has room: the same ledger as the scheduler's
+// (the VG's allocatable in this node's NodeLocalStorage minus the sizes of
+// its LocalVolumes). Creations here are serialised so they never spend the
+// same space twice.
+func (s *Server) createInline(ctx context.Context, id string, attrs parameters.Inline, pod parameters.Pod) (*v1alpha1.LocalVolume, error) {
+	if attrs.VGName == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s of pod %s/%s: attribute %s is required (no scheduler allocated LocalVolume %s)",
+			id, pod.Namespace, pod.Name, parameters.VGName, id)
+	}
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	nls, err := s.opts.Client.CsiV1alpha1().NodeLocalStorages().Get(ctx, s.opts.NodeID, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s has no NodeLocalStorage: is the open-local agent running there?", s.opts.NodeID)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "get NodeLocalStorage %s: %v", s.opts.NodeID, err)
+	}
+	var allocatable int64 = -1
+	for _, vg := range nls.Status.NodeStorageInfo.VolumeGroups {
+		if vg.Name == attrs.VGName && slices.Contains(nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
+			allocatable = int64(vg.Allocatable)
+		}
+	}
+	if allocatable < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: VG %s is not one of open-local's VGs on node %s (have: %v)",
+			id, attrs.VGName, s.opts.NodeID, nls.Status.FilteredStorageInfo.VolumeGroups)
+	}
+	list, err := s.opts.Client.CsiV1alpha1().LocalVolumes().List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", s.opts.NodeID).String()})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "list LocalVolumes of node %s: %v", s.opts.NodeID, err)
+	}
+	var used int64
+	for _, v := range list.Items {
+		if v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == attrs.VGName && v.Spec.ThinPool == "" {
+			used += v.Spec.Size.Value()
+		}
+	}
+	if free := allocatable - used; attrs.Size > free {
+		return nil, status.Errorf(codes.ResourceExhausted, "inline volume %s of pod %s/%s: VG %s on node %s: need %s, free %s (allocatable %s, allocated %s)",
+			id, pod.Namespace, pod.Name, attrs.VGName, s.opts.NodeID, bytes(attrs.Size), bytes(max(free, 0)), bytes(allocatable), bytes(used))
+	}
+	lv := &v1alpha1.LocalVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
+		Spec: v1alpha1.LocalVolumeSpec{
+			NodeName:   s.opts.NodeID,
+			VolumeType: v1alpha1.VolumeTypeLVM,
+			Kind:       v1alpha1.KindVolume,
+			VGName:     attrs.VGName,
+			Size:       *resource.NewQuantity(attrs.Size, resource.BinarySI),
+			LVMType:    v1alpha1.LVMTypeLinear,
+			PodRef:     &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+		},
+	}
+	created, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Create(ctx, lv, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// The scheduler's PreBind was late: use its record.
+		created, err = s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "create LocalVolume %s: %v", id, err)
+	}
+	klog.FromContext(ctx).Info("Allocated inline volume on this node", "volume", id, "pod", klog.KRef(pod.Namespace, pod.Name),
+		"vg", attrs.VGName, "size", bytes(attrs.Size))
+	return created, nil
+}
+
+func bytes(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }
+
+// waitReady waits until the agent reports lv's LV created at its size.
+func (s *Server) waitReady(ctx context.Context, lv *v1alpha1.LocalVolume) (*v1alpha1.LocalVolume, error) {
+	timeout := s.opts.InlineReadyTimeout
+	if timeout <= 0 {
+		timeout = DefaultInlineReadyTimeout
+	}
+	name := lv.Name
+	var last *v1alpha1.LocalVolume = lv
+	var failure error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		cur, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			failure = status.Errorf(codes.Aborted, "LocalVolume %s was deleted while waiting for node %s to create it", name, s.opts.NodeID)
+			return true, nil
+		case err != nil:
+			return false, nil // the API may come back before the deadline
+		}
+		last = cur
+		switch {
+		case cur.DeletionTimestamp != nil:
+			failure = status.Errorf(codes.Aborted, "LocalVolume %s is being deleted", name)
+			return true, nil
+		case cur.Status.Phase == v1alpha1.PhaseReady && cur.Status.CurrentSize != nil &&
+			cur.Status.CurrentSize.Cmp(cur.Spec.Size) >= 0 && cur.Status.ObservedGeneration >= cur.Generation:
+			return true, nil
+		case cur.Status.Phase == v1alpha1.PhaseFailed && cur.Status.ObservedGeneration >= cur.Generation:
+			failure = status.Errorf(codeByName(cur.Status.Code), "the agent on node %s cannot create LocalVolume %s: %s", s.opts.NodeID, name, cur.Status.Message)
+			return true, nil
+		}
+		return false, nil
+	})
+	if failure != nil {
+		return nil, failure
+	}
+	if err != nil {
+		code := codes.DeadlineExceeded
+		if errors.Is(err, context.Canceled) {
+			code = codes.Canceled
+		}
+		return nil, status.Errorf(code, "waiting for the agent on node %s to create LocalVolume %s: %v%s", s.opts.NodeID, name, err, progress(last))
+	}
+	return last, nil
+}
+
+// progress says where the agent is with a LocalVolume, for error messages.
+func progress(lv *v1alpha1.LocalVolume) string {
+	if lv.Status.Phase == "" {
+		return fmt.Sprintf(" (no status yet: is the agent of node %s running?)", lv.Spec.NodeName)
+	}
+	return fmt.Sprintf(" (%s%s)", lv.Status.Phase, statusNote(lv))
+}
+
+// codeByName maps the gRPC code name an agent wrote into a status back to
+// the code (Internal for anything unknown).
+func codeByName(name string) codes.Code {
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if c.String() == name && c != codes.OK {
+			return c
+		}
+	}
+	return codes.Internal
+}
+
+// releaseInline deletes the LocalVolume of an inline volume after its
+// unpublish (the agent then removes the LV). Volumes of PVCs, of other
+// nodes, or unknown are left alone.
+func (s *Server) releaseInline(ctx context.Context, id string) error {
+	if len(validation.IsDNS1123Subdomain(id)) > 0 {
+		return nil
+	}
+	lvs := s.opts.Client.CsiV1alpha1().LocalVolumes()
+	lv, err := lvs.Get(ctx, id, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
+	}
+	if lv.Spec.PodRef == nil || lv.Spec.ClaimRef != nil || lv.Spec.NodeName != s.opts.NodeID || lv.DeletionTimestamp != nil {
+		return nil
+	}
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM {
+		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lvName(lv)); err != nil {
+			return status.Errorf(codes.Internal, "release LV %s/%s of inline volume %s: %v", lv.Spec.VGName, lvName(lv), id, err)
+		}
+	}
+	err = lvs.Delete(ctx, id, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &lv.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", id, err)
+	}
+	klog.FromContext(ctx).Info("Released inline volume", "volume", id, "pod", klog.KRef(lv.Spec.PodRef.Namespace, lv.Spec.PodRef.Name))
+	return nil
+}
+
+// undoMount unmounts a target this call mounted, when a later step failed,
+// so that a failed NodePublishVolume leaves nothing behind.
+func (s *Server) undoMount(ctx context.Context, target string) {
+	if err := s.mounter.Unmount(target); err != nil {
+		klog.FromContext(ctx).Error(err, "Undoing the mount of a failed publish", "target", target)
+	}
+}
