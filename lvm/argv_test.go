@@ -174,6 +174,14 @@ func TestOperationArgv(t *testing.T) {
 			wantErr: ErrInUse,
 		},
 		{
+			// Thin snapshots are volumes of their own in the pool.
+			name: "remove of a thin origin with thin snapshots",
+			lvs: report("lv", lvRow("thin-1", "1073741824", `,"pool_lv":"pool0","lv_layout":"thin,sparse"`),
+				lvRow("tsnap-1", "1073741824", `,"pool_lv":"pool0","origin":"thin-1","lv_layout":"thin,sparse"`)),
+			op:   func(ctx context.Context, c *Client) error { return c.RemoveLV(ctx, "vg0", "thin-1") },
+			want: [][]string{{"lvm", "lvremove", "--yes", "vg0/thin-1"}},
+		},
+		{
 			name:    "remove refuses a thin pool with thin LVs",
 			lvs:     report("lv", lvRow("pool0", "10737418240", `,"lv_layout":"thin,pool"`), lvRow("thin-1", "1073741824", `,"pool_lv":"pool0"`)),
 			op:      func(ctx context.Context, c *Client) error { return c.RemoveLV(ctx, "vg0", "pool0") },

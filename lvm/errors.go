@@ -35,6 +35,9 @@ var (
 	// ErrInUse: the LV cannot be removed: it has snapshots or thin volumes,
 	// or is tagged protected.
 	ErrInUse = errors.New("logical volume in use")
+	// ErrNotSupported: the kernel lacks the device-mapper target the
+	// operation needs (snapshots and thin pools in metadata mode).
+	ErrNotSupported = errors.New("not supported by this node's kernel (device-mapper)")
 )
 
 // Message patterns of lvm2 (2.03) that tell the kind of a failure.
@@ -45,6 +48,7 @@ var kinds = []struct {
 	{regexp.MustCompile(`(?i)insufficient (free space|suitable|allocatable)|not enough free space|must not exceed number of physical volumes`), ErrInsufficientSpace},
 	{regexp.MustCompile(`already exists in volume group|A volume group called \S+ already exists`), ErrAlreadyExists},
 	{regexp.MustCompile(`Volume group "[^"]*" not found|Failed to find (logical|physical) volume|not found in volume group|No PV found on device`), ErrNotFound},
+	{regexp.MustCompile(`without using device-mapper kernel driver|Required device-mapper target\(s\) not detected`), ErrNotSupported},
 }
 
 func classify(stderr string) error {
@@ -70,7 +74,7 @@ func Code(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, ErrInvalidArgument):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrDeviceInUse), errors.Is(err, ErrInUse):
+	case errors.Is(err, ErrDeviceInUse), errors.Is(err, ErrInUse), errors.Is(err, ErrNotSupported):
 		return codes.FailedPrecondition
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded

@@ -34,12 +34,15 @@ func TestClassify(t *testing.T) {
 		{`  A volume group called vgt already exists.`, ErrAlreadyExists, codes.AlreadyExists},
 		{activation + `  Failed to find logical volume "vgt/zz"`, ErrNotFound, codes.NotFound},
 		{activation + "  Volume group \"novg\" not found\n  Cannot process volume group novg", ErrNotFound, codes.NotFound},
+		{activation + `  Can't create snapshot without using device-mapper kernel driver.`, ErrNotSupported, codes.FailedPrecondition},
+		{activation + `  Can't create thin-pool without using device-mapper kernel driver.`, ErrNotSupported, codes.FailedPrecondition},
+		{`  striped: Required device-mapper target(s) not detected in your kernel.`, ErrNotSupported, codes.FailedPrecondition},
 		{`  New size (25 extents) matches existing size (25 extents).`, nil, codes.Internal},
 		{`  Invalid argument for --addtag: bad tag`, nil, codes.Internal},
 	}
 	for _, tt := range tests {
 		err := newCommandError([]string{"lvm", "x"}, 5, tt.stderr, errors.New("exit status 5"))
-		for _, kind := range []error{ErrNotFound, ErrInsufficientSpace, ErrAlreadyExists} {
+		for _, kind := range []error{ErrNotFound, ErrInsufficientSpace, ErrAlreadyExists, ErrNotSupported} {
 			if got := errors.Is(err, kind); got != (kind == tt.want) {
 				t.Errorf("errors.Is(%q, %v) = %v", tt.stderr, kind, got)
 			}

@@ -290,8 +290,10 @@ func (c *Client) ExtendLV(ctx context.Context, vg, name string, size uint64) (*L
 }
 
 // RemoveLV removes exactly vg/name. It refuses (ErrInUse) an LV that has
-// snapshots, a thin pool that still holds thin volumes, and an LV tagged
-// protected, as open-local did; a missing LV is ErrNotFound.
+// classic snapshots (their copy-on-write space needs the origin), a thin
+// pool that still holds thin volumes, and an LV tagged protected, as
+// open-local did; a missing LV is ErrNotFound. A thin LV with thin
+// snapshots may go: thin snapshots are independent volumes of the pool.
 func (c *Client) RemoveLV(ctx context.Context, vg, name string) error {
 	if err := validateVGLV(vg, name); err != nil {
 		return err
@@ -309,7 +311,7 @@ func (c *Client) RemoveLV(ctx context.Context, vg, name string) error {
 	}
 	var dependents []string
 	for _, lv := range lvs {
-		if lv.Origin == name || lv.Pool == name {
+		if (lv.Origin == name && lv.IsClassicSnapshot()) || lv.Pool == name {
 			dependents = append(dependents, lv.Name)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // VG is a volume group. Sizes are bytes.
@@ -61,7 +62,27 @@ type LV struct {
 	// metadata_percent), or -1 when lvm does not report it (not a thin
 	// pool, inactive). A full metadata LV stops every thin LV of the pool.
 	MetadataPercent float64
+	// OriginSize is, for a snapshot, the size of its origin (lvm's
+	// origin_size): what a restore of the snapshot holds.
+	OriginSize uint64
+	// MetadataSize is, for a thin pool, the size of its metadata LV.
+	MetadataSize uint64
+	// Time is when the LV was created (lvm's lv_time); zero if unknown.
+	Time time.Time
 }
+
+// IsInvalidSnapshot reports a classic snapshot whose copy-on-write space
+// overflowed: lvm dropped it (lv_attr state I, or S while suspended) and
+// its data is gone for good.
+func (lv *LV) IsInvalidSnapshot() bool {
+	return len(lv.Attr) > 4 && (lv.Attr[4] == 'I' || lv.Attr[4] == 'S')
+}
+
+// IsThin reports a thin LV (a volume or snapshot in a thin pool).
+func (lv *LV) IsThin() bool { return lv.Pool != "" }
+
+// IsClassicSnapshot reports a copy-on-write snapshot outside thin pools.
+func (lv *LV) IsClassicSnapshot() bool { return lv.Origin != "" && lv.Pool == "" }
 
 // HasTag reports whether the LV carries tag.
 func (lv *LV) HasTag(tag string) bool { return slices.Contains(lv.Tags, tag) }
@@ -96,7 +117,8 @@ var (
 	vgFields = []string{"vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size", "vg_extent_count",
 		"vg_free_count", "pv_count", "lv_count", "vg_tags", "vg_attr"}
 	lvFields = []string{"lv_name", "vg_name", "lv_uuid", "lv_size", "lv_tags", "lv_attr", "lv_layout",
-		"origin", "pool_lv", "seg_count", "lv_path", "lv_active", "data_percent", "metadata_percent"}
+		"origin", "pool_lv", "seg_count", "lv_path", "lv_active", "data_percent", "metadata_percent",
+		"origin_size", "lv_metadata_size", "lv_time"}
 	pvFields = []string{"pv_name", "vg_name", "pv_uuid", "pv_size", "pv_free", "dev_size", "pe_start",
 		"pv_major", "pv_minor", "pv_tags", "pv_attr"}
 )
@@ -171,6 +193,18 @@ func (r *row) percent(f string) float64 {
 	return v
 }
 
+// lvTimeLayout is how lvm prints lv_time: "2024-11-26 00:16:59 +0000".
+const lvTimeLayout = "2006-01-02 15:04:05 -0700"
+
+// time reads a timestamp; one lvm cannot tell is the zero time, not an error.
+func (r *row) time(f string) time.Time {
+	t, err := time.Parse(lvTimeLayout, r.m[f])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
 func (r *row) tags(f string) []string {
 	if r.m[f] == "" {
 		return nil
@@ -212,6 +246,7 @@ func parseLVs(out []byte) ([]LV, error) {
 			Tags: r.tags("lv_tags"), Attr: r.str("lv_attr"), Layout: r.str("lv_layout"), Origin: r.str("origin"),
 			Pool: r.str("pool_lv"), Segments: r.int("seg_count"), Path: r.str("lv_path"), Active: r.str("lv_active"),
 			DataPercent: r.percent("data_percent"), MetadataPercent: r.percent("metadata_percent"),
+			OriginSize: r.uint("origin_size"), MetadataSize: r.uint("lv_metadata_size"), Time: r.time("lv_time"),
 		}
 		if r.err != nil {
 			return nil, r.err

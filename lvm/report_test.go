@@ -10,6 +10,7 @@ package lvm
 import (
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestParseReports(t *testing.T) {
@@ -33,8 +34,10 @@ func TestParseReports(t *testing.T) {
 
 	lvs, err := parseLVs([]byte(`{"report":[{"lv":[
 		{"lv_name":"x", "vg_name":"vga", "lv_uuid":"lJBx", "lv_size":"104857600", "lv_tags":"csi.aliyun.com/open-local,t2", "lv_attr":"-wi-XX----", "lv_layout":"linear", "origin":"", "pool_lv":"", "seg_count":"1", "lv_path":"/dev/vga/x", "lv_active":"unknown", "data_percent":""},
-		{"lv_name":"s", "vg_name":"vga", "lv_size":"4194304", "lv_layout":"linear", "origin":"x", "seg_count":"1", "lv_active":"active", "data_percent":"12.50"},
-		{"lv_name":"pool", "vg_name":"vga", "lv_size":"8388608", "lv_layout":"thin,pool", "seg_count":"1", "lv_active":"active", "data_percent":"40.00", "metadata_percent":"10.25"},
+		{"lv_name":"s", "vg_name":"vga", "lv_size":"4194304", "lv_attr":"swi-a-s---", "lv_layout":"linear", "origin":"x", "seg_count":"1", "lv_active":"active", "data_percent":"12.50", "origin_size":"104857600", "lv_time":"2026-11-26 00:16:59 +0000"},
+		{"lv_name":"pool", "vg_name":"vga", "lv_size":"8388608", "lv_layout":"thin,pool", "seg_count":"1", "lv_active":"active", "data_percent":"40.00", "metadata_percent":"10.25", "lv_metadata_size":"4194304"},
+		{"lv_name":"gone", "vg_name":"vga", "lv_size":"4194304", "lv_attr":"swi-I-s---", "origin":"x", "seg_count":"1", "data_percent":"100.00", "lv_time":"not a time"},
+		{"lv_name":"t", "vg_name":"vga", "lv_size":"1073741824", "lv_attr":"Vwi-a-tz--", "lv_layout":"thin,sparse", "origin":"t0", "pool_lv":"pool", "seg_count":"1", "data_percent":"0.00"},
 		{"lv_name":"[lvol0_pmspare]", "vg_name":"vga", "lv_size":"4194304"}
 	]}]}`))
 	if err != nil {
@@ -42,11 +45,41 @@ func TestParseReports(t *testing.T) {
 	}
 	wantLV := []LV{
 		{Name: "x", VG: "vga", UUID: "lJBx", Size: 104857600, Tags: []string{OwnedTag, "t2"}, Attr: "-wi-XX----", Layout: "linear", Segments: 1, Path: "/dev/vga/x", Active: "unknown", DataPercent: -1, MetadataPercent: -1},
-		{Name: "s", VG: "vga", Size: 4194304, Layout: "linear", Origin: "x", Segments: 1, Active: "active", DataPercent: 12.5, MetadataPercent: -1},
-		{Name: "pool", VG: "vga", Size: 8388608, Layout: "thin,pool", Segments: 1, Active: "active", DataPercent: 40, MetadataPercent: 10.25},
+		{Name: "s", VG: "vga", Size: 4194304, Attr: "swi-a-s---", Layout: "linear", Origin: "x", Segments: 1, Active: "active", DataPercent: 12.5, MetadataPercent: -1,
+			OriginSize: 104857600, Time: time.Date(2026, 11, 26, 0, 16, 59, 0, time.FixedZone("", 0))},
+		{Name: "pool", VG: "vga", Size: 8388608, Layout: "thin,pool", Segments: 1, Active: "active", DataPercent: 40, MetadataPercent: 10.25, MetadataSize: 4194304},
+		{Name: "gone", VG: "vga", Size: 4194304, Attr: "swi-I-s---", Origin: "x", Segments: 1, DataPercent: 100, MetadataPercent: -1},
+		{Name: "t", VG: "vga", Size: 1 << 30, Attr: "Vwi-a-tz--", Layout: "thin,sparse", Origin: "t0", Pool: "pool", Segments: 1, DataPercent: 0, MetadataPercent: -1},
+	}
+	if len(lvs) != len(wantLV) {
+		t.Fatalf("LVs = %+v\nwant %+v", lvs, wantLV)
+	}
+	for i := range wantLV {
+		// Times compare by instant, not by location pointer.
+		if !lvs[i].Time.Equal(wantLV[i].Time) {
+			t.Errorf("LV %s time = %v, want %v", lvs[i].Name, lvs[i].Time, wantLV[i].Time)
+		}
+		lvs[i].Time, wantLV[i].Time = time.Time{}, time.Time{}
 	}
 	if !reflect.DeepEqual(lvs, wantLV) {
 		t.Errorf("LVs = %+v\nwant %+v", lvs, wantLV)
+	}
+	helpers := []struct {
+		lv                                   int
+		invalid, thin, classicSnapshot, pool bool
+	}{
+		{lv: 0},
+		{lv: 1, classicSnapshot: true},
+		{lv: 2, pool: true},
+		{lv: 3, invalid: true, classicSnapshot: true},
+		{lv: 4, thin: true},
+	}
+	for _, h := range helpers {
+		lv := &lvs[h.lv]
+		if lv.IsInvalidSnapshot() != h.invalid || lv.IsThin() != h.thin || lv.IsClassicSnapshot() != h.classicSnapshot || lv.IsThinPool() != h.pool {
+			t.Errorf("LV %s: invalid=%v thin=%v classicSnapshot=%v pool=%v, want %+v", lv.Name,
+				lv.IsInvalidSnapshot(), lv.IsThin(), lv.IsClassicSnapshot(), lv.IsThinPool(), h)
+		}
 	}
 	if !lvs[0].HasTag(OwnedTag) || lvs[1].HasTag(OwnedTag) || !lvs[1].IsSnapshot() || !lvs[2].IsThinPool() || lvs[0].IsThinPool() {
 		t.Error("tag/snapshot helpers disagree with the data")

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
@@ -91,34 +93,42 @@ func TestParseReserve(t *testing.T) {
 }
 
 func TestVolumeGroups(t *testing.T) {
-	vgs := []lvm.VG{{Name: "pool-b", Size: 10 * gib, Free: 0}, {Name: "pool-a", Size: 100 * gib, Free: 40 * gib}}
+	// pool-a: 40 GiB of visible thick LVs and pool data, 1 GiB of hidden
+	// pool metadata and spare; pool-b: full.
+	vgs := []lvm.VG{{Name: "pool-b", Size: 10 * gib, Free: 0}, {Name: "pool-a", Size: 100 * gib, Free: 59 * gib}}
 	pvs := []lvm.PV{{Name: "/dev/sdc", VG: "pool-a"}, {Name: "/dev/sdb", VG: "pool-a"}, {Name: "/dev/sdd", VG: "pool-b"}, {Name: "/dev/sde"}}
 	lvs := []lvm.LV{
 		{Name: "pvc-1", VG: "pool-a", Size: 10 * gib, Tags: []string{lvm.OwnedTag}, Attr: "-wi-a-----"},
 		{Name: "foreign", VG: "pool-a", Size: 20 * gib, Attr: "-ri-a-----"},
 		{Name: "local-legacy", VG: "pool-a", Size: 5 * gib},
 		{Name: "csi-inline", VG: "pool-a", Size: 1 * gib},
-		{Name: "pool0", VG: "pool-a", Size: 4 * gib, Layout: "thin,pool"},
+		{Name: "pool0", VG: "pool-a", Size: 4 * gib, Layout: "thin,pool", DataPercent: 25, MetadataPercent: 10.5, Tags: []string{lvm.OwnedTag}},
 		{Name: "thin", VG: "pool-a", Size: 50 * gib, Pool: "pool0"},
 		{Name: "all", VG: "pool-b", Size: 10 * gib},
 	}
 	own := Ownership{LegacyPrefix: DefaultLegacyLVPrefix}
 	base := func(reserve Reserve) map[string]uint64 {
 		got := map[string]uint64{}
-		for _, vg := range VolumeGroups(vgs, lvs, pvs, own, reserve) {
+		vgs, err := VolumeGroups(vgs, lvs, pvs, own, reserve, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vg := range vgs {
 			got[vg.Name] = vg.Allocatable
 		}
 		return got
 	}
-	// Foreign in pool-a: "foreign" 20 + the thin pool 4 (thin LVs are in the pool).
+	// Not open-local's in pool-a: "foreign" 20, the thin pool 4 (though
+	// tagged: thin volumes are counted in it, not in the VG) and 1 hidden;
+	// thin LVs are in the pool.
 	tests := []struct {
 		name    string
 		reserve Reserve
 		want    map[string]uint64
 	}{
-		{"no reserve", Reserve{}, map[string]uint64{"pool-a": 76 * gib, "pool-b": 0}},
-		{"absolute", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 6 * gib}}}, map[string]uint64{"pool-a": 70 * gib, "pool-b": 0}},
-		{"percent", Reserve{ByVG: map[string]Reservation{"pool-a": {Percent: 10}}}, map[string]uint64{"pool-a": 66 * gib, "pool-b": 0}},
+		{"no reserve", Reserve{}, map[string]uint64{"pool-a": 75 * gib, "pool-b": 0}},
+		{"absolute", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 6 * gib}}}, map[string]uint64{"pool-a": 69 * gib, "pool-b": 0}},
+		{"percent", Reserve{ByVG: map[string]Reservation{"pool-a": {Percent: 10}}}, map[string]uint64{"pool-a": 65 * gib, "pool-b": 0}},
 		{"reserve beyond size", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 90 * gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
 		{"huge reserve does not wrap", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: ^uint64(0) - gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
 		{"invalid entry blocks its VG", Reserve{ByVG: map[string]Reservation{"pool-a": {Invalid: true}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
@@ -132,12 +142,15 @@ func TestVolumeGroups(t *testing.T) {
 		})
 	}
 
-	got := VolumeGroups(vgs, lvs, pvs, own, Reserve{})
+	got, err := VolumeGroups(vgs, lvs, pvs, own, Reserve{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got[0].Name != "pool-a" || got[1].Name != "pool-b" {
 		t.Fatalf("not sorted: %v, %v", got[0].Name, got[1].Name)
 	}
 	a := got[0]
-	if !reflect.DeepEqual(a.PhysicalVolumes, []string{"/dev/sdb", "/dev/sdc"}) || a.Total != 100*gib || a.Available != 40*gib || a.Condition != v1alpha1.StorageReady {
+	if !reflect.DeepEqual(a.PhysicalVolumes, []string{"/dev/sdb", "/dev/sdc"}) || a.Total != 100*gib || a.Available != 59*gib || a.Condition != v1alpha1.StorageReady {
 		t.Errorf("pool-a = %+v", a)
 	}
 	if len(a.LogicalVolumes) != 6 || a.LogicalVolumes[0].Name != "csi-inline" || !a.LogicalVolumes[1].ReadOnly || a.LogicalVolumes[1].VGName != "pool-a" {
@@ -147,9 +160,61 @@ func TestVolumeGroups(t *testing.T) {
 		t.Errorf("pool-b with no free extent: condition %s, want DiskFull", got[1].Condition)
 	}
 
-	noLegacy := VolumeGroups(vgs, lvs, pvs, Ownership{}, Reserve{})
-	if noLegacy[0].Allocatable != 71*gib {
-		t.Errorf("without the legacy prefix, local-legacy is foreign: allocatable %d, want 71 GiB", noLegacy[0].Allocatable/gib)
+	wantPool := []v1alpha1.ThinPool{{Name: "pool0", Total: 4 * gib, Used: gib, MetadataPercent: 11,
+		OverprovisionRatio: resource.MustParse("1"), Allocatable: 4 * gib}}
+	if !reflect.DeepEqual(a.ThinPools, wantPool) {
+		t.Errorf("pool-a thin pools = %+v\nwant %+v", a.ThinPools, wantPool)
+	}
+
+	noLegacy, _ := VolumeGroups(vgs, lvs, pvs, Ownership{}, Reserve{}, nil)
+	if noLegacy[0].Allocatable != 70*gib {
+		t.Errorf("without the legacy prefix, local-legacy is foreign: allocatable %d, want 70 GiB", noLegacy[0].Allocatable/gib)
+	}
+}
+
+// The overprovision ratio comes from resourceToBeInited.vgs[].thinPool of
+// the pool's own VG and name; anything else, or a ratio below 1, means 1.
+func TestThinPoolRatio(t *testing.T) {
+	vgs := []lvm.VG{{Name: "vg", Size: 10 * gib, Free: 6 * gib}}
+	lvs := []lvm.LV{
+		{Name: "pool0", VG: "vg", Size: 2 * gib, Layout: "thin,pool", DataPercent: -1, MetadataPercent: -1},
+		{Name: "pool1", VG: "vg", Size: 2 * gib, Layout: "thin,pool", DataPercent: -1, MetadataPercent: -1},
+	}
+	ratio := func(s string) *resource.Quantity { q := resource.MustParse(s); return &q }
+	tests := []struct {
+		name    string
+		cfg     []v1alpha1.VGToBeInited
+		want    map[string]uint64 // pool -> allocatable
+		wantErr bool
+	}{
+		{name: "unconfigured", want: map[string]uint64{"pool0": 2 * gib, "pool1": 2 * gib}},
+		{name: "ratio 5 on pool0", cfg: []v1alpha1.VGToBeInited{{Name: "vg", ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "pool0", OverprovisionRatio: ratio("5")}}},
+			want: map[string]uint64{"pool0": 10 * gib, "pool1": 2 * gib}},
+		{name: "fractional", cfg: []v1alpha1.VGToBeInited{{Name: "vg", ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "pool1", OverprovisionRatio: ratio("1.5")}}},
+			want: map[string]uint64{"pool0": 2 * gib, "pool1": 3 * gib}},
+		{name: "another VG's config", cfg: []v1alpha1.VGToBeInited{{Name: "other", ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "pool0", OverprovisionRatio: ratio("5")}}},
+			want: map[string]uint64{"pool0": 2 * gib, "pool1": 2 * gib}},
+		{name: "below 1 is refused", cfg: []v1alpha1.VGToBeInited{{Name: "vg", ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "pool0", OverprovisionRatio: ratio("0.5")}}},
+			want: map[string]uint64{"pool0": 2 * gib, "pool1": 2 * gib}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := VolumeGroups(vgs, lvs, nil, Ownership{}, Reserve{}, ThinConfigOf(tt.cfg))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			pools := map[string]uint64{}
+			for _, p := range got[0].ThinPools {
+				pools[p.Name] = p.Allocatable
+			}
+			if !reflect.DeepEqual(pools, tt.want) {
+				t.Errorf("allocatable = %v, want %v", pools, tt.want)
+			}
+			// Pools are never allocatable to thick volumes.
+			if got[0].Allocatable != 6*gib {
+				t.Errorf("VG allocatable %d GiB, want 6", got[0].Allocatable/gib)
+			}
+		})
 	}
 }
 

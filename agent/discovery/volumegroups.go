@@ -12,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
@@ -135,13 +138,51 @@ func (r Reserve) reserved(vg string, total uint64) (uint64, bool) {
 	}
 }
 
-// VolumeGroups builds the status of every VG: its PVs and LVs, Total (size),
-// Available (free) and Allocatable = Total − LVs open-local does not own −
-// the reserve, never below 0. Thin LVs are not counted (their space is their
-// pool's). Condition is DiskFull when the VG has no free extent. Everything
-// is sorted by name, so equal inventories give equal statuses.
-func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reserve Reserve) []v1alpha1.VolumeGroup {
+// ThinConfig is the thin-pool configuration of a node's VGs
+// (spec.resourceToBeInited.vgs[].thinPool), by VG name.
+type ThinConfig map[string]v1alpha1.ThinPoolToBeInited
+
+// ThinConfigOf collects the thin-pool configuration of a NodeLocalStorage spec.
+func ThinConfigOf(vgs []v1alpha1.VGToBeInited) ThinConfig {
+	c := ThinConfig{}
+	for _, vg := range vgs {
+		if vg.ThinPool != nil {
+			c[vg.Name] = *vg.ThinPool
+		}
+	}
+	return c
+}
+
+// one is the overprovision ratio of a pool nobody configured: no
+// overprovisioning, so nothing is ever promised that the pool cannot hold.
+var one = resource.MustParse("1")
+
+// Ratio is the overprovision ratio of pool in vg, and an error when the
+// configured value is below 1 (then 1 applies: a typo never over-commits).
+func (c ThinConfig) Ratio(vg, pool string) (resource.Quantity, error) {
+	cfg, ok := c[vg]
+	if !ok || cfg.Name != pool || cfg.OverprovisionRatio == nil {
+		return one.DeepCopy(), nil
+	}
+	if cfg.OverprovisionRatio.Cmp(one) < 0 {
+		return one.DeepCopy(), fmt.Errorf("thin pool %s/%s: overprovisionRatio %s is below 1; using 1", vg, pool, cfg.OverprovisionRatio.String())
+	}
+	return cfg.OverprovisionRatio.DeepCopy(), nil
+}
+
+// VolumeGroups builds the status of every VG: its PVs, LVs and thin pools,
+// Total (size), Available (free) and Allocatable = Total − the reserve −
+// everything open-local's LocalVolumes do not account for: LVs it does not
+// own, thin pools (their space is handed out by virtual size, see
+// v1alpha1.ThinPool), and extents of hidden LVs (pool metadata and its
+// spare, raid images), never below 0. Thin LVs are not counted (their
+// space is their pool's). Condition is DiskFull when the VG has no free
+// extent. Everything is sorted by name, so equal inventories give equal
+// statuses. Configuration errors (a ratio below 1) are returned beside a
+// safe status.
+func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reserve Reserve, thin ThinConfig) ([]v1alpha1.VolumeGroup, error) {
 	out := make([]v1alpha1.VolumeGroup, 0, len(vgs))
+	var errs []error
 	for _, vg := range vgs {
 		s := v1alpha1.VolumeGroup{
 			Name:            vg.Name,
@@ -159,7 +200,7 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 			}
 		}
 		sort.Strings(s.PhysicalVolumes)
-		var foreign uint64
+		var foreign, visible uint64
 		for _, lv := range lvs {
 			if lv.VG != vg.Name {
 				continue
@@ -171,11 +212,27 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 				ReadOnly:  len(lv.Attr) > 1 && lv.Attr[1] == 'r',
 				Condition: v1alpha1.StorageReady,
 			})
-			if lv.Pool == "" && !own.Owns(lv) {
+			if lv.IsThin() {
+				continue
+			}
+			visible += lv.Size
+			switch {
+			case lv.IsThinPool():
+				foreign += lv.Size
+				pool, err := thinPoolStatus(vg.Name, lv, thin)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				s.ThinPools = append(s.ThinPools, pool)
+			case !own.Owns(lv):
 				foreign += lv.Size
 			}
 		}
+		if used := vg.Size - min(vg.Free, vg.Size); used > visible {
+			foreign += used - visible
+		}
 		sort.Slice(s.LogicalVolumes, func(i, j int) bool { return s.LogicalVolumes[i].Name < s.LogicalVolumes[j].Name })
+		sort.Slice(s.ThinPools, func(i, j int) bool { return s.ThinPools[i].Name < s.ThinPools[j].Name })
 		reserved, ok := reserve.reserved(vg.Name, vg.Size)
 		if ok && foreign+reserved < vg.Size && foreign+reserved >= foreign {
 			s.Allocatable = vg.Size - foreign - reserved
@@ -183,5 +240,27 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out, errors.Join(errs...)
+}
+
+// thinPoolStatus reports one pool: its sizes, how full it is, and the
+// virtual size its ratio allows.
+func thinPoolStatus(vg string, lv lvm.LV, thin ThinConfig) (v1alpha1.ThinPool, error) {
+	ratio, err := thin.Ratio(vg, lv.Name)
+	p := v1alpha1.ThinPool{Name: lv.Name, Total: lv.Size, OverprovisionRatio: ratio}
+	if lv.DataPercent > 0 {
+		p.Used = uint64(math.Ceil(float64(lv.Size) * min(lv.DataPercent, 100) / 100))
+	}
+	if lv.MetadataPercent > 0 {
+		p.MetadataPercent = int32(math.Ceil(min(lv.MetadataPercent, 100)))
+	}
+	// ratio × size without overflow or float rounding: milli-units in big ints.
+	v := new(big.Int).Mul(new(big.Int).SetUint64(lv.Size), big.NewInt(ratio.MilliValue()))
+	v.Quo(v, big.NewInt(1000))
+	if v.IsUint64() {
+		p.Allocatable = v.Uint64()
+	} else {
+		p.Allocatable = math.MaxUint64
+	}
+	return p, err
 }

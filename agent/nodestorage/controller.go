@@ -193,7 +193,11 @@ func (c *Controller) sync(ctx context.Context) error {
 	}
 	obs := observation{ownership: c.opts.Ownership}
 	obs.inv, obs.invErr = c.readInventory(ctx)
-	if obs.invErr == nil && c.initVGs(ctx, nls, obs.inv) {
+	// Twice: a thin pool is planned only once its VG exists.
+	for range 2 {
+		if obs.invErr != nil || !c.initVGs(ctx, nls, obs.inv) {
+			break
+		}
 		obs.inv, obs.invErr = c.readInventory(ctx)
 	}
 	obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp)

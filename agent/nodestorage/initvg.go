@@ -10,10 +10,12 @@ package nodestorage
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
 	"golang.org/x/sys/unix"
@@ -24,20 +26,33 @@ import (
 
 // Event reasons of VG initialisation.
 const (
-	ReasonVGCreated      = "VGCreated"
-	ReasonVGExtended     = "VGExtended"
-	ReasonCreateVGFailed = "CreateVGFailed"
-	ReasonExtendVGFailed = "ExtendVGFailed"
+	ReasonVGCreated            = "VGCreated"
+	ReasonVGExtended           = "VGExtended"
+	ReasonCreateVGFailed       = "CreateVGFailed"
+	ReasonExtendVGFailed       = "ExtendVGFailed"
+	ReasonThinPoolCreated      = "ThinPoolCreated"
+	ReasonCreateThinPoolFailed = "CreateThinPoolFailed"
 )
 
-// vgAction is one step of spec.resourceToBeInited.vgs still to do.
+// vgAction is one step of spec.resourceToBeInited.vgs still to do: create
+// or extend a VG, or create the thin pool its entry configures.
 type vgAction struct {
 	vg      string
 	devices []string
 	create  bool // else extend
+	// pool, when set, makes this the creation of that thin pool in vg, of
+	// poolSize bytes; poolErr says why it cannot be (it fails with that).
+	pool     string
+	poolSize uint64
+	poolErr  error
 }
 
-func (a vgAction) key() string { return a.vg + "\x00" + strings.Join(a.devices, "\x00") }
+func (a vgAction) key() string {
+	if a.pool != "" {
+		return "pool\x00" + a.vg + "\x00" + a.pool
+	}
+	return a.vg + "\x00" + strings.Join(a.devices, "\x00")
+}
 
 // planInit compares resourceToBeInited.vgs with the inventory: a VG that
 // does not exist is to be created from its devices; an existing VG that
@@ -48,16 +63,23 @@ func (a vgAction) key() string { return a.vg + "\x00" + strings.Join(a.devices, 
 func planInit(spec []v1alpha1.VGToBeInited, inv inventory, rdev func(string) (uint32, uint32, error)) []vgAction {
 	var plan []vgAction
 	for _, want := range spec {
+		var exists *lvm.VG
+		for i := range inv.vgs {
+			if inv.vgs[i].Name == want.Name {
+				exists = &inv.vgs[i]
+			}
+		}
+		if exists != nil {
+			// The VG is one this node's configuration manages: the only
+			// kind of VG the agent creates a thin pool in.
+			if a, ok := planThinPool(want, exists, inv.lvs); ok {
+				plan = append(plan, a)
+			}
+		}
 		if len(want.Devices) == 0 {
 			continue
 		}
-		exists := false
-		for _, vg := range inv.vgs {
-			if vg.Name == want.Name {
-				exists = true
-			}
-		}
-		if !exists {
+		if exists == nil {
 			plan = append(plan, vgAction{vg: want.Name, devices: want.Devices, create: true})
 			continue
 		}
@@ -69,6 +91,45 @@ func planInit(spec []v1alpha1.VGToBeInited, inv inventory, rdev func(string) (ui
 		}
 	}
 	return plan
+}
+
+// planThinPool returns the creation of want's thin pool when it has a
+// size and vg has no LV of that name yet. An LV of that name that is not a
+// thin pool is left alone: the step then fails, saying so.
+func planThinPool(want v1alpha1.VGToBeInited, vg *lvm.VG, lvs []lvm.LV) (vgAction, bool) {
+	tp := want.ThinPool
+	if tp == nil || tp.Size == "" {
+		return vgAction{}, false
+	}
+	a := vgAction{vg: vg.Name, pool: tp.Name}
+	for _, lv := range lvs {
+		if lv.VG == vg.Name && lv.Name == tp.Name {
+			if lv.IsThinPool() {
+				return vgAction{}, false
+			}
+			a.poolErr = fmt.Errorf("LV %s/%s exists and is not a thin pool; not touching it: %w", vg.Name, tp.Name, lvm.ErrAlreadyExists)
+			return a, true
+		}
+	}
+	a.poolSize, a.poolErr = ThinPoolSize(tp.Size, vg.Size)
+	return a, true
+}
+
+// ThinPoolSize is the data size of a pool configured as size: a quantity
+// (100Gi) or a percentage of the VG's size (90%).
+func ThinPoolSize(size string, vgSize uint64) (uint64, error) {
+	if p, ok := strings.CutSuffix(size, "%"); ok {
+		pct, err := strconv.ParseFloat(p, 64)
+		if err != nil || pct <= 0 || pct > 100 {
+			return 0, fmt.Errorf("thin pool size %q: want a percentage in (0, 100]: %w", size, lvm.ErrInvalidArgument)
+		}
+		return uint64(float64(vgSize) * pct / 100), nil
+	}
+	q, err := resource.ParseQuantity(size)
+	if err != nil || q.Sign() <= 0 {
+		return 0, fmt.Errorf("thin pool size %q: want a positive quantity such as 100Gi, or a percentage of the VG: %w", size, lvm.ErrInvalidArgument)
+	}
+	return uint64(q.Value()), nil
 }
 
 func isPVOf(device, vg string, pvs []lvm.PV, rdev func(string) (uint32, uint32, error)) bool {
@@ -137,7 +198,11 @@ func (c *Controller) initVGs(ctx context.Context, nls *v1alpha1.NodeLocalStorage
 			reason, verb = ReasonCreateVGFailed, "create"
 		}
 		msg := fmt.Sprintf("%s VG %s with devices %s: %v (attempt %d, next in %s)", verb, a.vg, strings.Join(a.devices, ", "), err, b.failures, delay)
-		klog.ErrorS(err, "VG initialisation failed", "vg", a.vg, "devices", a.devices, "attempt", b.failures, "retryIn", delay)
+		if a.pool != "" {
+			reason = ReasonCreateThinPoolFailed
+			msg = fmt.Sprintf("create thin pool %s/%s of %s: %v (attempt %d, next in %s)", a.vg, a.pool, quantity(a.poolSize), err, b.failures, delay)
+		}
+		klog.ErrorS(err, "VG initialisation failed", "vg", a.vg, "devices", a.devices, "pool", a.pool, "attempt", b.failures, "retryIn", delay)
 		c.recorder.Event(nls, corev1.EventTypeWarning, reason, msg)
 		// A step that created PVs but failed later changed the inventory.
 		changed = true
@@ -151,6 +216,19 @@ func (c *Controller) initVGs(ctx context.Context, nls *v1alpha1.NodeLocalStorage
 }
 
 func (c *Controller) runAction(ctx context.Context, nls *v1alpha1.NodeLocalStorage, a vgAction) error {
+	if a.pool != "" {
+		if a.poolErr != nil {
+			return a.poolErr
+		}
+		// Tagged like our volumes, but discovery never counts a pool as
+		// VG space for thick volumes, tagged or not.
+		if _, err := c.lvm.CreateThinPool(ctx, lvm.ThinPoolOptions{VG: a.vg, Name: a.pool, Size: a.poolSize, Tags: []string{lvm.OwnedTag}}); err != nil {
+			return err
+		}
+		klog.InfoS("created thin pool", "vg", a.vg, "pool", a.pool, "size", a.poolSize)
+		c.recorder.Eventf(nls, corev1.EventTypeNormal, ReasonThinPoolCreated, "created thin pool %s/%s of %s", a.vg, a.pool, quantity(a.poolSize))
+		return nil
+	}
 	if a.create {
 		if err := c.lvm.CreateVG(ctx, a.vg, a.devices); err != nil {
 			return err
@@ -168,4 +246,8 @@ func (c *Controller) runAction(ctx context.Context, nls *v1alpha1.NodeLocalStora
 		c.recorder.Eventf(nls, corev1.EventTypeNormal, ReasonVGExtended, "extended VG %s with %s", a.vg, strings.Join(added, ", "))
 	}
 	return nil
+}
+
+func quantity(n uint64) string {
+	return resource.NewQuantity(int64(min(n, 1<<62)), resource.BinarySI).String()
 }

@@ -34,8 +34,12 @@ func TestPlanInit(t *testing.T) {
 		return d[0], d[1], nil
 	}
 	inv := inventory{
-		vgs: []lvm.VG{{Name: "pool"}},
+		vgs: []lvm.VG{{Name: "pool", Size: 100 * gib}, {Name: "thin", Size: 10 * gib}},
 		pvs: []lvm.PV{{Name: "/dev/sdb", VG: "pool", Major: 8, Minor: 16}},
+		lvs: []lvm.LV{{Name: "pool0", VG: "thin", Layout: "thin,pool"}, {Name: "data", VG: "thin", Layout: "linear"}},
+	}
+	tp := func(name, size string) *v1alpha1.ThinPoolToBeInited {
+		return &v1alpha1.ThinPoolToBeInited{Name: name, Size: size}
 	}
 	tests := []struct {
 		name string
@@ -52,6 +56,14 @@ func TestPlanInit(t *testing.T) {
 		{"missing device stays in the plan", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/sdb", "/dev/nope"}}},
 			[]vgAction{{vg: "pool", devices: []string{"/dev/sdb", "/dev/nope"}}}},
 		{"no devices: nothing to do", []v1alpha1.VGToBeInited{{Name: "empty"}}, nil},
+		{"thin pool by percentage", []v1alpha1.VGToBeInited{{Name: "pool", Devices: []string{"/dev/sdb"}, ThinPool: tp("tp", "25%")}},
+			[]vgAction{{vg: "pool", pool: "tp", poolSize: 25 * gib}}},
+		{"thin pool by quantity, in a VG listed without devices", []v1alpha1.VGToBeInited{{Name: "pool", ThinPool: tp("tp", "3Gi")}},
+			[]vgAction{{vg: "pool", pool: "tp", poolSize: 3 * gib}}},
+		{"existing thin pool", []v1alpha1.VGToBeInited{{Name: "thin", ThinPool: tp("pool0", "5Gi")}}, nil},
+		{"ratio only: never created", []v1alpha1.VGToBeInited{{Name: "pool", ThinPool: tp("tp", "")}}, nil},
+		{"thin pool waits for its VG", []v1alpha1.VGToBeInited{{Name: "new", Devices: []string{"/dev/sdc"}, ThinPool: tp("tp", "1Gi")}},
+			[]vgAction{{vg: "new", devices: []string{"/dev/sdc"}, create: true}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +71,35 @@ func TestPlanInit(t *testing.T) {
 				t.Errorf("plan = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+	// An LV of the pool's name that is not a pool is never touched: the
+	// step fails, saying why.
+	got := planInit([]v1alpha1.VGToBeInited{{Name: "thin", ThinPool: tp("data", "1Gi")}}, inv, rdev)
+	if len(got) != 1 || !errors.Is(got[0].poolErr, lvm.ErrAlreadyExists) {
+		t.Errorf("plan over a non-pool LV = %+v, want one failing step", got)
+	}
+}
+
+func TestThinPoolSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    uint64
+		wantErr bool
+	}{
+		{in: "50%", want: 5 * gib},
+		{in: "12.5%", want: 10 * gib / 8},
+		{in: "2Gi", want: 2 * gib},
+		{in: "1G", want: 1e9},
+		{in: "0%", wantErr: true},
+		{in: "101%", wantErr: true},
+		{in: "0", wantErr: true},
+		{in: "lots", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ThinPoolSize(tt.in, 10*gib)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ThinPoolSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
 	}
 }
 

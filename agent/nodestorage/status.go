@@ -28,6 +28,7 @@ const (
 	ReasonInvalidReserveAnnotation = "InvalidReserveAnnotation"
 	ReasonDiscoveryFailed          = "DiscoveryFailed"
 	ReasonDeviceDiscoveryFailed    = "DeviceDiscoveryFailed"
+	ReasonInvalidThinPoolConfig    = "InvalidThinPoolConfig"
 )
 
 // inventory is what lvm reported in one pass.
@@ -83,7 +84,12 @@ func desiredStatus(nls *v1alpha1.NodeLocalStorage, obs observation) (v1alpha1.No
 			Reason: ReasonDiscoveryFailed, Message: obs.invErr.Error()}
 		warns = append(warns, warning{ReasonDiscoveryFailed, "listing LVM volume groups failed: " + obs.invErr.Error()})
 	} else {
-		info.VolumeGroups = discovery.VolumeGroups(obs.inv.vgs, obs.inv.lvs, obs.inv.pvs, obs.ownership, reserve)
+		var err error
+		info.VolumeGroups, err = discovery.VolumeGroups(obs.inv.vgs, obs.inv.lvs, obs.inv.pvs, obs.ownership, reserve,
+			discovery.ThinConfigOf(nls.Spec.ResourceToBeInited.VGs))
+		if err != nil {
+			warns = append(warns, warning{ReasonInvalidThinPoolConfig, err.Error()})
+		}
 	}
 	if obs.devErr != nil {
 		info.DeviceInfos = cur.NodeStorageInfo.DeviceInfos

@@ -6,10 +6,14 @@ you may not use this file except in compliance with the License.
 */
 
 // Package volumes is the node agent's LocalVolume reconciler: it carries out
-// the LocalVolumes of its own node (docs/localvolume.md) — lvcreate, lvextend
-// when spec.size grows, lvremove of exactly the LV the record names on
-// deletion — and reports the result in the status (phase, devicePath,
-// currentSize, gRPC code and message) and as Events.
+// the LocalVolumes of its own node (docs/localvolume.md) — lvcreate (thick,
+// or thin in spec.thinPool), lvextend when spec.size grows, snapshots
+// (classic copy-on-write, grown by their snapshotPolicy, or thin), restores
+// (read-only views of a snapshot, thin snapshots of a thin snapshot, or a
+// new LV filled by a block copy), lvremove of exactly the LV the record
+// names on deletion — and reports the result in the status (phase,
+// devicePath, currentSize, gRPC code and message, snapshot and copy
+// details) and as Events.
 //
 // It is idempotent and restart-safe: all it knows comes from the API and from
 // lvm, and every step checks what exists before acting.
@@ -22,11 +26,13 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,7 +66,22 @@ const (
 	ReasonDeviceFailed = "DeviceFailed"
 	ReasonUnsupported  = "Unsupported"
 	ReasonForeignLV    = "ForeignLV"
+
+	ReasonSnapshotCreated     = "SnapshotCreated"
+	ReasonSnapshotFailed      = "SnapshotFailed"
+	ReasonSnapshotExpanding   = "SnapshotExpanding"
+	ReasonSnapshotExpanded    = "SnapshotExpanded"
+	ReasonSnapshotInvalidated = "SnapshotInvalidated"
+	ReasonRestoreFailed       = "RestoreFailed"
+	ReasonRestoreStarted      = "RestoreStarted"
+	ReasonRestored            = "Restored"
+	ReasonInUse               = "InUse"
 )
+
+// sourceIndex indexes LocalVolumes by the LocalVolumes they come from
+// (source.volume, source.snapshot), so a change of a source wakes its
+// snapshots and restores.
+const sourceIndex = "source"
 
 // Options configure a Reconciler.
 type Options struct {
@@ -84,6 +105,13 @@ type Options struct {
 	// RetryBase and RetryMax bound the backoff of a failing volume
 	// (defaults 1 s and 2 min).
 	RetryBase, RetryMax time.Duration
+	// SnapshotCheck is how often a classic snapshot's copy-on-write usage
+	// is compared with its snapshotPolicy (default 30 s; open-local's
+	// Expand_Snapshot_Interval).
+	SnapshotCheck time.Duration
+	// CopyProgress is how often a restore by block copy reports its
+	// progress in the status (default 5 s).
+	CopyProgress time.Duration
 }
 
 // Reconciler reconciles the LocalVolumes of one node.
@@ -95,6 +123,7 @@ type Reconciler struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
+	copies   *copies
 }
 
 // New sets up the informer (field selector spec.nodeName=<node>) and the queue.
@@ -114,6 +143,12 @@ func New(opts Options) (*Reconciler, error) {
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 2 * time.Minute
 	}
+	if opts.SnapshotCheck <= 0 {
+		opts.SnapshotCheck = 30 * time.Second
+	}
+	if opts.CopyProgress <= 0 {
+		opts.CopyProgress = 5 * time.Second
+	}
 	selector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 	factory := externalversions.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
 		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
@@ -126,6 +161,10 @@ func New(opts Options) (*Reconciler, error) {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryBase, opts.RetryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "localvolumes"}),
+		copies: newCopies(),
+	}
+	if err := r.informer.AddIndexers(cache.Indexers{sourceIndex: sourcesOf}); err != nil {
+		return nil, err
 	}
 	r.recorder = opts.Recorder
 	if r.recorder == nil {
@@ -152,6 +191,37 @@ func (r *Reconciler) enqueue(obj any) {
 		return
 	}
 	r.queue.Add(lv.Name)
+	// Snapshots wait for their origin, restores for their snapshot, and a
+	// snapshot's deletion for its read-only restores: wake them.
+	deps, _ := r.informer.GetIndexer().ByIndex(sourceIndex, lv.Name)
+	for _, d := range deps {
+		if dep, ok := d.(*v1alpha1.LocalVolume); ok {
+			r.queue.Add(dep.Name)
+		}
+	}
+	for _, src := range sourceNames(lv) {
+		r.queue.Add(src)
+	}
+}
+
+func sourceNames(lv *v1alpha1.LocalVolume) []string {
+	var names []string
+	if s := lv.Spec.Source; s != nil {
+		for _, n := range []string{s.Volume, s.Snapshot} {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+func sourcesOf(obj any) ([]string, error) {
+	lv, ok := obj.(*v1alpha1.LocalVolume)
+	if !ok {
+		return nil, nil
+	}
+	return sourceNames(lv), nil
 }
 
 // Run reconciles until ctx is done.
@@ -173,6 +243,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		go wait.UntilWithContext(ctx, r.worker, time.Second)
 	}
 	<-ctx.Done()
+	// Copies write to LVs: let them stop before the process (and maybe
+	// the test's VG) goes.
+	r.copies.stopAll()
 	return nil
 }
 
@@ -219,8 +292,15 @@ func (r *Reconciler) reconcile(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	if lv.Spec.Kind == v1alpha1.KindSnapshot {
-		return r.fail(ctx, lv, codes.Unimplemented, ReasonUnsupported, errors.New("snapshots are not supported by this agent yet"))
+	switch {
+	case lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.Kind == v1alpha1.KindSnapshot:
+		return r.ensureSnapshot(ctx, lv)
+	case lv.Spec.Source != nil && lv.Spec.Source.Volume != "":
+		// Never an empty LV where a copy of another volume was asked for.
+		return r.fail(ctx, lv, codes.Unimplemented, ReasonUnsupported,
+			fmt.Errorf("cloning volume %s is not supported: snapshot it and restore the snapshot", lv.Spec.Source.Volume))
+	case lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.IsReadOnlyRestore():
+		return r.ensureReadOnlyRestore(ctx, lv)
 	}
 	switch lv.Spec.VolumeType {
 	case v1alpha1.VolumeTypeLVM:
@@ -240,32 +320,48 @@ func LVName(lv *v1alpha1.LocalVolume) string {
 	return lv.Name
 }
 
+// ensureLV carries out a volume: a thick LV in spec.vgName or a thin LV in
+// spec.thinPool, filled from spec.source.snapshot when it is a restore.
 func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) error {
 	logger := klog.FromContext(ctx).WithValues("localVolume", lv.Name)
 	vg, name, want := lv.Spec.VGName, LVName(lv), uint64(lv.Spec.Size.Value())
 	got, err := r.opts.LVM.GetLV(ctx, vg, name)
+	// A restore needs its snapshot until its LV is created and filled;
+	// afterwards it is a volume of its own (the snapshot may go).
+	var src *restoreSource
+	if lv.Spec.Source != nil && lv.Spec.Source.Snapshot != "" &&
+		(errors.Is(err, lvm.ErrNotFound) || (err == nil && got.HasTag(restoringTag))) {
+		var serr error
+		if src, serr = r.restoreSourceOf(ctx, lv); serr != nil {
+			return serr // already reported
+		}
+	}
 	created := false
 	switch {
 	case errors.Is(err, lvm.ErrNotFound):
-		got, err = r.opts.LVM.CreateLV(ctx, lvm.CreateLVOptions{
-			VG: vg, Name: name, Size: want,
-			Striped: lv.Spec.LVMType == v1alpha1.LVMTypeStriping,
-			Tags:    []string{lvm.OwnedTag},
-		})
-		if err != nil {
+		if lv.Status.CurrentSize != nil {
+			// It existed (the status says so) and is gone: recreating it
+			// empty would hand its user a blank volume as if nothing happened.
+			return r.fail(ctx, lv, codes.NotFound, ReasonCreateFailed,
+				fmt.Errorf("LV %s/%s was removed behind open-local's back; its data is gone. Delete the volume", vg, name))
+		}
+		if got, err = r.createLV(ctx, lv, src); err != nil {
 			return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("create LV %s/%s of %d bytes: %w", vg, name, want, err))
 		}
 		created = true
-		logger.Info("Created LV", "vg", vg, "lv", name, "size", got.Size)
-		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonCreated, "Created LV %s/%s (%s) on node %s", vg, name, quantity(got.Size), r.opts.NodeName)
+		logger.Info("Created LV", "vg", vg, "lv", name, "size", got.Size, "thinPool", lv.Spec.ThinPool, "source", sourceNames(lv))
+		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonCreated, "Created LV %s/%s (%s) on node %s%s", vg, name, quantity(got.Size), r.opts.NodeName, describeLayout(lv, src))
 	case err != nil:
 		return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("look up LV %s/%s: %w", vg, name, err))
 	case !got.HasTag(lvm.OwnedTag):
 		return r.fail(ctx, lv, codes.AlreadyExists, ReasonForeignLV,
 			fmt.Errorf("LV %s/%s exists but was not created by open-local (no %s tag); refusing to use it", vg, name, lvm.OwnedTag))
-	case got.Size < want:
-		got, err = r.opts.LVM.ExtendLV(ctx, vg, name, want)
-		if err != nil {
+	case lv.Spec.ThinPool != "" && got.Pool != lv.Spec.ThinPool:
+		return r.fail(ctx, lv, codes.AlreadyExists, ReasonCreateFailed,
+			fmt.Errorf("LV %s/%s exists outside thin pool %s (pool %q); refusing to use it", vg, name, lv.Spec.ThinPool, got.Pool))
+	}
+	if got.Size < want {
+		if got, err = r.opts.LVM.ExtendLV(ctx, vg, name, want); err != nil {
 			return r.fail(ctx, lv, lvm.Code(err), ReasonExtendFailed, fmt.Errorf("extend LV %s/%s to %d bytes: %w", vg, name, want, err))
 		}
 		logger.Info("Extended LV", "vg", vg, "lv", name, "size", got.Size)
@@ -279,12 +375,61 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 	// lvcreate cannot wipe old signatures without device-mapper. Wipe here,
 	// but only an LV that was never reported Ready (so no pod has used it):
 	// just created, or created before a crash that came before the status.
-	if r.opts.Activator.Mode() == lvm.ModeLoop && (created || lv.Status.CurrentSize == nil) {
+	if r.opts.Activator.Mode() == lvm.ModeLoop && (created || lv.Status.CurrentSize == nil) && src == nil {
 		if err := lvm.WipeEdges(path); err != nil {
 			return r.fail(ctx, lv, codes.Internal, ReasonCreateFailed, fmt.Errorf("wipe new LV %s/%s at %s: %w", vg, name, path, err))
 		}
 	}
-	return r.ready(ctx, lv, path, int64(got.Size))
+	if got.HasTag(restoringTag) {
+		// A block copy is due (a new restore, or one a restart cut short).
+		return r.restoreByCopy(ctx, lv, got, path, src)
+	}
+	st := v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: path,
+		CurrentSize: resource.NewQuantity(int64(got.Size), resource.BinarySI), ObservedGeneration: lv.Generation, Copy: lv.Status.Copy.DeepCopy()}
+	if c := st.Copy; c != nil && c.CompletionTime == nil {
+		// The copy finished (its tag is gone) but reporting it did not
+		// (a conflict, a restart): report it now.
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		c.CopiedBytes, c.CompletionTime = c.TotalBytes, &now
+	}
+	return r.setStatus(ctx, lv, st)
+}
+
+// createLV creates the LV of a volume: a thin snapshot of its source when
+// both are thin in the same pool (nothing to copy), else an empty LV —
+// tagged restoringTag when a copy must fill it, so a restart knows.
+func (r *Reconciler) createLV(ctx context.Context, lv *v1alpha1.LocalVolume, src *restoreSource) (*lvm.LV, error) {
+	vg, name, want := lv.Spec.VGName, LVName(lv), uint64(lv.Spec.Size.Value())
+	tags := []string{lvm.OwnedTag}
+	if src != nil {
+		if src.lv.IsThin() && src.lv.Pool == lv.Spec.ThinPool {
+			return r.opts.LVM.CreateThinSnapshot(ctx, vg, src.lv.Name, name, tags...)
+		}
+		tags = append(tags, restoringTag)
+	}
+	if lv.Spec.ThinPool != "" {
+		return r.opts.LVM.CreateThinLV(ctx, lvm.ThinLVOptions{VG: vg, Pool: lv.Spec.ThinPool, Name: name, VirtualSize: want, Tags: tags})
+	}
+	return r.opts.LVM.CreateLV(ctx, lvm.CreateLVOptions{
+		VG: vg, Name: name, Size: want,
+		Striped: lv.Spec.LVMType == v1alpha1.LVMTypeStriping,
+		Tags:    tags,
+	})
+}
+
+func describeLayout(lv *v1alpha1.LocalVolume, src *restoreSource) string {
+	var s string
+	if lv.Spec.ThinPool != "" {
+		s = " in thin pool " + lv.Spec.ThinPool
+	}
+	switch {
+	case src == nil:
+	case src.lv.IsThin() && src.lv.Pool == lv.Spec.ThinPool:
+		s += ", a thin snapshot of " + src.snapshot.Name
+	default:
+		s += ", to be filled from " + src.snapshot.Name
+	}
+	return s
 }
 
 func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume) error {
@@ -311,7 +456,16 @@ func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error
 	if !slices.Contains(lv.Finalizers, v1alpha1.LocalVolumeFinalizer) {
 		return nil
 	}
-	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.Kind != v1alpha1.KindSnapshot {
+	// A copy into the LV must stop before the LV goes.
+	r.copies.stop(lv.Name)
+	if lv.Spec.Kind == v1alpha1.KindSnapshot {
+		if users := r.readOnlyUsers(lv); len(users) > 0 {
+			return r.fail(ctx, lv, codes.FailedPrecondition, ReasonInUse,
+				fmt.Errorf("snapshot is in use by %s; it is removed once they are deleted", strings.Join(users, ", ")))
+		}
+	}
+	// A read-only restore is its snapshot's LV: nothing of its own to remove.
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && !lv.Spec.IsReadOnlyRestore() {
 		vg, name := lv.Spec.VGName, LVName(lv)
 		got, err := r.opts.LVM.GetLV(ctx, vg, name)
 		switch {
@@ -393,10 +547,10 @@ func (r *Reconciler) setStatus(ctx context.Context, lv *v1alpha1.LocalVolume, st
 	return err
 }
 
+// statusEqual compares statuses as the API server stores them (quantities
+// by value, times to the second).
 func statusEqual(a, b v1alpha1.LocalVolumeStatus) bool {
-	sizeEq := (a.CurrentSize == nil) == (b.CurrentSize == nil) && (a.CurrentSize == nil || a.CurrentSize.Cmp(*b.CurrentSize) == 0)
-	return sizeEq && a.Phase == b.Phase && a.DevicePath == b.DevicePath && a.Code == b.Code &&
-		a.Message == b.Message && a.ObservedGeneration == b.ObservedGeneration
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 func quantity(n uint64) string { return resource.NewQuantity(int64(n), resource.BinarySI).String() }

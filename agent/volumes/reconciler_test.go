@@ -70,7 +70,8 @@ func newNode(t *testing.T, name, vg string, sizes ...int64) *node {
 func (n *node) start(t *testing.T) {
 	t.Helper()
 	r, err := volumes.New(volumes.Options{NodeName: n.name, Client: n.c.OpenLocalClient(), Kube: n.c.Client(),
-		LVM: n.lvm, Activator: n.act, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second})
+		LVM: n.lvm, Activator: n.act, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
+		SnapshotCheck: 300 * time.Millisecond, CopyProgress: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func (n *node) create(t *testing.T, name string, spec v1alpha1.LocalVolumeSpec) 
 func (n *node) waitFor(t *testing.T, name string, what string, cond func(*v1alpha1.LocalVolume) bool) *v1alpha1.LocalVolume {
 	t.Helper()
 	var last *v1alpha1.LocalVolume
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, waitTimeout(), true, func(ctx context.Context) (bool, error) {
 		lv, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			last = nil
@@ -140,6 +141,15 @@ func (n *node) waitFor(t *testing.T, name string, what string, cond func(*v1alph
 		t.Fatalf("LocalVolume %s: %s: %v; last: %+v", name, what, err, last)
 	}
 	return last
+}
+
+// waitTimeout bounds a wait for the reconciler: lvm commands take ~1 s
+// each in the emulated VM, ~70 ms on a host.
+func waitTimeout() time.Duration {
+	if capability.InVM() {
+		return 3 * time.Minute
+	}
+	return 30 * time.Second
 }
 
 func ready(size int64) func(*v1alpha1.LocalVolume) bool {
@@ -261,7 +271,7 @@ func TestFailures(t *testing.T) {
 
 func waitEvent(t *testing.T, c *cluster.Cluster, name, reason string) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, waitTimeout(), true, func(ctx context.Context) (bool, error) {
 		evs, err := c.Client().CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
 		if err != nil {
 			return false, err

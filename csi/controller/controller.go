@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"strings"
 	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -59,13 +60,16 @@ func New(client versioned.Interface, kube kubernetes.Interface) *Server {
 	return &Server{client: client, kube: kube, guard: inflight.New()}
 }
 
-// ControllerGetCapabilities: create/delete, expand and capacity.
+// ControllerGetCapabilities: create/delete, expand, capacity and snapshots.
 func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
 	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
 	} {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
@@ -93,12 +97,18 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if fsType == "" {
 		fsType = parameters.DefaultFSType
 	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshot restore, clone) are not supported yet")
+	var restore *restorePlan
+	if cs := req.GetVolumeContentSource(); cs != nil {
+		if restore, err = s.planRestore(ctx, cs, params, req.GetCapacityRange()); err != nil {
+			return nil, err
+		}
 	}
 	size, err := requestedSize(req.GetCapacityRange())
 	if err != nil {
 		return nil, err
+	}
+	if restore != nil {
+		size = restore.size
 	}
 
 	id, claim, err := s.volumeID(ctx, req.GetName(), params)
@@ -119,14 +129,18 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		if err != nil {
 			return nil, err
 		}
-		if lv, err = s.createLocalVolume(ctx, id, node, size, params, claim); err != nil {
+		if restore != nil {
+			if lv, err = s.createRestore(ctx, id, node, restore, params, claim); err != nil {
+				return nil, err
+			}
+		} else if lv, err = s.createLocalVolume(ctx, id, node, size, params, claim); err != nil {
 			return nil, err
 		}
 		logger.Info("Placed volume", "node", lv.Spec.NodeName, "vg", lv.Spec.VGName, "device", lv.Spec.Device, "size", lv.Spec.Size.String())
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
 	default:
-		if err := compatible(lv, size, req.GetCapacityRange().GetLimitBytes(), params); err != nil {
+		if err := compatible(lv, size, req.GetCapacityRange().GetLimitBytes(), params, restore); err != nil {
 			return nil, err
 		}
 	}
@@ -159,6 +173,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		VolumeId:           id,
 		CapacityBytes:      lv.Status.CurrentSize.Value(),
 		VolumeContext:      volumeContext(req.GetParameters(), lv, fsType, block),
+		ContentSource:      req.GetVolumeContentSource(),
 		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{parameters.TopologyKey: lv.Spec.NodeName}}},
 	}}, nil
 }
@@ -177,7 +192,8 @@ func (s *Server) volumeID(ctx context.Context, name string, p parameters.Params)
 		}
 		return "pvc-" + string(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
 	}
-	if len(validation.IsDNS1123Subdomain(name)) == 0 {
+	// snap- names are snapshots' (snapshotID).
+	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, snapshotPrefix) {
 		return name, nil, nil
 	}
 	sum := sha256.Sum256([]byte(name))
@@ -191,7 +207,7 @@ var lvNamePattern = regexp.MustCompile(`^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]{0,62}$`)
 // lvNameFor returns the spec.lvName for a LocalVolume name: empty (use the
 // name) when the name is a good LV name, else a short stable hash.
 func lvNameFor(id string) string {
-	if lvNamePattern.MatchString(id) && id != "." && id != ".." {
+	if lvNamePattern.MatchString(id) && id != "." && id != ".." && parameters.ValidLVName(id) == nil {
 		return ""
 	}
 	sum := sha256.Sum256([]byte(id))
@@ -260,6 +276,7 @@ func (s *Server) createLocalVolume(ctx context.Context, id, node string, size in
 			Device:     pl.device,
 			LVName:     lvNameFor(id),
 			Size:       *resource.NewQuantity(size, resource.BinarySI),
+			ThinPool:   pl.thinPool,
 			ClaimRef:   claim,
 		},
 	}
@@ -268,6 +285,13 @@ func (s *Server) createLocalVolume(ctx context.Context, id, node string, size in
 	} else {
 		lv.Spec.LVName = ""
 	}
+	return s.persist(ctx, lv)
+}
+
+// persist creates lv, or returns the object of that name someone else
+// (the scheduler's PreBind) wrote concurrently.
+func (s *Server) persist(ctx context.Context, lv *v1alpha1.LocalVolume) (*v1alpha1.LocalVolume, error) {
+	id := lv.Name
 	created, err := s.client.CsiV1alpha1().LocalVolumes().Create(ctx, lv, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// Written concurrently (the scheduler's PreBind): use that one.
@@ -282,10 +306,27 @@ func (s *Server) createLocalVolume(ctx context.Context, id, node string, size in
 // compatible checks an existing LocalVolume against a repeated (or the
 // scheduler-prepared) CreateVolume: same name, different size or class is
 // AlreadyExists, as the CSI spec asks.
-func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params) error {
-	have := lv.Spec.Size.Value()
-	if have < size || (limit > 0 && have > limit) {
-		return status.Errorf(codes.AlreadyExists, "volume %s exists with size %d bytes, incompatible with the requested %d (limit %d)", lv.Name, have, size, limit)
+func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params, restore *restorePlan) error {
+	if lv.Spec.Kind == v1alpha1.KindSnapshot {
+		return status.Errorf(codes.AlreadyExists, "%s is a snapshot, not a volume", lv.Name)
+	}
+	want, have := "", ""
+	if restore != nil {
+		want = restore.snapshot.Name
+	}
+	if lv.Spec.Source != nil {
+		have = lv.Spec.Source.Snapshot
+	}
+	if want != have {
+		return status.Errorf(codes.AlreadyExists, "volume %s exists with source snapshot %q, not %q", lv.Name, have, want)
+	}
+	if restore == nil || !restore.readOnly {
+		if lv.Spec.ThinPool != p.ThinPool {
+			return status.Errorf(codes.AlreadyExists, "volume %s exists in thin pool %q, not %q", lv.Name, lv.Spec.ThinPool, p.ThinPool)
+		}
+	}
+	if got := lv.Spec.Size.Value(); got < size || (limit > 0 && got > limit) {
+		return status.Errorf(codes.AlreadyExists, "volume %s exists with size %d bytes, incompatible with the requested %d (limit %d)", lv.Name, got, size, limit)
 	}
 	if lv.Spec.VolumeType != p.VolumeType {
 		return status.Errorf(codes.AlreadyExists, "volume %s exists with volumeType %s, not %s", lv.Name, lv.Spec.VolumeType, p.VolumeType)
@@ -335,6 +376,12 @@ func volumeContext(params map[string]string, lv *v1alpha1.LocalVolume, fsType st
 	}
 	if lv.Spec.Device != "" {
 		ctx[parameters.ContextDevice] = lv.Spec.Device
+	}
+	if src := lv.Spec.Source; src != nil && src.Snapshot != "" {
+		ctx[parameters.ContextSnapshotID] = src.Snapshot
+		if lv.Spec.ReadOnly {
+			ctx[parameters.ContextReadOnly] = "true"
+		}
 	}
 	if !block {
 		ctx[parameters.ContextFSType] = fsType
@@ -401,7 +448,12 @@ func unsupported(c *csi.VolumeCapability) string {
 }
 
 // DeleteVolume deletes the LocalVolume and waits until the node removed the
-// LV (the finalizer is gone). Unknown volumes are already deleted.
+// LV (the finalizer is gone). Unknown volumes are already deleted, and so
+// are snapshot IDs (DeleteSnapshot deletes those). A volume with
+// copy-on-write snapshots is refused with FailedPrecondition while they
+// exist (lvm cannot remove their origin; open-local refused too):
+// csi-provisioner retries, and the PV goes once the VolumeSnapshots do.
+// Thin snapshots are volumes of their own and do not hold their origin.
 func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
@@ -415,7 +467,26 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, err
 	}
 	defer release()
-	err = s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, id, metav1.DeleteOptions{})
+	lv, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return &csi.DeleteVolumeResponse{}, nil
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", id, err)
+	case lv.Spec.Kind == v1alpha1.KindSnapshot:
+		return &csi.DeleteVolumeResponse{}, nil // not a volume: nothing of that ID to delete
+	}
+	if lv.DeletionTimestamp == nil {
+		snaps, err := s.snapshotsOf(ctx, lv)
+		if err != nil {
+			return nil, err
+		}
+		if classic := classicSnapshots(snaps); len(classic) > 0 {
+			return nil, errSnapshotsPrecondition(lv, "delete", classic)
+		}
+	}
+	uid := lv.UID
+	err = s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, id, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if apierrors.IsNotFound(err) {
 		return &csi.DeleteVolumeResponse{}, nil
 	}
@@ -456,6 +527,15 @@ func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if lv.DeletionTimestamp != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is being deleted", id)
 	}
+	if lv.Spec.Kind == v1alpha1.KindSnapshot {
+		return nil, status.Errorf(codes.NotFound, "volume %s not found (it is a snapshot)", id)
+	}
+	if lv.Spec.IsReadOnlyRestore() {
+		if size > lv.Spec.Size.Value() {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is a read-only view of snapshot %s and cannot grow", id, lv.Spec.Source.Snapshot)
+		}
+		return &csi.ControllerExpandVolumeResponse{CapacityBytes: lv.Spec.Size.Value()}, nil
+	}
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {
 		have := lv.Spec.Size.Value()
 		if lv.Status.CurrentSize != nil {
@@ -467,6 +547,17 @@ func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 		return &csi.ControllerExpandVolumeResponse{CapacityBytes: have, NodeExpansionRequired: false}, nil
 	}
 	if size > lv.Spec.Size.Value() {
+		if lv.Spec.ThinPool == "" {
+			// lvm resizes the origin of copy-on-write snapshots only while
+			// inactive; open-local forbade it. Thin origins grow fine.
+			snaps, err := s.snapshotsOf(ctx, lv)
+			if err != nil {
+				return nil, err
+			}
+			if classic := classicSnapshots(snaps); len(classic) > 0 {
+				return nil, errSnapshotsPrecondition(lv, "expand", classic)
+			}
+		}
 		if err := s.grow(ctx, lv, size); err != nil {
 			return nil, err
 		}
@@ -501,6 +592,23 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 	if err != nil {
 		return err
 	}
+	if lv.Spec.ThinPool != "" {
+		// The difference, by virtual size, in the volume's pool.
+		var pool *poolSpace
+		for _, p := range ns.pools(lv.Name) {
+			if p.vg == lv.Spec.VGName && p.name == lv.Spec.ThinPool {
+				pool = &p
+			}
+		}
+		switch {
+		case pool == nil:
+			return status.Errorf(codes.FailedPrecondition, "thin pool %s/%s on node %s is not in the node's NodeLocalStorage status: cannot check room for expansion", lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.NodeName)
+		case pool.free() < size:
+			return status.Errorf(codes.ResourceExhausted, "thin pool %s/%s on node %s: need %s of virtual size for volume %s, free %s (besides the volume's current %s)",
+				lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.NodeName, quantity(size), lv.Name, quantity(pool.free()), lv.Spec.Size.String())
+		}
+		return s.setSize(ctx, lv.Name, size)
+	}
 	var vg *vgSpace
 	for _, v := range ns.vgs(lv.Name) {
 		if v.name == lv.Spec.VGName {
@@ -514,8 +622,13 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 		return status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s for volume %s, free %s (besides the volume's current %s)",
 			vg.name, lv.Spec.NodeName, quantity(size), lv.Name, quantity(vg.free()), lv.Spec.Size.String())
 	}
+	return s.setSize(ctx, lv.Name, size)
+}
+
+// setSize raises spec.size of LocalVolume name to size (never lowers it).
+func (s *Server) setSize(ctx context.Context, name string, size int64) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, lv.Name, metav1.GetOptions{})
+		cur, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}

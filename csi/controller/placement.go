@@ -98,13 +98,47 @@ func (n *nodeStorage) vgs(exclude string) []vgSpace {
 		if !slices.Contains(n.nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
 			continue
 		}
-		sp := vgSpace{name: vg.Name, allocatable: int64(vg.Allocatable)}
+		sp := vgSpace{name: vg.Name, allocatable: int64(min(vg.Allocatable, 1<<62))}
 		for _, v := range n.volumes {
-			if v.Name != exclude && v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == vg.Name {
-				sp.used += v.Spec.Size.Value()
+			if v.Name != exclude && v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == vg.Name && v.Spec.ThinPool == "" {
+				sp.used += v.Spec.CountedSize()
 			}
 		}
 		out = append(out, sp)
+	}
+	return out
+}
+
+// poolSpace is the virtual room left in one thin pool of a node.
+type poolSpace struct {
+	vg, name          string
+	allocatable, used int64
+}
+
+func (p poolSpace) free() int64 { return max(p.allocatable-p.used, 0) }
+
+// pools returns the thin pools of the VGs open-local may use on the node,
+// with the virtual sizes of their volumes subtracted (the same count as
+// the scheduler's: v1alpha1.LocalVolumeSpec.CountedSize); exclude is not
+// counted.
+func (n *nodeStorage) pools(exclude string) []poolSpace {
+	if n.nls == nil {
+		return nil
+	}
+	var out []poolSpace
+	for _, vg := range n.nls.Status.NodeStorageInfo.VolumeGroups {
+		if !slices.Contains(n.nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
+			continue
+		}
+		for _, p := range vg.ThinPools {
+			sp := poolSpace{vg: vg.Name, name: p.Name, allocatable: int64(min(p.Allocatable, 1<<62))}
+			for _, v := range n.volumes {
+				if v.Name != exclude && v.Spec.VGName == vg.Name && v.Spec.ThinPool == p.Name {
+					sp.used += v.Spec.CountedSize()
+				}
+			}
+			out = append(out, sp)
+		}
 	}
 	return out
 }
@@ -148,6 +182,16 @@ func (n *nodeStorage) capacity(p parameters.Params) (total, maxVolume int64) {
 		}
 		return total, maxVolume
 	}
+	if p.ThinPool != "" {
+		// Virtual sizes, as the scheduler counts them.
+		for _, pool := range n.pools("") {
+			if pool.name == p.ThinPool && (p.VGName == "" || pool.vg == p.VGName) {
+				total += pool.free()
+				maxVolume = max(maxVolume, pool.free())
+			}
+		}
+		return total, maxVolume
+	}
 	for _, vg := range n.vgs("") {
 		if p.VGName != "" && vg.name != p.VGName {
 			continue
@@ -161,10 +205,11 @@ func (n *nodeStorage) capacity(p parameters.Params) (total, maxVolume int64) {
 
 // placement is where a new volume goes.
 type placement struct {
-	node   string
-	vg     string
-	device string
-	size   int64 // device volumes: the whole device
+	node     string
+	vg       string
+	thinPool string
+	device   string
+	size     int64 // device volumes: the whole device
 }
 
 // place chooses a VG (the one with the most free space: it keeps the most
@@ -194,6 +239,9 @@ func (n *nodeStorage) place(p parameters.Params, size int64) (placement, error) 
 		sort.Slice(fits, func(i, j int) bool { return fits[i].size < fits[j].size })
 		return placement{node: n.name, device: fits[0].name, size: fits[0].size}, nil
 	}
+	if p.ThinPool != "" {
+		return n.placeThin(p, size)
+	}
 	var best *vgSpace
 	var seen []string
 	vgs := n.vgs("")
@@ -217,6 +265,37 @@ func (n *nodeStorage) place(p parameters.Params, size int64) (placement, error) 
 		return placement{}, status.Errorf(codes.ResourceExhausted, "node %s: no VG has %s free (%s)", n.name, quantity(size), listOrNone(seen))
 	}
 	return placement{node: n.name, vg: best.name, size: size}, nil
+}
+
+// placeThin chooses the pool named p.ThinPool (in p.VGName, if set) with
+// the most virtual room.
+func (n *nodeStorage) placeThin(p parameters.Params, size int64) (placement, error) {
+	var best *poolSpace
+	var seen []string
+	pools := n.pools("")
+	for i, pool := range pools {
+		if pool.name != p.ThinPool || (p.VGName != "" && pool.vg != p.VGName) {
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("thin pool %s/%s free %s", pool.vg, pool.name, quantity(pool.free())))
+		if pool.free() >= size && (best == nil || pool.free() > best.free()) {
+			best = &pools[i]
+		}
+	}
+	if best == nil {
+		if len(seen) == 0 {
+			return placement{}, status.Errorf(codes.ResourceExhausted, "node %s has no thin pool %s%s in its NodeLocalStorage status", n.name, p.ThinPool, inVG(p.VGName))
+		}
+		return placement{}, status.Errorf(codes.ResourceExhausted, "node %s: no thin pool %s has %s of virtual size free (%s)", n.name, p.ThinPool, quantity(size), strings.Join(seen, ", "))
+	}
+	return placement{node: n.name, vg: best.vg, thinPool: best.name, size: size}, nil
+}
+
+func inVG(vg string) string {
+	if vg == "" {
+		return ""
+	}
+	return " in VG " + vg
 }
 
 func listOrNone(s []string) string {

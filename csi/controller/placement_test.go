@@ -22,7 +22,10 @@ func TestLVNameFor(t *testing.T) {
 	tests := []struct{ id, want string }{
 		{id: "pvc-0b1e2a4c-8d1f-4a55-9a0e-3c2d1e0f9a7b", want: ""},
 		{id: "sanity-volume", want: ""},
-		{id: "snapshot", want: ""},
+		// lvm refuses LV names starting with "snapshot" or "pvmove".
+		{id: "snapshot", want: "lv-"},
+		{id: "pvmove-x", want: "lv-"},
+		{id: "snap-0b1e2a4c-8d1f-4a55-9a0e-3c2d1e0f9a7b", want: ""},
 		{id: string(make([]byte, 0)) + "a-very-long-name-" + fmt.Sprintf("%0100d", 0), want: "lv-"},
 	}
 	for _, tt := range tests {
@@ -74,5 +77,37 @@ func BenchmarkPlace(b *testing.B) {
 		if _, err := ns.place(p, 1<<30); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Snapshot IDs are deterministic LocalVolume names that start with snap-
+// (lvm refuses LV names starting with "snapshot"), and volume IDs never do.
+func TestSnapshotID(t *testing.T) {
+	tests := []struct{ name, want string }{
+		{name: "snapshot-0b1e2a4c-8d1f-4a55-9a0e-3c2d1e0f9a7b", want: "snap-0b1e2a4c-8d1f-4a55-9a0e-3c2d1e0f9a7b"},
+		{name: "CreateSnapshot-snapshot-1-7C0A2B3F", want: "snap-"},
+		{name: "snapshot-Upper", want: "snap-"},
+		{name: "my-snap", want: "snap-"},
+	}
+	for _, tt := range tests {
+		got := snapshotID(tt.name)
+		if tt.want == "snap-" {
+			if len(got) != len("snap-")+40 || got[:5] != "snap-" || got != snapshotID(tt.name) {
+				t.Errorf("snapshotID(%q) = %q, want a stable snap-<hash>", tt.name, got)
+			}
+		} else if got != tt.want {
+			t.Errorf("snapshotID(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+		if lvNameFor(got) != "" {
+			t.Errorf("snapshot ID %q is not usable as an LV name", got)
+		}
+	}
+	s := &Server{}
+	if id, _, err := s.volumeID(t.Context(), "snap-x", parameters.Params{}); err != nil || id[:4] != "csi-" {
+		t.Errorf("volumeID(snap-x) = %q, %v: a volume must not take a snapshot's name", id, err)
+	}
+	// A volume may be called snapshot-x; its LV may not.
+	if id, _, err := s.volumeID(t.Context(), "snapshot-x", parameters.Params{}); err != nil || id != "snapshot-x" || lvNameFor(id) == "" {
+		t.Errorf("volumeID(snapshot-x) = %q, %v (LV name %q)", id, err, lvNameFor(id))
 	}
 }

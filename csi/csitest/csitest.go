@@ -201,6 +201,40 @@ func (n *Node) createObjects(t testing.TB, ctx context.Context) {
 	})
 }
 
+// AddThinPool creates thin pool name of size bytes in the node's VG and
+// reports it in the NodeLocalStorage status as the agent's discovery does:
+// allocatable = ratio × size, and the VG's allocatable without the pool.
+// It needs device-mapper (lvm refuses thin pools without it).
+func (n *Node) AddThinPool(t testing.TB, name string, size int64, ratio int64) {
+	t.Helper()
+	ctx := t.Context()
+	pool, err := n.LVM.CreateThinPool(ctx, lvm.ThinPoolOptions{VG: n.VG.Name, Name: name, Size: uint64(size), Tags: []string{lvm.OwnedTag}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vgInfo, err := n.LVM.GetVG(ctx, n.VG.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := n.cluster.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
+	nls, err := api.Get(ctx, n.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range nls.Status.NodeStorageInfo.VolumeGroups {
+		g := &nls.Status.NodeStorageInfo.VolumeGroups[i]
+		if g.Name != n.VG.Name {
+			continue
+		}
+		g.Available, g.Allocatable = vgInfo.Free, vgInfo.Free
+		g.ThinPools = append(g.ThinPools, v1alpha1.ThinPool{Name: name, Total: pool.Size,
+			OverprovisionRatio: *resource.NewQuantity(ratio, resource.DecimalSI), Allocatable: pool.Size * uint64(ratio)})
+	}
+	if _, err := api.UpdateStatus(ctx, nls, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startReconciler runs agent/volumes for the node until the test ends. It
 // is registered after the VG, so its cleanup (stop) runs before the VG's.
 func (n *Node) startReconciler(t testing.TB) {

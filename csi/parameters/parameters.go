@@ -15,10 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
@@ -31,6 +28,10 @@ const (
 	LVMType    = "lvmType"
 	IOPS       = "iops"
 	BPS        = "bps"
+
+	// ThinPool (our addition) makes volumes thin LVs in the named pool,
+	// counted by virtual size against the pool's overprovisioned size.
+	ThinPool = "thinPool"
 	// FSType is set by users in the StorageClass; csi-provisioner moves it
 	// into the volume capability, so it usually does not reach CreateVolume.
 	FSType = "csi.storage.k8s.io/fstype"
@@ -80,8 +81,10 @@ type Params struct {
 	VGName     string
 	MediaType  string
 	LVMType    v1alpha1.LVMType
+	ThinPool   string
 	FSType     string
-	// IOPS and BPS are IO limits (0: none), enforced by the node later.
+	// IOPS and BPS are IO limits (0: none), enforced by the node in the
+	// pod's cgroup at NodePublishVolume.
 	IOPS int64
 	BPS  int64
 	// PVCName/PVCNamespace are set when csi-provisioner runs with
@@ -94,13 +97,19 @@ type Params struct {
 // InvalidArgument.
 type Error struct {
 	Key, Value, Reason string
+	// What names the kind of key ("StorageClass parameter" when empty).
+	What string
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("StorageClass parameter %q=%q: %s", e.Key, e.Value, e.Reason)
+	what := e.What
+	if what == "" {
+		what = "StorageClass parameter"
+	}
+	return fmt.Sprintf("%s %q=%q: %s", what, e.Key, e.Value, e.Reason)
 }
 
-var known = []string{VolumeType, VGName, MediaType, LVMType, IOPS, BPS}
+var known = []string{VolumeType, VGName, MediaType, LVMType, ThinPool, IOPS, BPS}
 
 // Parse validates parameters. An absent volumeType means LVM (open-local
 // requires it; defaulting keeps generic CSI tools working).
@@ -142,6 +151,11 @@ func Parse(in map[string]string) (Params, error) {
 			default:
 				return p, bad("want %s or %s", v1alpha1.LVMTypeLinear, v1alpha1.LVMTypeStriping)
 			}
+		case ThinPool:
+			if err := ValidLVName(v); err != nil {
+				return p, bad("%v", err)
+			}
+			p.ThinPool = v
 		case FSType:
 			fs, err := ParseFSType(v)
 			if err != nil {
@@ -149,17 +163,17 @@ func Parse(in map[string]string) (Params, error) {
 			}
 			p.FSType = fs
 		case IOPS:
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return p, bad("want a positive integer")
+			n, err := parseIOPS(v)
+			if err != nil {
+				return p, bad("%v", err)
 			}
 			p.IOPS = n
 		case BPS:
-			q, err := resource.ParseQuantity(v)
-			if err != nil || q.Sign() <= 0 {
-				return p, bad("want a positive quantity such as 10Mi")
+			n, err := parseBPS(v)
+			if err != nil {
+				return p, bad("%v", err)
 			}
-			p.BPS = q.Value()
+			p.BPS = n
 		case PVCName:
 			p.PVCName = v
 		case PVCNamespace:
@@ -178,6 +192,12 @@ func Parse(in map[string]string) (Params, error) {
 		if p.VGName != "" {
 			return p, &Error{Key: VGName, Value: p.VGName, Reason: "not allowed for volumeType Device"}
 		}
+		if p.ThinPool != "" {
+			return p, &Error{Key: ThinPool, Value: p.ThinPool, Reason: "not allowed for volumeType Device"}
+		}
+	}
+	if p.ThinPool != "" && p.LVMType == v1alpha1.LVMTypeStriping {
+		return p, &Error{Key: ThinPool, Value: p.ThinPool, Reason: "a thin volume's layout is its pool's: not with lvmType striping"}
 	}
 	if (p.PVCName == "") != (p.PVCNamespace == "") {
 		return p, &Error{Key: PVCName, Value: p.PVCName, Reason: "pvc/name and pvc/namespace come together"}

@@ -45,6 +45,11 @@ func TestParse(t *testing.T) {
 		{name: "bad iops", in: map[string]string{"iops": "-3"}, wantErr: "iops"},
 		{name: "bad bps", in: map[string]string{"bps": "fast"}, wantErr: "bps"},
 		{name: "pvc name without namespace", in: map[string]string{"csi.storage.k8s.io/pvc/name": "x"}, wantErr: "pvc/name"},
+		{name: "thin", in: map[string]string{"volumeType": "LVM", "thinPool": "pool0"},
+			want: Params{VolumeType: v1alpha1.VolumeTypeLVM, LVMType: v1alpha1.LVMTypeLinear, ThinPool: "pool0"}},
+		{name: "thin and striped", in: map[string]string{"thinPool": "pool0", "lvmType": "striping"}, wantErr: "thinPool"},
+		{name: "thin device", in: map[string]string{"volumeType": "Device", "mediaType": "ssd", "thinPool": "pool0"}, wantErr: "thinPool"},
+		{name: "bad pool name", in: map[string]string{"thinPool": "snapshot0"}, wantErr: "thinPool"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

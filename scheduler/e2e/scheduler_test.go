@@ -328,6 +328,11 @@ func TestBurstNeverOvercommits(t *testing.T) {
 func (e *env) waitSettled(bound, pending int, timeout time.Duration, alloc map[string]int64) {
 	e.t.Helper()
 	var b, p []v1.Pod
+	defer func() {
+		if e.t.Failed() {
+			e.dumpAllocations()
+		}
+	}()
 	e.waitFor(fmt.Sprintf("%d pods placed and bound, %d pending", bound, pending), timeout, func() (bool, error) {
 		e.assertNoOvercommit(alloc)
 		if e.t.Failed() {
@@ -396,5 +401,35 @@ func podClaim(ns, name, class string, gib int64) *v1.PersistentVolumeClaim {
 			Resources: v1.VolumeResourceRequirements{Requests: v1.ResourceList{
 				v1.ResourceStorage: *resourceGi(gib)}},
 		},
+	}
+}
+
+// dumpAllocations logs every LocalVolume of this test with its claim's
+// phase and the node of the claim's pod, to explain a failed settlement.
+func (e *env) dumpAllocations() {
+	lvs, err := e.ol.CsiV1alpha1().LocalVolumes().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		e.t.Logf("list LocalVolumes: %v", err)
+		return
+	}
+	pods, _ := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{})
+	nodeOf := map[string]string{}
+	for _, p := range pods.Items {
+		for _, v := range p.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				nodeOf[v.PersistentVolumeClaim.ClaimName] = p.Name + "@" + p.Spec.NodeName
+			}
+		}
+	}
+	for _, lv := range lvs.Items {
+		if !strings.HasPrefix(lv.Spec.NodeName, e.id+"-") || lv.Spec.ClaimRef == nil {
+			continue
+		}
+		phase := "?"
+		if pvc, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(context.Background(), lv.Spec.ClaimRef.Name, metav1.GetOptions{}); err == nil {
+			phase = string(pvc.Status.Phase) + " selected-node=" + pvc.Annotations["volume.kubernetes.io/selected-node"]
+		}
+		e.t.Logf("LocalVolume %s on %s %s: claim %s (%s), pod %s, phase %s", lv.Name, lv.Spec.NodeName, lv.Spec.Size.String(),
+			lv.Spec.ClaimRef.Name, phase, nodeOf[lv.Spec.ClaimRef.Name], lv.Status.Phase)
 	}
 }

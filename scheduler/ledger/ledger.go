@@ -31,10 +31,12 @@ type node struct {
 	name string
 	// hasNLS: the node's NodeLocalStorage exists.
 	hasNLS bool
-	// vgs and devices are sorted by name. Entries the NLS does not list are
-	// kept (unschedulable) while LocalVolumes or reservations use them.
+	// vgs and devices are sorted by name, pools by VG and name. Entries
+	// the NLS does not list are kept (unschedulable) while LocalVolumes or
+	// reservations use them.
 	vgs     []vg
 	devices []device
+	pools   []pool
 }
 
 type vg struct {
@@ -46,6 +48,42 @@ type vg struct {
 }
 
 func (g *vg) free() int64 { return g.capacity - g.used - g.reserved }
+
+// pool is a thin pool: thin volumes are counted by virtual size against its
+// allocatable (overprovision ratio × size), not against the VG.
+type pool struct {
+	vg, name    string
+	schedulable bool
+	capacity    int64
+	used        int64
+	reserved    int64
+}
+
+func (p *pool) free() int64 { return p.capacity - p.used - p.reserved }
+
+func cmpPool(p pool, key [2]string) int {
+	if c := cmpString(p.vg, key[0]); c != 0 {
+		return c
+	}
+	return cmpString(p.name, key[1])
+}
+
+func (n *node) poolIndex(vg, name string) int {
+	i, ok := slices.BinarySearchFunc(n.pools, [2]string{vg, name}, cmpPool)
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// poolFor returns the pool entry, creating an unschedulable one if needed.
+func (n *node) poolFor(vg, name string) *pool {
+	i, ok := slices.BinarySearchFunc(n.pools, [2]string{vg, name}, cmpPool)
+	if !ok {
+		n.pools = slices.Insert(n.pools, i, pool{vg: vg, name: name})
+	}
+	return &n.pools[i]
+}
 
 type device struct {
 	name        string
@@ -64,7 +102,8 @@ type volume struct {
 	node     string
 	kind     v1alpha1.VolumeType
 	target   string // VG or device
-	size     int64
+	pool     string // thin pool in target, if thin
+	size     int64  // as counted (v1alpha1.LocalVolumeSpec.CountedSize)
 	deleting bool
 }
 
@@ -107,7 +146,7 @@ func (l *Ledger) nodeFor(name string) *node {
 
 // dropIfEmpty forgets a node that has neither an NLS nor usage.
 func (l *Ledger) dropIfEmpty(n *node) {
-	if !n.hasNLS && len(n.vgs) == 0 && len(n.devices) == 0 {
+	if !n.hasNLS && len(n.vgs) == 0 && len(n.devices) == 0 && len(n.pools) == 0 {
 		delete(l.nodes, n.name)
 	}
 }
@@ -149,6 +188,7 @@ func (n *node) deviceFor(name string) *device {
 func (n *node) prune() {
 	n.vgs = slices.DeleteFunc(n.vgs, func(g vg) bool { return !g.schedulable && g.used == 0 && g.reserved == 0 })
 	n.devices = slices.DeleteFunc(n.devices, func(d device) bool { return !d.schedulable && d.usedBy == "" && d.reservedBy == "" })
+	n.pools = slices.DeleteFunc(n.pools, func(p pool) bool { return !p.schedulable && p.used == 0 && p.reserved == 0 })
 }
 
 func cmpString(a, b string) int {
@@ -200,6 +240,26 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 		}
 		g.schedulable, g.capacity = true, capacity
 	}
+	// Thin pools of the schedulable VGs.
+	wantPool := map[[2]string]int64{}
+	for name := range filteredVG {
+		for _, p := range wantVG[name].ThinPools {
+			wantPool[[2]string{name, p.Name}] = clampInt64(p.Allocatable)
+		}
+	}
+	for i := range n.pools {
+		p := &n.pools[i]
+		if _, ok := wantPool[[2]string{p.vg, p.name}]; !ok {
+			p.schedulable, p.capacity = false, 0
+		}
+	}
+	for key, capacity := range wantPool {
+		p := n.poolFor(key[0], key[1])
+		if !p.schedulable || capacity > p.capacity {
+			grew = true
+		}
+		p.schedulable, p.capacity = true, capacity
+	}
 
 	filteredDev := map[string]bool{}
 	for _, name := range st.FilteredStorageInfo.Devices {
@@ -242,6 +302,9 @@ func (l *Ledger) RemoveNodeStorage(nodeName string) {
 	for i := range n.devices {
 		n.devices[i].schedulable = false
 	}
+	for i := range n.pools {
+		n.pools[i].schedulable, n.pools[i].capacity = false, 0
+	}
 	n.prune()
 	l.dropIfEmpty(n)
 }
@@ -265,7 +328,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	if v.kind == v1alpha1.VolumeTypeDevice {
 		v.target = lv.Spec.Device
 	} else {
-		v.kind, v.target = v1alpha1.VolumeTypeLVM, lv.Spec.VGName
+		v.kind, v.target, v.pool, v.size = v1alpha1.VolumeTypeLVM, lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.CountedSize()
 	}
 	l.mu.Lock()
 	old, existed := l.volumes[lv.Name]
@@ -283,7 +346,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	}
 	// A shrink of an existing allocation frees space (never expected, but
 	// the ledger follows what the objects say).
-	if existed && (old.node != v.node || old.target != v.target || v.size < old.size) {
+	if existed && (old.node != v.node || old.target != v.target || old.pool != v.pool || v.size < old.size) {
 		freed = true
 	}
 	l.unlockAndNotify(freed)
@@ -314,6 +377,10 @@ func (l *Ledger) account(name string, v volume) {
 		n.deviceFor(v.target).usedBy = name
 		return
 	}
+	if v.pool != "" {
+		n.poolFor(v.target, v.pool).used += v.size
+		return
+	}
 	n.vgFor(v.target).used += v.size
 }
 
@@ -325,6 +392,10 @@ func (l *Ledger) unaccount(name string, v volume) {
 	if v.kind == v1alpha1.VolumeTypeDevice {
 		if i := n.deviceIndex(v.target); i >= 0 && n.devices[i].usedBy == name {
 			n.devices[i].usedBy = ""
+		}
+	} else if v.pool != "" {
+		if i := n.poolIndex(v.target, v.pool); i >= 0 {
+			n.pools[i].used -= v.size
 		}
 	} else if i := n.vgIndex(v.target); i >= 0 {
 		n.vgs[i].used -= v.size
@@ -413,6 +484,25 @@ type DeviceUsage struct {
 	Size                    int64
 	// Holder is the LocalVolume (or reserved volume) that has the device.
 	Holder string
+}
+
+// PoolUsage is one thin pool's account (virtual sizes).
+type PoolUsage struct {
+	Node, VG, Pool           string
+	Schedulable              bool
+	Capacity, Used, Reserved int64
+}
+
+// VisitPools calls fn for every thin pool, under the read lock.
+func (l *Ledger) VisitPools(fn func(PoolUsage)) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, n := range l.nodes {
+		for i := range n.pools {
+			p := &n.pools[i]
+			fn(PoolUsage{Node: n.name, VG: p.vg, Pool: p.name, Schedulable: p.schedulable, Capacity: p.capacity, Used: p.used, Reserved: p.reserved})
+		}
+	}
 }
 
 // Visit calls vgFn and devFn for every VG and device, under the read lock

@@ -434,3 +434,135 @@ func TestScoreAndClosest(t *testing.T) {
 		t.Errorf("Closest = %s, want nil (fits)", sf.Detail())
 	}
 }
+
+// poolUsage renders the ledger's thin-pool accounts, sorted.
+func poolUsage(l *Ledger) []string {
+	var out []string
+	l.VisitPools(func(u PoolUsage) {
+		out = append(out, fmt.Sprintf("%s/%s/%s sched=%t cap=%d used=%d reserved=%d", u.Node, u.VG, u.Pool, u.Schedulable, u.Capacity/gi, u.Used/gi, u.Reserved/gi))
+	})
+	sort.Strings(out)
+	return out
+}
+
+func thinLV(name, node, vg, pool string, gib int64) *v1alpha1.LocalVolume {
+	lv := lvmLV(name, node, vg, gib)
+	lv.Spec.ThinPool = pool
+	return lv
+}
+
+func thin(name, vg, pool string, gib int64) Volume {
+	v := lvm(name, vg, gib)
+	v.ThinPool = pool
+	return v
+}
+
+// Thin volumes are counted by virtual size against ratio × pool size (the
+// agent's allocatable), never against the VG; read-only restores count 0;
+// snapshots count their copy-on-write space in the VG.
+func TestThinPoolsAndSnapshots(t *testing.T) {
+	l := New()
+	st := nls("n1", []vgSpec{{name: "vg0", gib: 100, filtered: true}, {name: "vg1", gib: 100, filtered: true}, {name: "hidden", gib: 10}}, nil)
+	// vg0/tp: 10Gi with ratio 5; vg1/tp: 30Gi with ratio 1; hidden/tp: not filtered.
+	for i, p := range []struct{ gib, ratio int64 }{{10, 5}, {30, 1}, {5, 1}} {
+		st.Status.NodeStorageInfo.VolumeGroups[i].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(p.gib * gi),
+			OverprovisionRatio: *resource.NewQuantity(p.ratio, resource.DecimalSI), Allocatable: uint64(p.gib * gi * p.ratio)}}
+	}
+	l.SetNodeStorage(st)
+	l.SetVolume(thinLV("pvc-t1", "n1", "vg0", "tp", 30))
+	snap := lvmLV("snap-1", "n1", "vg0", 4)
+	snap.Spec.Kind, snap.Spec.Source = v1alpha1.KindSnapshot, &v1alpha1.LocalVolumeSource{Volume: "pvc-x"}
+	l.SetVolume(snap)
+	ro := lvmLV("pvc-ro", "n1", "vg0", 8)
+	ro.Spec.ReadOnly, ro.Spec.Source = true, &v1alpha1.LocalVolumeSource{Snapshot: "snap-1"}
+	l.SetVolume(ro)
+
+	if got, want := poolUsage(l), []string{"n1/vg0/tp sched=true cap=50 used=30 reserved=0", "n1/vg1/tp sched=true cap=30 used=0 reserved=0"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("pools = %v, want %v", got, want)
+	}
+	// The snapshot's 4Gi is in vg0; the read-only restore takes nothing.
+	if got, want := usage(l), []string{"n1/vg0 sched=true cap=100 used=4 reserved=0", "n1/vg1 sched=true cap=100 used=0 reserved=0"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("VGs = %v, want %v", got, want)
+	}
+
+	for _, tc := range []struct {
+		name       string
+		vols       []Volume
+		strategy   Strategy
+		want       map[string]string // volume -> vg/pool
+		wantDetail string
+	}{
+		{name: "binpack: the fuller pool", vols: []Volume{thin("a", "", "tp", 15)}, want: map[string]string{"a": "vg0/tp"}},
+		{name: "spread: the emptier pool", vols: []Volume{thin("a", "", "tp", 15)}, strategy: Spread, want: map[string]string{"a": "vg1/tp"}},
+		{name: "overprovisioned beyond the pool's size", vols: []Volume{thin("a", "vg0", "tp", 20)}, want: map[string]string{"a": "vg0/tp"}},
+		{name: "thin and thick together", vols: []Volume{thin("a", "vg0", "tp", 20), lvm("b", "vg0", 96)}, want: map[string]string{"a": "vg0/tp", "b": "vg0"}},
+		{name: "pool full", vols: []Volume{thin("a", "vg0", "tp", 21)},
+			wantDetail: "thin pool tp in VG vg0 on n1: need 21Gi, free 20Gi (virtual sizes, overprovision ratio included)"},
+		{name: "pinned thin volumes fit together", vols: []Volume{thin("a", "vg1", "tp", 20), thin("b", "vg1", "tp", 15)},
+			wantDetail: "thin pool tp in VG vg1 on n1: need 35Gi, free 30Gi (virtual sizes, overprovision ratio included)"},
+		{name: "no such pool", vols: []Volume{thin("a", "", "nope", 1)}, wantDetail: "node n1 has no thin pool nope (thinPool of pvc default/a)"},
+		{name: "pool of an unfiltered VG", vols: []Volume{thin("a", "hidden", "tp", 1)}, wantDetail: "node n1 has no thin pool tp in VG hidden (thinPool of pvc default/a)"},
+		{name: "thick volumes do not see pool space", vols: []Volume{lvm("b", "vg0", 97)}, wantDetail: "VG vg0 on n1: need 97Gi, free 96Gi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := NewRequest(tc.vols)
+			sf := l.Fit("n1", req, tc.strategy)
+			if tc.want == nil {
+				if sf == nil || sf.Detail() != tc.wantDetail {
+					t.Fatalf("Fit = %v, want %q", sf, tc.wantDetail)
+				}
+				return
+			}
+			if sf != nil {
+				t.Fatalf("shortfall %q", sf.Detail())
+			}
+			r, sf := l.Reserve("pod-"+types.UID(tc.name), "n1", req, tc.strategy)
+			if sf != nil {
+				t.Fatal(sf.Detail())
+			}
+			defer l.Release("pod-" + types.UID(tc.name))
+			got := map[string]string{}
+			for _, a := range r.Assignments {
+				got[a.Volume.Name] = a.VG
+				if a.ThinPool != "" {
+					got[a.Volume.Name] += "/" + a.ThinPool
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("assignments = %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	// A reservation is held in the pool, covered by its LocalVolume, and
+	// released when the volume goes.
+	if _, sf := l.Reserve("pod-t", "n1", NewRequest([]Volume{thin("pvc-t2", "vg0", "tp", 10)}), Binpack); sf != nil {
+		t.Fatal(sf.Detail())
+	}
+	if got := poolUsage(l)[0]; got != "n1/vg0/tp sched=true cap=50 used=30 reserved=10" {
+		t.Errorf("reserved: %s", got)
+	}
+	l.MarkPersisted("pod-t", "pvc-t2", time.Now())
+	l.SetVolume(thinLV("pvc-t2", "n1", "vg0", "tp", 10))
+	if got := poolUsage(l)[0]; got != "n1/vg0/tp sched=true cap=50 used=40 reserved=0" {
+		t.Errorf("persisted: %s", got)
+	}
+	// The snapshot grows (the agent raised its spec.size): the VG follows.
+	snap.Spec.Size = *resource.NewQuantity(6*gi, resource.BinarySI)
+	l.SetVolume(snap)
+	l.RemoveVolume("pvc-t1")
+	if got, want := append(usage(l), poolUsage(l)...), []string{"n1/vg0 sched=true cap=100 used=6 reserved=0", "n1/vg1 sched=true cap=100 used=0 reserved=0",
+		"n1/vg0/tp sched=true cap=50 used=10 reserved=0", "n1/vg1/tp sched=true cap=30 used=0 reserved=0"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after growth and removal = %v\nwant %v", got, want)
+	}
+	// The pool leaves the NLS: unschedulable, its usage kept until the volume goes.
+	st.Status.NodeStorageInfo.VolumeGroups[0].ThinPools = nil
+	l.SetNodeStorage(st)
+	if sf := l.Fit("n1", NewRequest([]Volume{thin("z", "vg0", "tp", 1)}), Binpack); sf == nil || sf.Kind != NoSuchPool {
+		t.Errorf("Fit on a vanished pool = %v", sf)
+	}
+	l.RemoveVolume("pvc-t2")
+	if got := poolUsage(l); fmt.Sprint(got) != "[n1/vg1/tp sched=true cap=30 used=0 reserved=0]" {
+		t.Errorf("pools after the last volume of a vanished pool = %v", got)
+	}
+}

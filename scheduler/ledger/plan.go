@@ -32,9 +32,14 @@ type Volume struct {
 	Type v1alpha1.VolumeType
 	// VG pins an LVM volume to a VG; empty lets the strategy choose.
 	VG string
+	// ThinPool makes the volume thin: it is placed in a thin pool of that
+	// name (in VG, if set) and counted by its virtual Size against the
+	// pool's allocatable.
+	ThinPool string
 	// MediaType of a Device volume: ssd or hdd.
 	MediaType string
-	// Size in bytes.
+	// Size in bytes, as counted (0 for a read-only restore: it is its
+	// snapshot's LV).
 	Size int64
 }
 
@@ -44,7 +49,8 @@ type Volume struct {
 // that fits).
 type Request struct {
 	Volumes []Volume
-	// pinnedNeed[vg] is the total size pinned to vg, for messages.
+	// pinnedNeed[vg] is the total size of thick volumes pinned to vg, and
+	// pinnedNeed[vg/pool] of thin volumes pinned to that pool, for messages.
 	pinnedNeed map[string]int64
 	hasLVM     bool
 	hasDevice  bool
@@ -82,10 +88,17 @@ func NewRequest(vols []Volume) *Request {
 			if r.pinnedNeed == nil {
 				r.pinnedNeed = map[string]int64{}
 			}
-			r.pinnedNeed[v.VG] += v.Size
+			r.pinnedNeed[pinKey(v)] += v.Size
 		}
 	}
 	return r
+}
+
+func pinKey(v *Volume) string {
+	if v.ThinPool != "" {
+		return v.VG + "/" + v.ThinPool
+	}
+	return v.VG
 }
 
 // Empty reports a request with nothing to allocate.
@@ -108,6 +121,11 @@ const (
 	NoDevice
 	// HeldElsewhere: the volume was allocated on another node meanwhile.
 	HeldElsewhere
+	// NoSuchPool: no schedulable VG of the node has the thin pool (in the
+	// volume's VG, if it names one).
+	NoSuchPool
+	// PoolFull: no such thin pool has room for the volume's virtual size.
+	PoolFull
 )
 
 // Shortfall explains why a request does not fit a node.
@@ -116,8 +134,8 @@ type Shortfall struct {
 	Node string
 	// Volume is the volume that did not fit (VGFull: the first one pinned to VG).
 	Volume Volume
-	// VG or MediaType concerned.
-	VG, MediaType string
+	// VG, thin Pool or MediaType concerned.
+	VG, Pool, MediaType string
 	// Need is what had to fit (VGFull: everything pinned to VG), Free the
 	// most there was (NoDevice: the largest free device, 0 if none).
 	Need, Free int64
@@ -128,7 +146,7 @@ type Shortfall struct {
 // Deficit is how much is missing, for ranking near misses.
 func (s *Shortfall) Deficit() int64 {
 	switch s.Kind {
-	case VGFull, NoVGFits, NoDevice:
+	case VGFull, NoVGFits, NoDevice, PoolFull:
 		return s.Need - s.Free
 	}
 	return 1 << 62
@@ -150,6 +168,10 @@ func (s *Shortfall) Reason() string {
 		return fmt.Sprintf("node(s) had no free %s device of at least %s for %s", s.MediaType, Bytes(s.Need), s.Volume.Desc)
 	case HeldElsewhere:
 		return fmt.Sprintf("%s was just allocated on node %s", s.Volume.Desc, s.OtherNode)
+	case NoSuchPool:
+		return fmt.Sprintf("node(s) had no thin pool %s%s (thinPool of %s)", s.Pool, inVG(s.VG), s.Volume.Desc)
+	case PoolFull:
+		return fmt.Sprintf("node(s) had no thin pool %s%s with %s of virtual size free for %s", s.Pool, inVG(s.VG), Bytes(s.Need), s.Volume.Desc)
 	}
 	return "unknown storage shortfall"
 }
@@ -170,8 +192,19 @@ func (s *Shortfall) Detail() string {
 		return fmt.Sprintf("%s devices on %s: need %s, largest free %s", s.MediaType, s.Node, Bytes(s.Need), Bytes(s.Free))
 	case HeldElsewhere:
 		return s.Reason()
+	case NoSuchPool:
+		return fmt.Sprintf("node %s has no thin pool %s%s (thinPool of %s)", s.Node, s.Pool, inVG(s.VG), s.Volume.Desc)
+	case PoolFull:
+		return fmt.Sprintf("thin pool %s%s on %s: need %s, free %s (virtual sizes, overprovision ratio included)", s.Pool, inVG(s.VG), s.Node, Bytes(s.Need), Bytes(s.Free))
 	}
 	return s.Reason()
+}
+
+func inVG(vg string) string {
+	if vg == "" {
+		return ""
+	}
+	return " in VG " + vg
 }
 
 // Bytes prints a byte count the way Kubernetes quantities read (30Gi).
@@ -182,12 +215,14 @@ func Bytes(b int64) string {
 // scratch is per-call planning space, pooled so Filter and Score do not
 // allocate; the arrays cover typical nodes, bigger ones grow the slices.
 type scratch struct {
-	freeBuf  [8]int64
-	takenBuf [16]bool
-	tgtBuf   [8]int
-	free     []int64
-	taken    []bool
-	targets  []int // per request volume: VG or device index
+	freeBuf     [8]int64
+	poolFreeBuf [4]int64
+	takenBuf    [16]bool
+	tgtBuf      [8]int
+	free        []int64
+	poolFree    []int64
+	taken       []bool
+	targets     []int // per request volume: VG, thin pool or device index
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -208,6 +243,20 @@ func (s *scratch) init(n *node, nvol int) {
 			f = g.free()
 		}
 		s.free = append(s.free, f)
+	}
+	s.poolFree = s.poolFreeBuf[:0]
+	if len(n.pools) > len(s.poolFreeBuf) {
+		s.poolFree = make([]int64, 0, len(n.pools))
+	}
+	for i := range n.pools {
+		p := &n.pools[i]
+		f := int64(-1)
+		if p.schedulable {
+			if g := n.vgIndex(p.vg); g >= 0 && n.vgs[g].schedulable {
+				f = p.free()
+			}
+		}
+		s.poolFree = append(s.poolFree, f)
 	}
 	s.taken = s.takenBuf[:0]
 	if len(n.devices) > len(s.takenBuf) {
@@ -258,6 +307,40 @@ func plan(n *node, req *Request, strategy Strategy, s *scratch) *Shortfall {
 				return sf
 			}
 			s.taken[best] = true
+			s.targets = append(s.targets, best)
+		case v.ThinPool != "":
+			best, seen := -1, false
+			for i := range n.pools {
+				p := &n.pools[i]
+				f := s.poolFree[i]
+				if p.name != v.ThinPool || (v.VG != "" && p.vg != v.VG) || f < 0 {
+					continue
+				}
+				seen = true
+				if f < v.Size {
+					continue
+				}
+				if best < 0 || (strategy == Binpack && f < s.poolFree[best]) || (strategy == Spread && f > s.poolFree[best]) {
+					best = i
+				}
+			}
+			if best < 0 {
+				if !seen {
+					return &Shortfall{Kind: NoSuchPool, Node: n.name, Volume: *v, VG: v.VG, Pool: v.ThinPool}
+				}
+				sf := &Shortfall{Kind: PoolFull, Node: n.name, Volume: *v, VG: v.VG, Pool: v.ThinPool, Need: v.Size}
+				if v.VG != "" {
+					sf.Need = req.pinnedNeed[pinKey(v)]
+				}
+				for i := range n.pools {
+					if p := &n.pools[i]; p.name == v.ThinPool && (v.VG == "" || p.vg == v.VG) && s.poolFree[i] >= 0 {
+						// Free before this pod's other volumes, as for VGs.
+						sf.Free = max(sf.Free, p.free())
+					}
+				}
+				return sf
+			}
+			s.poolFree[best] -= v.Size
 			s.targets = append(s.targets, best)
 		case v.VG != "":
 			i := n.vgIndex(v.VG)
@@ -326,7 +409,8 @@ func (l *Ledger) Score(nodeName string, req *Request, strategy Strategy, w Weigh
 	}
 	var total, weights int64
 	if req.hasLVM && w.LVM > 0 {
-		// Average utilisation of the VGs this pod touches, after placement.
+		// Average utilisation of the VGs and thin pools this pod touches,
+		// after placement.
 		var sum float64
 		var count int
 		for i, f := range s.free {
@@ -335,6 +419,14 @@ func (l *Ledger) Score(nodeName string, req *Request, strategy Strategy, w Weigh
 				continue
 			}
 			sum += float64(g.capacity-f) / float64(g.capacity)
+			count++
+		}
+		for i, f := range s.poolFree {
+			p := &n.pools[i]
+			if f < 0 || f == p.free() || p.capacity <= 0 {
+				continue
+			}
+			sum += float64(p.capacity-f) / float64(p.capacity)
 			count++
 		}
 		util := sum / float64(max(count, 1))

@@ -20,11 +20,11 @@ type Reservation struct {
 	items []*item
 }
 
-// Assignment is one volume placed on a VG or a device.
+// Assignment is one volume placed on a VG (and thin pool) or a device.
 type Assignment struct {
 	Volume Volume
-	// VG of an LVM volume, or Device.
-	VG, Device string
+	// VG (and ThinPool of a thin volume) of an LVM volume, or Device.
+	VG, ThinPool, Device string
 }
 
 // item is one reserved volume.
@@ -32,6 +32,7 @@ type item struct {
 	res    *Reservation
 	volume Volume
 	target string
+	pool   string // thin pool in target, for thin volumes
 	// counted: the item's space is in its VG's reserved (or it holds its
 	// device), because no LocalVolume of the same name covers it.
 	counted bool
@@ -82,13 +83,17 @@ func (l *Ledger) Reserve(owner types.UID, nodeName string, req *Request, strateg
 	r := &Reservation{Owner: owner, Node: nodeName}
 	for vi, v := range sub.Volumes {
 		a := Assignment{Volume: v}
-		if v.Type == v1alpha1.VolumeTypeDevice {
+		switch {
+		case v.Type == v1alpha1.VolumeTypeDevice:
 			a.Device = n.devices[s.targets[vi]].name
-		} else {
+		case v.ThinPool != "":
+			p := &n.pools[s.targets[vi]]
+			a.VG, a.ThinPool = p.vg, p.name
+		default:
 			a.VG = n.vgs[s.targets[vi]].name
 		}
 		r.Assignments = append(r.Assignments, a)
-		it := &item{res: r, volume: v, target: a.VG + a.Device}
+		it := &item{res: r, volume: v, target: a.VG + a.Device, pool: a.ThinPool}
 		r.items = append(r.items, it)
 		l.items[v.Name] = it
 		l.recount(it)
@@ -103,7 +108,7 @@ func (l *Ledger) Reserve(owner types.UID, nodeName string, req *Request, strateg
 // the item put it, so its space is counted once, through the LocalVolume.
 func (l *Ledger) covered(it *item) bool {
 	v, ok := l.volumes[it.volume.Name]
-	return ok && v.node == it.res.Node && v.target == it.target
+	return ok && v.node == it.res.Node && v.target == it.target && v.pool == it.pool
 }
 
 // recount brings the item's accounting in line with coverage.
@@ -121,11 +126,14 @@ func (l *Ledger) recount(it *item) {
 			d.reservedBy = ""
 		}
 	} else {
-		g := n.vgFor(it.target)
+		reserved := &n.vgFor(it.target).reserved
+		if it.pool != "" {
+			reserved = &n.poolFor(it.target, it.pool).reserved
+		}
 		if want {
-			g.reserved += it.volume.Size
+			*reserved += it.volume.Size
 		} else {
-			g.reserved -= it.volume.Size
+			*reserved -= it.volume.Size
 		}
 	}
 	it.counted = want
@@ -143,6 +151,8 @@ func (l *Ledger) dropItem(it *item) {
 			if d := n.deviceFor(it.target); d.reservedBy == it.volume.Name {
 				d.reservedBy = ""
 			}
+		} else if it.pool != "" {
+			n.poolFor(it.target, it.pool).reserved -= it.volume.Size
 		} else {
 			n.vgFor(it.target).reserved -= it.volume.Size
 		}

@@ -132,6 +132,10 @@ func (pl *OpenLocal) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod
 
 // localVolumeFor is the allocation record of one volume.
 func localVolumeFor(spec *volumeSpec, nodeName, vg, device string) *v1alpha1.LocalVolume {
+	size := spec.Requested
+	if size == 0 {
+		size = spec.Size
+	}
 	lv := &v1alpha1.LocalVolume{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:       spec.Name,
@@ -140,8 +144,9 @@ func localVolumeFor(spec *volumeSpec, nodeName, vg, device string) *v1alpha1.Loc
 		Spec: v1alpha1.LocalVolumeSpec{
 			NodeName: nodeName,
 			Kind:     v1alpha1.KindVolume,
-			Size:     *resource.NewQuantity(spec.Size, resource.BinarySI),
+			Size:     *resource.NewQuantity(size, resource.BinarySI),
 			Source:   spec.Source,
+			ReadOnly: spec.ReadOnly,
 			ClaimRef: spec.ClaimRef,
 			PodRef:   spec.PodRef,
 		},
@@ -149,7 +154,7 @@ func localVolumeFor(spec *volumeSpec, nodeName, vg, device string) *v1alpha1.Loc
 	if device != "" {
 		lv.Spec.VolumeType, lv.Spec.Device = v1alpha1.VolumeTypeDevice, device
 	} else {
-		lv.Spec.VolumeType, lv.Spec.VGName, lv.Spec.LVMType = v1alpha1.VolumeTypeLVM, vg, spec.LVMType
+		lv.Spec.VolumeType, lv.Spec.VGName, lv.Spec.LVMType, lv.Spec.ThinPool = v1alpha1.VolumeTypeLVM, vg, spec.LVMType, spec.ThinPool
 	}
 	return lv
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -76,12 +77,16 @@ func (pl *OpenLocal) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, nod
 // PostFilter runs when no node fits. It preempts nothing: it adds the
 // closest near miss ("VG pool0 on node-3: need 30Gi, free 12Gi") to the
 // pod's event and remembers the pod, so freed space retries it at once.
-func (pl *OpenLocal) PostFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, statuses fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
+func (pl *OpenLocal) PostFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, statuses fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
 	st, err := getState(cs)
 	if err != nil || st.req.Empty() {
 		return nil, fwk.NewStatus(fwk.Unschedulable)
 	}
 	pl.waiting.add(pod)
+	if released := pl.releaseInterrupted(ctx, pod, st); len(released) > 0 {
+		return nil, fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%s: released the partial allocation %s that an interrupted scheduling cycle left on node %s; retrying once it is gone.",
+			Name, strings.Join(released, ", "), st.node))
+	}
 	nodes, lerr := pl.handle.SnapshotSharedLister().NodeInfos().List()
 	if lerr != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable)

@@ -30,7 +30,7 @@ var (
 	localVolumes = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem:      subsystem,
 		Name:           "local_volumes_total",
-		Help:           "LocalVolume writes: created by PreBind, existing (same node, idempotent), deleted by Unreserve.",
+		Help:           "LocalVolume writes: created by PreBind, existing (same node, idempotent), deleted by Unreserve, released by PostFilter (left uncommitted by an interrupted cycle).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
 	preBindDuration = metrics.NewHistogram(&metrics.HistogramOpts{
@@ -53,11 +53,13 @@ var (
 	reserveOK, reserveConflict, unreserved    metrics.CounterMetric = noop{}, noop{}, noop{}
 	localVolumesCreated, localVolumesExisting metrics.CounterMetric = noop{}, noop{}
 	localVolumesDeleted                       metrics.CounterMetric = noop{}
+	localVolumesReleased                      metrics.CounterMetric = noop{}
 	registerOnce                              sync.Once
 	metricsLedger                             atomic.Pointer[ledger.Ledger]
 	shortfallLabels                           = map[ledger.ShortfallKind]string{
 		ledger.NoStorage: "no_storage", ledger.NoSuchVG: "no_such_vg", ledger.VGFull: "vg_full",
 		ledger.NoVGFits: "no_vg_fits", ledger.NoDevice: "no_device", ledger.HeldElsewhere: "held_elsewhere",
+		ledger.NoSuchPool: "no_such_thin_pool", ledger.PoolFull: "thin_pool_full",
 	}
 )
 
@@ -84,6 +86,7 @@ func registerMetrics(l *ledger.Ledger) {
 		localVolumesCreated = localVolumes.WithLabelValues("created")
 		localVolumesExisting = localVolumes.WithLabelValues("existing")
 		localVolumesDeleted = localVolumes.WithLabelValues("deleted")
+		localVolumesReleased = localVolumes.WithLabelValues("released")
 	})
 }
 

@@ -25,6 +25,7 @@ const (
 	paramVGName     = "vgName"
 	paramMediaType  = "mediaType"
 	paramLVMType    = "lvmType"
+	paramThinPool   = "thinPool"
 	// CSI inline volume attributes.
 	attrVGName = "vgName"
 	attrSize   = "size"
@@ -33,6 +34,12 @@ const (
 // volumeSpec is one local volume of the pod and what its LocalVolume will say.
 type volumeSpec struct {
 	ledger.Volume
+	// Requested is the size the LocalVolume records (the PVC's request);
+	// Volume.Size is what the ledger counts (0 for a read-only restore).
+	Requested int64
+	// ReadOnly: a read-only view of its source snapshot (the snapshot was
+	// taken with csi.aliyun.com/readonly).
+	ReadOnly bool
 	LVMType  v1alpha1.LVMType
 	Source   *v1alpha1.LocalVolumeSource
 	ClaimRef *v1alpha1.ObjectReference
@@ -56,6 +63,10 @@ type podState struct {
 	node, why string
 	// hasLocal: the pod uses local volumes at all (allocated or not).
 	hasLocal bool
+	// heldClaims are the pod's claims whose LocalVolume exists already
+	// (they pin it to node); PostFilter checks them for a partial
+	// allocation an interrupted cycle left.
+	heldClaims []heldClaim
 
 	// Written by Reserve: the node and the placement.
 	reservedNode string
@@ -158,6 +169,9 @@ func (pl *OpenLocal) podNeeds(pod *v1.Pod) (*podState, *needError) {
 			if err := pin(held.Node, spec.Desc+" is allocated there"); err != nil {
 				return nil, err
 			}
+			if held.Exists && spec.ClaimRef != nil {
+				st.heldClaims = append(st.heldClaims, heldClaim{volume: spec.Name, claim: *spec.ClaimRef})
+			}
 			continue
 		}
 		if spec.Source != nil || spec.snapshot != "" {
@@ -213,8 +227,9 @@ func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, 
 		return nil, unresolvable("%s requests no storage", desc)
 	}
 	spec := &volumeSpec{
-		Volume:   ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size.Value()},
-		ClaimRef: &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
+		Volume:    ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size.Value()},
+		Requested: size.Value(),
+		ClaimRef:  &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
 	}
 	if err := applyClassParameters(spec, sc); err != nil {
 		return nil, unresolvable("%s: storageclass %s: %s", desc, sc.Name, err.Error())
@@ -255,10 +270,14 @@ func applyClassParameters(spec *volumeSpec, sc *storagev1.StorageClass) error {
 		// open-local requires volumeType; LVM is what nearly every class means.
 		spec.Type = v1alpha1.VolumeTypeLVM
 		spec.VG = p[paramVGName]
+		spec.ThinPool = p[paramThinPool]
 		switch lt := p[paramLVMType]; lt {
 		case "", string(v1alpha1.LVMTypeLinear):
 			spec.LVMType = v1alpha1.LVMTypeLinear
 		case string(v1alpha1.LVMTypeStriping):
+			if spec.ThinPool != "" {
+				return fmt.Errorf("lvmType striping and thinPool %s exclude each other (a thin volume's layout is its pool's)", spec.ThinPool)
+			}
 			spec.LVMType = v1alpha1.LVMTypeStriping
 		default:
 			return fmt.Errorf("lvmType %q is not linear or striping", lt)
@@ -293,8 +312,9 @@ func (pl *OpenLocal) inlineNeed(pod *v1.Pod, vol *v1.Volume) (*volumeSpec, *need
 	return &volumeSpec{
 		Volume: ledger.Volume{Name: InlineVolumeHandle(string(pod.UID), vol.Name), Desc: desc,
 			Type: v1alpha1.VolumeTypeLVM, VG: vol.CSI.VolumeAttributes[attrVGName], Size: size.Value()},
-		LVMType: v1alpha1.LVMTypeLinear,
-		PodRef:  &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+		Requested: size.Value(),
+		LVMType:   v1alpha1.LVMTypeLinear,
+		PodRef:    &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 	}, nil
 }
 
@@ -321,6 +341,11 @@ func (pl *OpenLocal) pinToSource(spec *volumeSpec, pin func(node, why string) *n
 		return unresolvable("%s: storageclass vgName %s differs from the source's VG %s", spec.Desc, spec.VG, lv.Spec.VGName)
 	}
 	spec.VG = lv.Spec.VGName
+	if src.Snapshot != "" && lv.Spec.ReadOnly {
+		// open-local's read-only snapshot: the volume is the snapshot's LV,
+		// published read-only; it takes no space (docs/localvolume.md).
+		spec.ReadOnly, spec.ThinPool, spec.Size = true, "", 0
+	}
 	return pin(lv.Spec.NodeName, fmt.Sprintf("%s is copied from %s there", spec.Desc, origin))
 }
 

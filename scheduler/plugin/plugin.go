@@ -62,6 +62,7 @@ type OpenLocal struct {
 	client    olclient.Interface
 	lvLister  ollisters.LocalVolumeLister
 	pvcLister corelisters.PersistentVolumeClaimLister
+	podLister corelisters.PodLister
 	scLister  storagelisters.StorageClassLister
 	snapshots snapshotResolver
 	waiting   *waitingPods
@@ -131,6 +132,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	core := h.SharedInformerFactory()
 	pl.pvcLister = core.Core().V1().PersistentVolumeClaims().Lister()
 	pl.scLister = core.Storage().V1().StorageClasses().Lister()
+	pl.podLister = core.Core().V1().Pods().Lister()
 	if _, err := core.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: pl.podDeleted,
 	}); err != nil {

@@ -3,9 +3,11 @@ package plugin
 import (
 	"context"
 	"fmt"
+	schedcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
@@ -153,7 +156,8 @@ func newHarness(t *testing.T, args *config.OpenLocalArgs, k8sObjs, olObjs []runt
 	}
 	factory := informers.NewSharedInformerFactory(h.k8s, 0)
 	fw, err := frameworkruntime.NewFramework(ctx, nil, nil,
-		frameworkruntime.WithClientSet(h.k8s), frameworkruntime.WithInformerFactory(factory))
+		frameworkruntime.WithClientSet(h.k8s), frameworkruntime.WithInformerFactory(factory),
+		frameworkruntime.WithSnapshotSharedLister(schedcache.NewSnapshot(nil, h.nodes)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +172,23 @@ func newHarness(t *testing.T, args *config.OpenLocalArgs, k8sObjs, olObjs []runt
 	}
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
+	// Informer handlers run after the caches report synced: wait until the
+	// ledger holds every object, or a test may see a half-built ledger.
+	var nlsCount, lvCount int
+	for _, o := range olObjs {
+		switch o.(type) {
+		case *v1alpha1.NodeLocalStorage:
+			nlsCount++
+		case *v1alpha1.LocalVolume:
+			lvCount++
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		st := h.pl.ledger.Stats()
+		return st.Nodes == nlsCount && st.Volumes == lvCount, nil
+	}); err != nil {
+		t.Fatalf("ledger never held the %d NodeLocalStorages and %d LocalVolumes: %+v", nlsCount, lvCount, h.pl.ledger.Stats())
+	}
 	return h
 }
 
@@ -313,30 +334,106 @@ func TestPreFilterAndFilter(t *testing.T) {
 	}
 }
 
-// A PVC restored from a VolumeSnapshot goes where the snapshot is.
+// A PVC restored from a VolumeSnapshot goes where the snapshot is: a
+// writable restore is a new volume in the snapshot's VG (thin when its class
+// says so), a read-only one (csi.aliyun.com/readonly snapshots) is the
+// snapshot's LV and counts nothing. PreBind records which.
 func TestRestoreFromSnapshot(t *testing.T) {
 	k8s, ol := standard()
-	pvc := claim("restored", "lvm", 5)
-	pvc.Spec.DataSource = &v1.TypedLocalObjectReference{APIGroup: ptr.To("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"}
-	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: ns, UID: "vs-uid"}}
-	snapLV := localVolume("snapshot-vs-uid", "n2", "pool0", 1)
-	snapLV.Spec.Kind = v1alpha1.KindSnapshot
-	h := newHarness(t, nil, append(k8s, pvc), append(ol, snapLV), vs)
-	cs, got := h.filterAll(podWith("p", "restored"))
-	want := "n1 UnschedulableAndUnresolvable: node(s) were not n2: pvc default/restored is copied from snapshot-vs-uid there\nn2 ok\n" +
-		"n3 UnschedulableAndUnresolvable: node(s) were not n2: pvc default/restored is copied from snapshot-vs-uid there"
-	if got != want {
-		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	k8s = append(k8s, class("thin", ourDriver, map[string]string{"volumeType": "LVM", "thinPool": "tp"}))
+	restore := func(name, className string, gib int64) *v1.PersistentVolumeClaim {
+		pvc := claim(name, className, gib)
+		pvc.Spec.DataSource = &v1.TypedLocalObjectReference{APIGroup: ptr.To("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"}
+		return pvc
 	}
-	s, _ := getState(cs)
-	if spec := s.specs["pvc-uid-restored"]; spec.Source == nil || spec.Source.Snapshot != "snapshot-vs-uid" || spec.VG != "pool0" {
-		t.Errorf("restore spec = %+v", spec)
+	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: ns, UID: "vs-uid"}}
+	snapLV := localVolume("snap-vs-uid", "n2", "pool0", 1)
+	snapLV.Spec.Kind = v1alpha1.KindSnapshot
+	n2 := nodeStorage("n2", []vg{{"pool0", 100}})
+	n2.Status.NodeStorageInfo.VolumeGroups[0].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(10 * gi), Allocatable: uint64(20 * gi)}}
+	ol = withNodeStorage(ol, n2)
+	for _, tc := range []struct {
+		name, class string
+		readOnly    bool
+		// want: the LocalVolume PreBind writes.
+		want string
+	}{
+		{name: "writable", class: "lvm", want: "vg=pool0 pool= size=5Gi readOnly=false source=snap-vs-uid"},
+		{name: "writable thin", class: "thin", want: "vg=pool0 pool=tp size=5Gi readOnly=false source=snap-vs-uid"},
+		{name: "read-only", class: "thin", readOnly: true, want: "vg=pool0 pool= size=5Gi readOnly=true source=snap-vs-uid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := snapLV.DeepCopy()
+			snap.Spec.ReadOnly = tc.readOnly
+			pvc := restore("restored", tc.class, 5)
+			h := newHarness(t, nil, append(k8s, pvc), append(ol, snap), vs)
+			pod := podWith("p", "restored")
+			cs, got := h.filterAll(pod)
+			want := "n1 UnschedulableAndUnresolvable: node(s) were not n2: pvc default/restored is copied from snap-vs-uid there\nn2 ok\n" +
+				"n3 UnschedulableAndUnresolvable: node(s) were not n2: pvc default/restored is copied from snap-vs-uid there"
+			if got != want {
+				t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+			}
+			if s := h.pl.Reserve(h.ctx, cs, pod, "n2"); !s.IsSuccess() {
+				t.Fatal(s)
+			}
+			if s := h.pl.PreBind(h.ctx, cs, pod, "n2"); !s.IsSuccess() {
+				t.Fatal(s)
+			}
+			lv, err := h.ol.CsiV1alpha1().LocalVolumes().Get(h.ctx, "pvc-uid-restored", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := ""
+			if lv.Spec.Source != nil {
+				src = lv.Spec.Source.Snapshot
+			}
+			if got := fmt.Sprintf("vg=%s pool=%s size=%s readOnly=%v source=%s", lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.Size.String(), lv.Spec.ReadOnly, src); got != tc.want {
+				t.Errorf("LocalVolume: %s\nwant        %s", got, tc.want)
+			}
+		})
+	}
+
+	// A restore larger than its pool can promise does not fit.
+	h := newHarness(t, nil, append(k8s, restore("big", "thin", 25)), append(ol, snapLV), vs)
+	if _, got := h.filterAll(podWith("p", "big")); !strings.Contains(got, "n2 UnschedulableAndUnresolvable: node(s) had no thin pool tp in VG pool0 with 25Gi of virtual size free for pvc default/big") {
+		t.Errorf("oversized thin restore: %s", got)
 	}
 
 	// Without the snapshot API the reason says so.
-	h = newHarness(t, nil, append(k8s, pvc), append(ol, snapLV))
+	h = newHarness(t, nil, append(k8s, restore("restored", "lvm", 5)), append(ol, snapLV))
 	if _, got := h.filterAll(podWith("p", "restored")); !strings.Contains(got, "the snapshot.storage.k8s.io API was not installed") {
 		t.Errorf("without the snapshot API: %s", got)
+	}
+}
+
+// withNodeStorage replaces the NodeLocalStorage of nls's node in objs.
+func withNodeStorage(objs []runtime.Object, nls *v1alpha1.NodeLocalStorage) []runtime.Object {
+	var out []runtime.Object
+	for _, o := range objs {
+		if n, ok := o.(*v1alpha1.NodeLocalStorage); !ok || n.Name != nls.Name {
+			out = append(out, o)
+		}
+	}
+	return append(out, nls)
+}
+
+// A thin StorageClass places volumes in its pool; striping and thin do not mix.
+func TestThinClass(t *testing.T) {
+	k8s, ol := standard()
+	k8s = append(k8s, class("thin", ourDriver, map[string]string{"volumeType": "LVM", "thinPool": "tp"}),
+		class("thin-striped", ourDriver, map[string]string{"volumeType": "LVM", "thinPool": "tp", "lvmType": "striping"}),
+		claim("t", "thin", 150), claim("ts", "thin-striped", 1))
+	n2 := nodeStorage("n2", []vg{{"pool0", 100}})
+	n2.Status.NodeStorageInfo.VolumeGroups[0].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(50 * gi), Allocatable: uint64(200 * gi)}}
+	h := newHarness(t, nil, k8s, withNodeStorage(ol, n2))
+	// 150Gi virtual fits n2's overprovisioned pool, nowhere else.
+	_, got := h.filterAll(podWith("p", "t"))
+	if !strings.Contains(got, "n2 ok") || !strings.Contains(got, "n1 UnschedulableAndUnresolvable: node(s) had no thin pool tp") {
+		t.Errorf("thin: %s", got)
+	}
+	if _, got := h.filterAll(podWith("p2", "ts")); !strings.Contains(got, "lvmType striping and thinPool tp exclude each other") {
+		t.Errorf("striped thin: %s", got)
 	}
 }
 

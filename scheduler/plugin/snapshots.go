@@ -48,7 +48,8 @@ func (r snapshotResolver) available() bool { return r.snapshots != nil }
 
 // localVolumeOf returns the LocalVolume name of a VolumeSnapshot: its
 // content's snapshot handle (the CSI snapshot ID is the LocalVolume name),
-// else csi-snapshotter's default name snapshot-<VolumeSnapshot UID>.
+// else the name CreateSnapshot gives csi-snapshotter's default CSI name
+// snapshot-<VolumeSnapshot UID>: snap-<UID> (docs/localvolume.md).
 func (r snapshotResolver) localVolumeOf(namespace, name string) (string, *needError) {
 	if !r.available() {
 		return "", unresolvable("volumesnapshot %s/%s: the snapshot.storage.k8s.io API was not installed when the scheduler started", namespace, name)
@@ -62,5 +63,5 @@ func (r snapshotResolver) localVolumeOf(namespace, name string) (string, *needEr
 			return *c.Status.SnapshotHandle, nil
 		}
 	}
-	return "snapshot-" + string(vs.UID), nil
+	return "snap-" + string(vs.UID), nil
 }

@@ -29,9 +29,12 @@ import (
 // +kubebuilder:printcolumn:JSONPath=`.spec.kind`,name="Kind",type=string
 // +kubebuilder:printcolumn:JSONPath=`.spec.vgName`,name="VG",type=string
 // +kubebuilder:printcolumn:JSONPath=`.spec.device`,name="Device",type=string,priority=1
+// +kubebuilder:printcolumn:JSONPath=`.spec.thinPool`,name="ThinPool",type=string,priority=1
 // +kubebuilder:printcolumn:JSONPath=`.spec.size`,name="Size",type=string
 // +kubebuilder:printcolumn:JSONPath=`.status.phase`,name="Phase",type=string
 // +kubebuilder:printcolumn:JSONPath=`.spec.claimRef.name`,name="Claim",type=string,priority=1
+// +kubebuilder:printcolumn:JSONPath=`.spec.source.volume`,name="SourceVolume",type=string,priority=1
+// +kubebuilder:printcolumn:JSONPath=`.spec.source.snapshot`,name="SourceSnapshot",type=string,priority=1
 // +kubebuilder:printcolumn:JSONPath=`.metadata.creationTimestamp`,name="Age",type=date
 type LocalVolume struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -86,6 +89,10 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.volumeType != 'LVM' || (has(self.vgName) && size(self.vgName) > 0)",message="vgName is required when volumeType is LVM"
 // +kubebuilder:validation:XValidation:rule="self.volumeType != 'Device' || (has(self.device) && size(self.device) > 0)",message="device is required when volumeType is Device"
 // +kubebuilder:validation:XValidation:rule="!has(self.kind) || self.kind != 'Snapshot' || (self.volumeType == 'LVM' && has(self.source) && has(self.source.volume))",message="a Snapshot needs volumeType LVM and source.volume"
+// +kubebuilder:validation:XValidation:rule="!has(self.readOnly) || !self.readOnly || (has(self.kind) && self.kind == 'Snapshot') || (has(self.source) && has(self.source.snapshot))",message="readOnly is for a snapshot or a volume restored read-only from source.snapshot"
+// +kubebuilder:validation:XValidation:rule="!has(self.thinPool) || self.volumeType == 'LVM'",message="thinPool needs volumeType LVM"
+// +kubebuilder:validation:XValidation:rule="has(self.thinPool) == has(oldSelf.thinPool)",message="thinPool is immutable"
+// +kubebuilder:validation:XValidation:rule="(has(self.readOnly) && self.readOnly) == (has(oldSelf.readOnly) && oldSelf.readOnly)",message="readOnly is immutable"
 type LocalVolumeSpec struct {
 	// NodeName is the node that holds the storage. Immutable.
 	// +kubebuilder:validation:MinLength=1
@@ -115,20 +122,30 @@ type LocalVolumeSpec struct {
 	// +optional
 	LVName string `json:"lvName,omitempty"`
 	// Size is the requested size. It may grow (expansion), never shrink.
-	// For a snapshot it is the initial copy-on-write space.
+	// For a classic snapshot it is its copy-on-write space, which the agent
+	// grows by snapshotPolicy; for a thin snapshot, the origin's virtual size.
+	// A readOnly volume takes no space of its own (it is its snapshot).
 	Size resource.Quantity `json:"size"`
 	// LVMType is the LV layout: linear (default) or striping (across all PVs that fit).
 	// +optional
 	LVMType LVMType `json:"lvmType,omitempty"`
-	// ThinPool names the thin pool of a thin LV (empty: a thick LV).
+	// ThinPool names the thin pool (in vgName) of a thin LV; empty: a thick
+	// LV. A thin volume's size is virtual: it is counted against the pool's
+	// allocatable (overprovision ratio × pool size), not against the VG.
+	// Immutable.
 	// +kubebuilder:validation:MaxLength=127
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="thinPool is immutable"
 	// +optional
 	ThinPool string `json:"thinPool,omitempty"`
 	// Source is what a snapshot is taken of, or what a volume is restored from.
 	// +optional
 	Source *LocalVolumeSource `json:"source,omitempty"`
-	// ReadOnly marks a volume that may only be published read-only (open-local's
-	// read-only snapshot restore).
+	// ReadOnly marks a volume restored read-only from source.snapshot
+	// (open-local's read-only snapshot): it has no LV of its own, the node
+	// publishes the snapshot's LV read-only. On a snapshot, it says that
+	// restores of it are read-only (the VolumeSnapshotClass parameter
+	// csi.aliyun.com/readonly). Immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="readOnly is immutable"
 	// +optional
 	ReadOnly bool `json:"readOnly,omitempty"`
 	// ClaimRef is the PVC this volume was allocated for.
@@ -202,6 +219,30 @@ type LocalVolumeStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// RestoreSize is, for a snapshot, the size of its origin when it was
+	// taken: the smallest volume it can be restored into (CSI size_bytes).
+	// +optional
+	RestoreSize *resource.Quantity `json:"restoreSize,omitempty"`
+	// SnapshotTime is when the node took the snapshot (CSI creation_time).
+	// +optional
+	SnapshotTime *metav1.Time `json:"snapshotTime,omitempty"`
+	// Copy reports a restore by block copy: a writable volume filled with
+	// its source snapshot's data on the node.
+	// +optional
+	Copy *CopyStatus `json:"copy,omitempty"`
+}
+
+// CopyStatus is the progress of a block copy from a snapshot into a new volume.
+type CopyStatus struct {
+	// Source is the LocalVolume copied from.
+	Source string `json:"source"`
+	// TotalBytes is how much is copied in all (the snapshot's restore size).
+	TotalBytes int64 `json:"totalBytes"`
+	// CopiedBytes is how much has been copied so far.
+	CopiedBytes int64 `json:"copiedBytes"`
+	// CompletionTime is when the copy finished; the volume is Ready from then on.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 }
 
 // LocalVolumeFinalizer keeps a LocalVolume until its node has removed the storage.

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -125,6 +126,31 @@ type VGToBeInited struct {
 	// +kubebuilder:validation:MaxItems=50
 	// +kubebuilder:validation:items:Pattern=`^(/[^/ ]*)+/?$`
 	Devices []string `json:"devices"`
+	// ThinPool configures a thin pool in this VG (our addition to
+	// open-local's schema): with a size, the agent creates it when it is
+	// missing; without, it only sets the overprovision ratio of a pool an
+	// administrator made. The agent creates pools nowhere else.
+	// +optional
+	ThinPool *ThinPoolToBeInited `json:"thinPool,omitempty"`
+}
+
+// ThinPoolToBeInited is a thin pool of a VG the agent manages.
+type ThinPoolToBeInited struct {
+	// Name is the pool LV's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=127
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]*$`
+	Name string `json:"name"`
+	// Size of the pool's data space when the agent creates it: a quantity
+	// (100Gi) or a percentage of the VG's size (90%). Empty: the agent does
+	// not create the pool.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?%|[0-9]+(\.[0-9]+)?([KMGTPE]i?)?)$`
+	// +optional
+	Size string `json:"size,omitempty"`
+	// OverprovisionRatio is how many times its size thin volumes may
+	// promise in total (TopoLVM's overprovision-ratio); at least 1, default 1.
+	// +optional
+	OverprovisionRatio *resource.Quantity `json:"overprovisionRatio,omitempty"`
 }
 
 // MountPointToBeInited is a filesystem to create on a device and mount.
@@ -224,6 +250,30 @@ type VolumeGroup struct {
 	Allocatable uint64 `json:"allocatable"`
 	// Condition is the VG's condition.
 	Condition StorageConditionType `json:"condition,omitempty"`
+	// ThinPools are the VG's thin pools (not in open-local's schema: an
+	// addition older readers ignore). Their space is not in Allocatable.
+	// +optional
+	ThinPools []ThinPool `json:"thinPools,omitempty"`
+}
+
+// ThinPool is an LVM thin pool. Thin volumes are counted against it by
+// their virtual size, up to Allocatable = OverprovisionRatio × Total.
+type ThinPool struct {
+	// Name is the pool LV's name.
+	Name string `json:"name"`
+	// Total is the size of the pool's data space in bytes.
+	Total uint64 `json:"total"`
+	// Used is the pool's data space written so far, in bytes (lvm's data_percent).
+	Used uint64 `json:"used"`
+	// MetadataPercent is how full the pool's metadata space is, rounded up.
+	// A full metadata space stops every thin volume of the pool.
+	MetadataPercent int32 `json:"metadataPercent"`
+	// OverprovisionRatio is what the node's configuration
+	// (resourceToBeInited.vgs[].thinPool) says, 1 when it says nothing.
+	OverprovisionRatio resource.Quantity `json:"overprovisionRatio"`
+	// Allocatable is the virtual size open-local's thin volumes may have
+	// together in the pool: OverprovisionRatio × Total.
+	Allocatable uint64 `json:"allocatable"`
 }
 
 // LogicalVolume is an LVM logical volume.
