@@ -21,6 +21,8 @@
 #        VM_ENV     "NAME=VALUE ..." exported in the guest
 #        VM_PRE     shell snippet run in the guest right before COMMAND
 #        VM_APPEND  extra kernel command line (e.g. loglevel=7)
+#        VM_NET=1   user-mode network: the guest is 10.0.2.15 and reaches the
+#                   host's 127.0.0.1 services at 10.0.2.2 (nothing reaches in)
 #   COMMAND's stdout+stderr are streamed to stdout. Exit status = COMMAND's;
 #   124 = timeout; 125 = VM died without a result (see $VM_CONSOLE).
 set -euo pipefail
@@ -68,7 +70,7 @@ if [ ! -f "$VM_CACHE/kver" ]; then
   off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$VM_CACHE/k/boot/vmlinuz-$kver" | head -1 | cut -d: -f1 || true)
   if [ -n "$off" ]; then tail -c +$((off+1)) "$VM_CACHE/k/boot/vmlinuz-$kver" | xz -dcq > "$VM_CACHE/vmlinux" 2>/dev/null || true; fi
   [ "$(head -c 4 "$VM_CACHE/vmlinux" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ] || rm -f "$VM_CACHE/vmlinux"
-  rm -f "$VM_CACHE"/linux-image-*.deb "$VM_CACHE/initrd.gz"
+  rm -f "$VM_CACHE"/linux-image-*.deb "$VM_CACHE"/initrd*.gz
   echo "$kver" > "$VM_CACHE/kver"
 fi
 KVER=$(cat "$VM_CACHE/kver"); KDIR=$VM_CACHE/k
@@ -76,7 +78,9 @@ VMLINUZ=$KDIR/boot/vmlinuz-$KVER; [ -f "$VM_CACHE/vmlinux" ] && VMLINUZ=$VM_CACH
 VMLINUZ=${VM_KERNEL:-$VMLINUZ}
 
 # ---------------------------------------------------------------- 3. initramfs: busybox + virtio/9p/overlay modules + guest init
-if [ ! -f "$VM_CACHE/initrd.gz" ]; then
+# Keyed by this script's content: a changed guest init must not boot a stale initramfs.
+INITRD=$VM_CACHE/initrd-$(sha256sum "$0" | cut -c1-12).gz
+if [ ! -f "$INITRD" ]; then
   W=$(mktemp -d)
   mkdir -p $W/{bin,dev,proc,sys,mnt/host,mnt/upper,newroot,lib/modules}
   cp /bin/busybox $W/bin/
@@ -112,6 +116,11 @@ mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp; mount -t cgroup2 cgroup2 /
 ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
 mark() { echo "vmrun: $*" > /dev/kmsg; }; mark "guest init: mounts done"
 hostname vmrun; ip link set lo up 2>/dev/null
+if grep -q 'vm.net=1' /proc/cmdline; then
+  modprobe virtio_net 2>/dev/null; nic=$(ls /sys/class/net | grep -v '^lo$' | head -1)
+  ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" && ip route add default via 10.0.2.2
+  echo "nameserver 10.0.2.3" > /etc/resolv.conf
+fi
 modprobe -a dm-mod dm-snapshot dm-thin-pool xfs loop 2>/dev/null; mark "modules loaded"
 mkdir -p /vmctl; mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none vmctl /vmctl
 for i in $(seq 0 31); do
@@ -128,8 +137,8 @@ sync; umount /vmctl
 GINIT
   chmod +x $W/init $W/guest-init
   # write then rename: an interrupted run must not leave a truncated initrd.gz that later runs trust
-  (cd $W && find . | cpio -o -H newc --quiet | gzip -1) > "$VM_CACHE/initrd.gz.tmp"
-  mv "$VM_CACHE/initrd.gz.tmp" "$VM_CACHE/initrd.gz"
+  (cd $W && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD.tmp"
+  mv "$INITRD.tmp" "$INITRD"
   rm -rf "$W"
 fi
 flock -u 9; exec 9>&-
@@ -153,6 +162,10 @@ for d in "${SHARES[@]}"; do
   ARGS+=(-virtfs "local,path=$d,mount_tag=share$i,security_model=none,multidevs=remap"); APPEND+=" vm.share$i=$d"; i=$((i+1))
 done
 
+if [ "${VM_NET:-0}" = 1 ]; then
+  ARGS+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0); APPEND+=" vm.net=1"
+fi
+
 ACCEL=${VM_ACCEL:-auto}
 if [ "$ACCEL" = auto ]; then
   # /dev/kvm backed by PVM (kvm_pvm module) cannot run a stock
@@ -165,7 +178,7 @@ case $ACCEL in kvm) ACC=(-accel kvm -cpu host);; *) ACC=(-accel tcg,thread=multi
 # ---------------------------------------------------------------- 5. boot, stream output, collect exit status
 timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 "${ACC[@]}" -m "$VM_MEM" -smp "$VM_SMP" \
   -nodefaults -display none -no-reboot -monitor none -serial "file:$VM_CONSOLE" \
-  -kernel "$VMLINUZ" -initrd "$VM_CACHE/initrd.gz" -append "$APPEND" \
+  -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
   -virtfs "local,path=$RUN,mount_tag=vmctl,security_model=none,multidevs=remap" \
   "${ARGS[@]}" < /dev/null &

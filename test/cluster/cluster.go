@@ -15,8 +15,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -48,6 +50,11 @@ type Options struct {
 	NoControllerManager bool
 	// NoKwok skips kwok (then API-created Nodes stay NotReady and tainted).
 	NoKwok bool
+	// KwokNodeSelector, when set, is a label selector: kwok manages (keeps
+	// Ready, runs pods of) only the Nodes it matches, instead of every Node.
+	// A cluster with a real kubelet needs it, or kwok would fight the kubelet
+	// over that node's status and pods.
+	KwokNodeSelector string
 	// Detached daemons outlive this process; otherwise they die with it.
 	Detached bool
 	// ExtraAPIServerFlags are appended to kube-apiserver's command line.
@@ -61,6 +68,14 @@ type Cluster struct {
 	ToolsDir   string       `json:"toolsDir"`
 	Ports      Ports        `json:"ports"`
 	Components []*component `json:"components"`
+	// Detached says whether the daemons outlive the process that started
+	// them (StartDaemon starts more the same way).
+	Detached bool `json:"detached,omitempty"`
+	// Host, when set, is the address this machine reaches the apiserver
+	// at, for a view of a cluster that runs on another machine (a VM's
+	// guest reaching its host: ExportForGuest). Its Components are only
+	// the daemons started on this machine.
+	Host string `json:"host,omitempty"`
 
 	restConfig *rest.Config
 }
@@ -72,6 +87,9 @@ const stateFile = "state.json"
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.Dir == "" || opts.ToolsDir == "" {
 		return nil, errors.New("cluster: Dir and ToolsDir are required")
+	}
+	if err := validKwokSelector(opts.KwokNodeSelector); err != nil {
+		return nil, fmt.Errorf("cluster: KwokNodeSelector: %w", err)
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -96,17 +114,19 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig"), ToolsDir: opts.ToolsDir, Ports: ports}
+	c = &Cluster{Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig"), ToolsDir: opts.ToolsDir, Ports: ports, Detached: opts.Detached}
 	if err := c.writeKubeconfig(p); err != nil {
 		return nil, err
 	}
+	// Not c: `return nil, err` sets it to nil before deferred calls run.
+	started := c
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	start := func(name string, args ...string) (*component, error) {
-		comp, err := startProcess(name, filepath.Join(opts.ToolsDir, name), args, logDir, opts.Detached)
+		comp, err := startProcess(name, filepath.Join(opts.ToolsDir, name), args, nil, logDir, opts.Detached)
 		if err != nil {
 			return nil, err
 		}
@@ -156,22 +176,32 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 
 	if !opts.NoControllerManager {
-		kcm, err := start("kube-controller-manager", "--kubeconfig="+c.Kubeconfig,
-			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports.ControllerManager),
-			"--leader-elect=false", "--use-service-account-credentials=false",
-			// The default 20 QPS makes the PV controller (~4 writes per bind)
-			// the bottleneck of any PVC-heavy test or benchmark.
-			"--kube-api-qps=1000", "--kube-api-burst=2000",
-			"--service-account-private-key-file="+p.path("sa.key"), "--root-ca-file="+p.path("ca.crt"),
-			"--cluster-signing-cert-file="+p.path("ca.crt"), "--cluster-signing-key-file="+p.path("ca.key"),
-			"--controllers=*")
-		if err != nil {
-			return nil, err
-		}
-		if err := waitHealthy(ctx, kcm, "https://127.0.0.1:"+strconv.Itoa(ports.ControllerManager)+"/healthz",
-			insecureLoopbackTLS(), 60*time.Second); err != nil {
-			return nil, err
+		// kube-controller-manager exits when one of its startup requests
+		// fails, which a starved machine (the emulated test VM beside other
+		// work) can make happen: give it a few tries.
+		for attempt := 1; ; attempt++ {
+			kcm, err := start("kube-controller-manager", "--kubeconfig="+c.Kubeconfig,
+				"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
+				"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports.ControllerManager),
+				"--leader-elect=false", "--use-service-account-credentials=false",
+				// The default 20 QPS makes the PV controller (~4 writes per bind)
+				// the bottleneck of any PVC-heavy test or benchmark.
+				"--kube-api-qps=1000", "--kube-api-burst=2000",
+				"--service-account-private-key-file="+p.path("sa.key"), "--root-ca-file="+p.path("ca.crt"),
+				"--cluster-signing-cert-file="+p.path("ca.crt"), "--cluster-signing-key-file="+p.path("ca.key"),
+				"--controllers=*")
+			if err != nil {
+				return nil, err
+			}
+			err = waitHealthy(ctx, kcm, "https://127.0.0.1:"+strconv.Itoa(ports.ControllerManager)+"/healthz",
+				insecureLoopbackTLS(), 60*time.Second)
+			if err == nil {
+				break
+			}
+			if kcm.alive() || attempt == 3 {
+				return nil, err
+			}
+			c.Components = slices.DeleteFunc(c.Components, func(x *component) bool { return x == kcm })
 		}
 	}
 
@@ -180,9 +210,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		if err := os.WriteFile(stages, []byte(kwokStages()), 0o644); err != nil {
 			return nil, err
 		}
-		kwok, err := start("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+stages,
-			"--manage-all-nodes=true", "--server-address=127.0.0.1:"+strconv.Itoa(ports.Kwok),
-			"--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40")
+		kwok, err := start("kwok", append([]string{"--kubeconfig=" + c.Kubeconfig, "--config=" + stages,
+			"--server-address=127.0.0.1:" + strconv.Itoa(ports.Kwok),
+			"--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40"},
+			kwokManageFlags(opts.KwokNodeSelector)...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -210,6 +241,14 @@ func Attach(dir string) (*Cluster, error) {
 	tlsConfig, err := pki{dir: filepath.Join(c.Dir, "pki")}.clientTLS()
 	if err != nil {
 		return nil, err
+	}
+	if c.Host != "" {
+		// The control plane runs on another machine: only its answer counts.
+		tlsConfig.ServerName = "127.0.0.1"
+		if err := waitReady(context.Background(), c.Server()+"/readyz", tlsConfig, 30*time.Second); err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
 	if api := c.component("kube-apiserver"); api == nil {
 		return nil, errNotRunning
@@ -242,7 +281,37 @@ func (c *Cluster) Stop() {
 
 // Server is the apiserver URL.
 func (c *Cluster) Server() string {
-	return "https://127.0.0.1:" + strconv.Itoa(c.Ports.APIServer)
+	host := "127.0.0.1"
+	if c.Host != "" {
+		host = c.Host
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(c.Ports.APIServer))
+}
+
+// ExportForGuest writes into dir a view of this cluster for another
+// machine that reaches this one's 127.0.0.1 at host (a QEMU guest with
+// user networking: 10.0.2.2): a copy of the client certificates, a
+// kubeconfig for host (the serving certificate is for 127.0.0.1), and the
+// state Attach reads. The control plane itself keeps running here.
+func (c *Cluster) ExportForGuest(dir, host string) error {
+	src, dst := pki{dir: filepath.Join(c.Dir, "pki")}, pki{dir: filepath.Join(dir, "pki")}
+	if err := os.MkdirAll(dst.dir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []string{"ca.crt", "admin.crt", "admin.key"} {
+		data, err := os.ReadFile(src.path(f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst.path(f), data, 0o600); err != nil {
+			return err
+		}
+	}
+	g := &Cluster{Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig"), ToolsDir: c.ToolsDir, Ports: c.Ports, Host: host}
+	if err := g.writeKubeconfig(dst); err != nil {
+		return err
+	}
+	return g.save()
 }
 
 // RESTConfig is an admin config for the cluster, with QPS high enough that
@@ -326,7 +395,7 @@ func resolvePorts(p Ports) (Ports, error) {
 func (c *Cluster) writeKubeconfig(p pki) error {
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
-clusters: [{name: local, cluster: {server: %q, certificate-authority: %q}}]
+clusters: [{name: local, cluster: {server: %q, tls-server-name: 127.0.0.1, certificate-authority: %q}}]
 users: [{name: admin, user: {client-certificate: %q, client-key: %q}}]
 contexts: [{name: local, context: {cluster: local, user: admin}}]
 current-context: local

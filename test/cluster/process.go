@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/open-local/open-local/test/capability"
 )
 
 // component is one daemon of the control plane.
@@ -25,11 +27,11 @@ type component struct {
 	Log string `json:"log"`
 }
 
-// startProcess runs bin with args, output to logDir/<name>.log. Detached
+// startProcess runs bin with args (and env added to ours), output to logDir/<name>.log. Detached
 // daemons get their own session and outlive the caller (make cluster-up);
 // attached ones die with the caller (Pdeathsig), so a crashed test leaves no
 // orphaned apiserver behind.
-func startProcess(name, bin string, args []string, logDir string, detached bool) (*component, error) {
+func startProcess(name, bin string, args, env []string, logDir string, detached bool) (*component, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -37,6 +39,9 @@ func startProcess(name, bin string, args []string, logDir string, detached bool)
 	}
 	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -65,6 +70,17 @@ func (c *component) alive() bool {
 		}
 	}
 	return strings.TrimSuffix(exe, " (deleted)") == c.Exe
+}
+
+// gone says why alive is false: what /proc shows for the pid.
+func (c *component) gone() string {
+	pid := strconv.Itoa(c.Pid)
+	exe, err := os.Readlink("/proc/" + pid + "/exe")
+	if err != nil {
+		return fmt.Sprintf("pid %d: %v", c.Pid, err)
+	}
+	stat, _ := os.ReadFile("/proc/" + pid + "/stat")
+	return fmt.Sprintf("pid %d runs %s, not %s; stat %.60s", c.Pid, exe, c.Exe, stat)
 }
 
 func (c *component) signal(sig syscall.Signal) {
@@ -110,12 +126,13 @@ func stopAll(comps []*component, grace time.Duration) {
 
 // waitHealthy polls url until it answers 200, failing early if the process dies.
 func waitHealthy(ctx context.Context, c *component, url string, tlsConfig *tls.Config, timeout time.Duration) error {
+	timeout = slowdown(timeout)
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		if !c.alive() {
-			return fmt.Errorf("%s exited; last log lines:\n%s", c.Name, c.logTail(30))
+			return fmt.Errorf("%s exited (%s); last log lines:\n%s", c.Name, c.gone(), c.logTail(30))
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := client.Do(req); err == nil {
@@ -130,6 +147,16 @@ func waitHealthy(ctx context.Context, c *component, url string, tlsConfig *tls.C
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// slowdown stretches a timeout inside the emulated test VM (test/vm), where
+// everything runs several times slower than on a host, more so while the
+// host is busy.
+func slowdown(d time.Duration) time.Duration {
+	if capability.InVM() {
+		return 4 * d
+	}
+	return d
 }
 
 // freePorts asks the kernel for n unused loopback ports.
@@ -162,3 +189,30 @@ func portFree(port int) bool {
 }
 
 var errNotRunning = errors.New("cluster is not running")
+
+// waitReady polls url until it answers 200 (an apiserver this process did
+// not start, e.g. the host's seen from a VM guest).
+func waitReady(ctx context.Context, url string, tlsConfig *tls.Config, timeout time.Duration) error {
+	timeout = slowdown(timeout)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apiserver not ready at %s after %s: %w", url, timeout, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

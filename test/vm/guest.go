@@ -34,6 +34,16 @@ const (
 // Plan is what the guest driver runs, written by the host as plan.json.
 type Plan struct {
 	Entries []PlanEntry `json:"entries"`
+	// Binaries are the prebuilt main packages the entries use.
+	Binaries []string `json:"binaries,omitempty"`
+	// Cluster: some entries use the local cluster, with the tool binaries
+	// in ToolsDir. Run starts one on the host for all of them and writes
+	// the guest's view of it (cluster.ExportForGuest) to ClusterDir, which
+	// the driver gives the entries as OPEN_LOCAL_CLUSTER_DIR: a control
+	// plane in the emulated guest takes minutes to start and crawls.
+	Cluster    bool   `json:"cluster,omitempty"`
+	ToolsDir   string `json:"toolsDir,omitempty"`
+	ClusterDir string `json:"clusterDir,omitempty"`
 }
 
 // PlanEntry is one test binary to run in the guest.
@@ -90,6 +100,8 @@ func GuestMain(ctx context.Context, args []string, out io.Writer) int {
 		return 2
 	}
 	planPath := args[0]
+	// This process is in the VM too (cluster start timeouts depend on it).
+	_ = os.Setenv(capability.EnvInVM, "1")
 	var plan Plan
 	if err := readJSON(planPath, &plan); err != nil {
 		fmt.Fprintln(out, "vm-guest:", err)
@@ -97,6 +109,15 @@ func GuestMain(ctx context.Context, args []string, out io.Writer) int {
 	}
 	rep := guestReport{Uptime: uptime()}
 	fmt.Fprintf(out, "=== vm: guest up after %v; capabilities:\n%s", rep.Uptime.Round(100*time.Millisecond), capability.Report())
+	if plan.Cluster {
+		if plan.ClusterDir == "" {
+			fmt.Fprintln(out, "vm-guest: the plan uses the local cluster but names no cluster dir")
+			return 1
+		}
+		for i := range plan.Entries {
+			plan.Entries[i].Env = append(plan.Entries[i].Env, "OPEN_LOCAL_CLUSTER_DIR="+plan.ClusterDir)
+		}
+	}
 	rep.Results = RunPlan(ctx, &plan, out)
 	status := 0
 	for _, r := range rep.Results {

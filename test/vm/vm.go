@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,7 @@ import (
 	"time"
 
 	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/cluster"
 )
 
 // Suite is one package's tests to run in the VM.
@@ -54,6 +56,14 @@ type Suite struct {
 	// Require lists capabilities the guest must have for this suite beyond
 	// GuestRequire (e.g. capability.CgroupV2IO for IO throttling tests).
 	Require []capability.Capability
+	// Cluster: the tests use the local cluster (test/cluster); Run starts
+	// one on the host that all such suites share, reached by the guest over
+	// QEMU's user network, and the VM gets more memory.
+	Cluster bool
+	// Binaries are main packages (e.g. "./agent") the tests run through
+	// cluster.Binary: built statically on the host, since compiling in the
+	// emulated guest takes minutes.
+	Binaries []string
 }
 
 // Suites is the one list of device-mapper tests run in the VM. Later issues
@@ -65,11 +75,46 @@ var Suites = []Suite{
 	// The LVM layer: DM activation, classic and thin snapshots, thin pools, striping.
 	{Package: "./lvm", Run: "^TestDeviceMapper"},
 	// The CSI node service on real /dev/<vg>/<lv>: stage, publish, raw block,
-	// online ext4 and xfs growth (CAP_SYS_RESOURCE), Aborted, bad input.
-	{Package: "./csi/node", Run: "^TestNode", Require: []capability.Capability{capability.Ext4, capability.XFS, capability.CapSysResource}},
+	// online ext4 and xfs growth (CAP_SYS_RESOURCE), Aborted, bad input, and
+	// IO limits measured under cgroup v2 io.max (TestNodeIOLimits*).
+	{Package: "./csi/node", Run: "^TestNode", Require: []capability.Capability{capability.Ext4, capability.XFS, capability.CapSysResource, capability.CgroupV2IO}},
 	// The LocalVolume reconciler with real activation: lvcreate, lvextend of an
-	// active LV, deactivate + lvremove.
-	{Package: "./agent/volumes", Run: "^TestDeviceMapperReconciler$"},
+	// active LV, deactivate + lvremove; classic and thin snapshots, their
+	// growth and overflow, read-only, thin and block-copy restores, the
+	// deletion order (against the local cluster on the host).
+	{Package: "./agent/volumes", Run: "^(TestDeviceMapper|TestSnapshotRefusals$)", Cluster: true},
+	// The agent binary creates the thin pool its configuration names and
+	// reports it with its overprovision ratio.
+	{Package: "./agent", Run: "^TestAgentThinPool$", Cluster: true, Binaries: []string{"./agent"}},
+	// csi-sanity's snapshot specs (thick and thin), which need device-mapper.
+	{Package: "./csi/sanity/snapshots", Run: "^TestSanitySnapshots$", Cluster: true,
+		Require: []capability.Capability{capability.XFS}},
+	// VolumeSnapshots end to end: snapshot-controller, csi-snapshotter,
+	// csi-provisioner, our scheduler, controller, node plugin and agent.
+	{Package: "./csi/snapshot", Run: "^TestSnapshotAndRestore$", Cluster: true,
+		Binaries: []string{"./agent", "./csi", "./scheduler"}, Require: []capability.Capability{capability.Ext4}},
+}
+
+// EnvSuites, when set, is a regular expression: TestDeviceMapperSuiteInVM
+// runs only the suites whose package matches (a developer's shortcut).
+const EnvSuites = "OPEN_LOCAL_VM_SUITES"
+
+// selectSuites returns the suites whose package matches re.
+func selectSuites(suites []Suite, re string) ([]Suite, error) {
+	r, err := regexp.Compile(re)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvSuites, err)
+	}
+	var out []Suite
+	for _, s := range suites {
+		if r.MatchString(s.Package) {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s=%q matches no suite", EnvSuites, re)
+	}
+	return out, nil
 }
 
 // GuestRequire is what every test binary in the VM may rely on: a missing
@@ -77,6 +122,10 @@ var Suites = []Suite{
 var GuestRequire = []capability.Capability{
 	capability.DeviceMapper, capability.Root, capability.LoopDevices, capability.LVM,
 }
+
+// clusterVMMemory is the guest memory (MiB) when suites use the local
+// cluster (unless VM_MEM says otherwise).
+const clusterVMMemory = "4096"
 
 // ModulePath is this repository's module; RepoRoot looks for its go.mod.
 const ModulePath = "github.com/open-local/open-local"
@@ -126,6 +175,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return rep, err
 	}
 	rep.Build = time.Since(start)
+	if plan.Cluster {
+		stop, err := hostCluster(ctx, plan, opts.Dir, opts.Output)
+		if err != nil {
+			return rep, fmt.Errorf("local cluster for the guest: %w", err)
+		}
+		defer stop()
+	}
 	planPath := filepath.Join(opts.Dir, planFile)
 	if err := writeJSON(planPath, plan); err != nil {
 		return rep, err
@@ -134,8 +190,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	guestArgv := []string{filepath.Join(opts.Dir, guestDriverBin), planPath}
 	boot := opts.boot
 	if boot == nil {
+		memory := ""
+		if plan.Cluster {
+			// CSI sidecars and our daemons, beside the guest's tmpfs root
+			// overlay and loop files.
+			memory = clusterVMMemory
+		}
 		boot = func(ctx context.Context, argv []string, out io.Writer) error {
-			return bootVM(ctx, opts.RepoRoot, opts.Dir, argv, out)
+			return bootVM(ctx, opts.RepoRoot, opts.Dir, memory, plan.Cluster, argv, out)
 		}
 	}
 	start = time.Now()
@@ -189,13 +251,14 @@ func Build(ctx context.Context, repoRoot, dir string, suites []Suite, out io.Wri
 		names[i] = name
 	}
 	plan := &Plan{}
+	binDir := filepath.Join(dir, "bin")
 	for i, s := range suites {
 		name := names[i]
 		bin := filepath.Join(dir, name+".test")
 		if err := goBuild(ctx, repoRoot, out, "test", "-c", "-o", bin, s.Package); err != nil {
 			return nil, err
 		}
-		plan.Entries = append(plan.Entries, PlanEntry{
+		entry := PlanEntry{
 			Name:   name,
 			Binary: bin,
 			Dir:    filepath.Join(repoRoot, filepath.FromSlash(s.Package)),
@@ -204,12 +267,35 @@ func Build(ctx context.Context, repoRoot, dir string, suites []Suite, out io.Wri
 				capability.EnvInVM + "=1",
 				capability.EnvRequire + "=" + joinCaps(append(append([]capability.Capability{}, GuestRequire...), s.Require...)),
 			},
-		})
+		}
+		for _, pkg := range s.Binaries {
+			p := filepath.Join(binDir, cluster.BinaryName(pkg))
+			if _, err := os.Stat(p); err != nil {
+				if err := goBuild(ctx, repoRoot, out, "build", "-o", p, pkg); err != nil {
+					return nil, err
+				}
+				plan.Binaries = append(plan.Binaries, p)
+			}
+		}
+		if len(s.Binaries) > 0 {
+			entry.Env = append(entry.Env, cluster.EnvBinDir+"="+binDir)
+		}
+		if s.Cluster && !plan.Cluster {
+			tools, err := cluster.ToolsDir(ctx)
+			if err != nil {
+				return nil, err
+			}
+			plan.Cluster, plan.ToolsDir = true, tools
+		}
+		if s.Cluster {
+			entry.Env = append(entry.Env, "OPEN_LOCAL_TOOLS_DIR="+plan.ToolsDir)
+		}
+		plan.Entries = append(plan.Entries, entry)
 	}
 	if err := goBuild(ctx, repoRoot, out, "build", "-o", filepath.Join(dir, guestDriverBin), guestDriverPkg); err != nil {
 		return nil, err
 	}
-	for _, p := range append([]string{filepath.Join(dir, guestDriverBin)}, entryBinaries(plan)...) {
+	for _, p := range append(append([]string{filepath.Join(dir, guestDriverBin)}, entryBinaries(plan)...), plan.Binaries...) {
 		if err := checkStatic(p); err != nil {
 			return nil, err
 		}
@@ -282,13 +368,19 @@ func checkStatic(path string) error {
 
 // bootVM runs hack/vmrun.sh, sharing dir with the guest, and streams the
 // guest's output. vmrun.sh's exit status is the guest command's.
-func bootVM(ctx context.Context, repoRoot, dir string, guestArgv []string, out io.Writer) error {
+func bootVM(ctx context.Context, repoRoot, dir, memory string, network bool, guestArgv []string, out io.Writer) error {
 	script := filepath.Join(repoRoot, "hack", "vmrun.sh")
 	// The guest sees the host root, but with fresh /tmp and /run: a checkout
 	// there (CI clones anywhere) would be invisible, so share it explicitly.
 	argv := append([]string{"-s", dir, "-s", repoRoot, "-w", repoRoot, "--"}, guestArgv...)
 	cmd := exec.CommandContext(ctx, script, argv...)
 	cmd.Env = append(os.Environ(), "VM_CONSOLE="+filepath.Join(dir, "console.log"))
+	if memory != "" && os.Getenv("VM_MEM") == "" {
+		cmd.Env = append(cmd.Env, "VM_MEM="+memory)
+	}
+	if network {
+		cmd.Env = append(cmd.Env, "VM_NET=1")
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		// Let vmrun.sh's own timeout fire first: it kills QEMU and says so.
 		secs := int(time.Until(dl).Seconds()) - 20
@@ -385,4 +477,37 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// guestHostAddress is where a QEMU user-network guest reaches the host's
+// 127.0.0.1 (hack/vmrun.sh VM_NET=1).
+const guestHostAddress = "10.0.2.2"
+
+// hostCluster starts the local cluster the plan's entries share, here on the
+// host, and writes the guest's view of it into dir (shared with the guest).
+// stop ends it, keeping its logs in dir.
+func hostCluster(ctx context.Context, plan *Plan, dir string, out io.Writer) (stop func(), err error) {
+	cdir, err := os.MkdirTemp("", "open-local-vm-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	c, err := cluster.Start(ctx, cluster.Options{Dir: cdir, ToolsDir: plan.ToolsDir})
+	if err != nil {
+		return nil, err
+	}
+	plan.ClusterDir = filepath.Join(dir, "cluster")
+	if err := c.ExportForGuest(plan.ClusterDir, guestHostAddress); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	fmt.Fprintf(out, "=== vm: local cluster up on the host in %v; the guest reaches it at %s\n", time.Since(start).Round(100*time.Millisecond), c.Server())
+	return func() {
+		c.Stop()
+		logs := filepath.Join(dir, "cluster-logs")
+		if err := os.Rename(filepath.Join(cdir, "logs"), logs); err == nil {
+			fmt.Fprintf(out, "=== vm: local cluster logs in %s\n", logs)
+		}
+		_ = os.RemoveAll(cdir)
+	}, nil
 }

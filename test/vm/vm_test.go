@@ -38,7 +38,15 @@ func TestDeviceMapperSuiteInVM(t *testing.T) {
 		ctx, cancel = context.WithDeadline(ctx, dl.Add(-15*time.Second))
 		defer cancel()
 	}
-	rep, err := Run(ctx, Options{RepoRoot: root, Dir: t.TempDir(), Suites: Suites, Output: t.Output()})
+	suites := Suites
+	if re := os.Getenv(EnvSuites); re != "" {
+		// A developer's shortcut; CI runs them all.
+		if suites, err = selectSuites(Suites, re); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s=%s: %d of %d suites", EnvSuites, re, len(suites), len(Suites))
+	}
+	rep, err := Run(ctx, Options{RepoRoot: root, Dir: t.TempDir(), Suites: suites, Output: t.Output()})
 	t.Logf("build %v, VM %v (guest booted in %v)", rep.Build.Round(time.Millisecond), rep.VM.Round(time.Millisecond), rep.GuestBoot.Round(100*time.Millisecond))
 	for _, r := range rep.Results {
 		t.Logf("in VM: %s", r)
@@ -186,5 +194,38 @@ func TestRunRejectsDuplicatePackages(t *testing.T) {
 	_, err := Build(t.Context(), ".", t.TempDir(), []Suite{{Package: "./a", Run: "x"}, {Package: "./a/", Run: "y"}}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Suites that use the local cluster get the host's tools (Run starts the
+// cluster on the host), statically built binaries of ours (compiling in the
+// emulated guest takes minutes), and the VM more memory.
+func TestBuildForClusterSuites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a test binary and a command")
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OPEN_LOCAL_TOOLS_DIR", "/opt/tools-of-this-test")
+	dir := t.TempDir()
+	plan, err := Build(t.Context(), root, dir, []Suite{{Package: "./test/capability", Run: "^TestRequire", Cluster: true,
+		Binaries: []string{"./hack/loopvg"}}}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin", "hack-loopvg")
+	if !plan.Cluster || plan.ToolsDir != "/opt/tools-of-this-test" || len(plan.Binaries) != 1 || plan.Binaries[0] != bin {
+		t.Fatalf("plan = %+v, want the cluster and %s", plan, bin)
+	}
+	if err := checkStatic(bin); err != nil {
+		t.Error(err)
+	}
+	env := strings.Join(plan.Entries[0].Env, " ")
+	for _, want := range []string{"OPEN_LOCAL_BIN_DIR=" + filepath.Join(dir, "bin"), "OPEN_LOCAL_TOOLS_DIR=/opt/tools-of-this-test"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("guest env %q lacks %s", env, want)
+		}
 	}
 }
