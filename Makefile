@@ -7,7 +7,7 @@ export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build tools test test-short generate cluster-up cluster-down demo demo-down images clean
+.PHONY: all deps build tools test test-short generate cluster-up cluster-down demo demo-down images clean
 
 all: build
 
@@ -27,12 +27,16 @@ build:
 	go build -ldflags "$(call ldflags,$(VERSION))" -o bin/ $$(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v -e /test/ -e /scheduler$$)
 	go build -ldflags "$(call ldflags,$(KUBE_VERSION)-open-local.$(GIT_DESC))" -o bin/ ./scheduler
 
+## deps: the Debian packages demo and test use (lvm2, xfsprogs, qemu, …; hack/deps.sh)
+deps:
+	@hack/deps.sh
+
 ## tools: etcd, kube-apiserver, kube-controller-manager, kubectl, kwok, CSI sidecars, helm (cached)
 tools:
 	@hack/tools.sh >/dev/null
 
 ## test: every test: unit, real lvm2 on loop devices, the local real cluster, the VM with device-mapper
-test: tools
+test: deps tools
 	OPEN_LOCAL_TOOLS_DIR=$$(hack/tools.sh) go test $(GO_TEST_FLAGS) ./...
 
 ## test-short: unit tests only (no cluster, no VM)
@@ -55,7 +59,7 @@ cluster-down:
 	@if [ -x bin/localcluster ]; then bin/localcluster down --dir $(CLUSTER_DIR); else go run ./hack/localcluster down --dir $(CLUSTER_DIR); fi
 
 ## demo / demo-down: the article's walkthrough on the local cluster (see README)
-demo: tools build
+demo: deps tools build
 	hack/demo.sh up
 
 demo-down:

@@ -2,7 +2,7 @@
 # Builds the third-party binaries the local cluster, tests and demo run, all
 # from Go modules pinned by this repo (no downloads from elsewhere, no images):
 #   main module (go.mod tool directives): etcd, kube-apiserver,
-#     kube-controller-manager, kubectl, kwok
+#     kube-controller-manager, kubectl, kwok, kubelet (the demo's real node)
 #   nested modules (hack/tools/*): csi-provisioner, csi-resizer,
 #     csi-snapshotter, snapshot-controller, helm
 # Output goes to a cache directory keyed by everything that determines the
@@ -11,8 +11,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CACHE=${OPEN_LOCAL_CACHE:-/var/cache/open-local}
+# etcd last: it is built on its own below.
 MAIN_TOOLS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-  k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok go.etcd.io/etcd/server/v3)
+  k8s.io/kubernetes/cmd/kubectl sigs.k8s.io/kwok/cmd/kwok k8s.io/kubernetes/cmd/kubelet go.etcd.io/etcd/server/v3)
 # Keyed by the exact module versions the tools are built from (not by go.mod as
 # a whole), so adding a dependency of our own does not force a rebuild.
 KEY=$( { go version; cat hack/tools.sh hack/tools/*/go.mod hack/tools/*/go.sum
@@ -35,7 +36,7 @@ KMINOR=$(echo "$KVER" | cut -d. -f2)
 VPKG=k8s.io/component-base/version
 LDFLAGS="-s -w -X $VPKG.gitVersion=$KVER -X $VPKG.gitMajor=1 -X $VPKG.gitMinor=$KMINOR"
 log "building control plane $KVER (cold: ~10 min on 2 cores)"
-go build -ldflags "$LDFLAGS" -o "$TMP/" "${MAIN_TOOLS[@]:0:4}" >&2
+go build -ldflags "$LDFLAGS" -o "$TMP/" "${MAIN_TOOLS[@]:0:${#MAIN_TOOLS[@]}-1}" >&2
 # etcd's root package is the server; `go install etcd@…` fails on replace directives.
 go build -ldflags "-s -w" -o "$TMP/etcd" go.etcd.io/etcd/server/v3 >&2
 

@@ -100,6 +100,15 @@ func TestLocalVolumeValidation(t *testing.T) {
 		{"snapshot without source", lv("val-snap", func(s *v1alpha1.LocalVolumeSpec) { s.Kind = v1alpha1.KindSnapshot }), "a Snapshot needs volumeType LVM and source.volume"},
 		{"bad volume type", lv("val-type", func(s *v1alpha1.LocalVolumeSpec) { s.VolumeType = "MountPoint" }), "Unsupported value"},
 		{"bad lv name", lv("val-lvname", func(s *v1alpha1.LocalVolumeSpec) { s.LVName = "-leading-dash" }), "spec.lvName"},
+		{"read-only restore", lv("val-ro", func(s *v1alpha1.LocalVolumeSpec) {
+			s.ReadOnly, s.Source = true, &v1alpha1.LocalVolumeSource{Snapshot: "snap-1"}
+		}), ""},
+		{"read-only without a snapshot", lv("val-rovol", func(s *v1alpha1.LocalVolumeSpec) { s.ReadOnly = true }),
+			"readOnly is for a snapshot or a volume restored read-only from source.snapshot"},
+		{"thin", lv("val-thin", func(s *v1alpha1.LocalVolumeSpec) { s.ThinPool = "tp" }), ""},
+		{"thin device", lv("val-thindev", func(s *v1alpha1.LocalVolumeSpec) {
+			s.VolumeType, s.VGName, s.Device, s.ThinPool = v1alpha1.VolumeTypeDevice, "", "/dev/vdc", "tp"
+		}), "thinPool needs volumeType LVM"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,10 +131,30 @@ func TestLocalVolumeValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = api.Delete(context.Background(), obj.Name, metav1.DeleteOptions{}) })
-		obj.Spec.NodeName, obj.Spec.VGName = "node-b", "pool1"
+		obj.Spec.NodeName, obj.Spec.VGName, obj.Spec.ThinPool = "node-b", "pool1", "tp"
 		_, err = api.Update(ctx, obj, metav1.UpdateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "nodeName is immutable") || !strings.Contains(err.Error(), "vgName is immutable") {
 			t.Fatalf("update error = %v, want nodeName and vgName immutable", err)
+		}
+		// A thick volume does not become thin, nor a thin one thick.
+		thin, err := api.Create(ctx, lv("val-thin-immutable", func(s *v1alpha1.LocalVolumeSpec) { s.ThinPool = "tp" }), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = api.Delete(context.Background(), thin.Name, metav1.DeleteOptions{}) })
+		for _, pool := range []string{"other", ""} {
+			thin.Spec.ThinPool = pool
+			if _, err := api.Update(ctx, thin, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
+				t.Fatalf("update to pool %q: %v, want thinPool immutable", pool, err)
+			}
+		}
+		obj, err = api.Get(ctx, obj.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj.Spec.ThinPool = "tp"
+		if _, err := api.Update(ctx, obj, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
+			t.Fatalf("thick to thin: %v, want thinPool immutable", err)
 		}
 	})
 

@@ -63,7 +63,7 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
 		}
 	}
 	for _, crd := range crds {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, slowdown(30*time.Second), true, func(ctx context.Context) (bool, error) {
 			got, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
 			if err != nil {
 				return false, nil //nolint:nilerr // keep polling through transient errors

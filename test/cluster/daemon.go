@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,11 +20,27 @@ var binaries struct {
 	dir   string
 }
 
+// EnvBinDir names a directory of prebuilt binaries of this repository
+// ("agent", "csi", "scheduler": the package path with / as -). The VM
+// runner sets it: compiling in the emulated guest would take minutes.
+const EnvBinDir = "OPEN_LOCAL_BIN_DIR"
+
+// BinaryName is the file name Binary gives a main package ("./csi" → "csi").
+func BinaryName(pkg string) string { return strings.NewReplacer("./", "", "/", "-").Replace(pkg) }
+
 // Binary builds a main package of this repository (e.g. "./scheduler") once
 // per test binary and returns its path. go build's cache makes it cheap when
-// nothing changed.
+// nothing changed. With $OPEN_LOCAL_BIN_DIR set, the binary found there is
+// used instead.
 func Binary(t testing.TB, pkg string) string {
 	t.Helper()
+	if dir := os.Getenv(EnvBinDir); dir != "" {
+		path := filepath.Join(dir, BinaryName(pkg))
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("prebuilt %s: %v (%s=%s)", pkg, err, EnvBinDir, dir)
+		}
+		return path
+	}
 	binaries.mu.Lock()
 	defer binaries.mu.Unlock()
 	if path, ok := binaries.built[pkg]; ok {
@@ -33,17 +51,31 @@ func Binary(t testing.TB, pkg string) string {
 		t.Fatal(err)
 	}
 	if binaries.dir == "" {
-		// Not t.TempDir: the binary outlives this test (other tests reuse it).
-		if binaries.dir, err = os.MkdirTemp("", "open-local-bin-"); err != nil {
+		// One directory per checkout, reused by every test binary and run
+		// (a temp dir per test binary would leak: the binaries outlive it).
+		sum := sha256.Sum256([]byte(root))
+		binaries.dir = filepath.Join(os.TempDir(), "open-local-testbin", hex.EncodeToString(sum[:6]))
+		if err := os.MkdirAll(binaries.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		binaries.built = map[string]string{}
 	}
-	out := filepath.Join(binaries.dir, strings.NewReplacer("./", "", "/", "-").Replace(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	out := filepath.Join(binaries.dir, BinaryName(pkg))
+	// Build beside and rename: test packages run in parallel, and a daemon
+	// another package runs keeps its (old, identical) inode.
+	tmp, err := os.CreateTemp(binaries.dir, BinaryName(pkg)+".tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		t.Fatal(err)
 	}
 	binaries.built[pkg] = out
 	return out
@@ -65,7 +97,7 @@ func (c *Cluster) StartProcess(t testing.TB, name, bin string, args ...string) *
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	comp, err := startProcess(name, bin, args, logDir, false)
+	comp, err := startProcess(name, bin, args, nil, logDir, false)
 	if err != nil {
 		t.Fatal(err)
 	}

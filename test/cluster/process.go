@@ -51,9 +51,28 @@ func startProcess(name, bin string, args, env []string, logDir string, detached 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	// Reap the child when it exits so alive() sees it gone (no zombie).
-	go func() { _ = cmd.Wait() }()
-	return &component{Name: name, Pid: cmd.Process.Pid, Exe: bin, Log: logPath}, nil
+	// Reap the child when it exits so alive() sees it gone (no zombie), and
+	// say how it ended in its log (a process killed before it wrote a line,
+	// e.g. by the OOM killer, would otherwise leave an empty log).
+	go func() {
+		err := cmd.Wait()
+		if f, ferr := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0); ferr == nil {
+			fmt.Fprintf(f, "\n[test/cluster] %s (pid %d) ended: %v\n", name, cmd.Process.Pid, cmd.ProcessState)
+			f.Close()
+		}
+		_ = err
+	}()
+	comp := &component{Name: name, Pid: cmd.Process.Pid, Exe: bin, Log: logPath}
+	// Start returns once the child's exec is past the point of no return,
+	// but /proc/<pid>/exe may still name this binary for a moment (long
+	// enough, in the emulated VM, for alive() to call the new process gone).
+	for deadline := time.Now().Add(slowdown(10 * time.Second)); !comp.alive() && time.Now().Before(deadline); {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(comp.Pid) + "/exe"); err != nil || exe == bin {
+			break // gone, or running bin (then alive's other checks decide)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return comp, nil
 }
 
 // alive reports whether the component's process still runs the same binary.

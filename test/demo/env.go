@@ -1,0 +1,517 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package demo
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/config/profile"
+	"github.com/open-local/open-local/csi/identity"
+	"github.com/open-local/open-local/csi/parameters"
+	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/loopvg"
+)
+
+// NodeName is the demo's one real node. The kubelet refuses a loopback
+// --node-ip, and the apiserver reaches a kubelet (kubectl logs, exec) at
+// the node's Hostname address first; naming the node after the address
+// the kubelet listens on (as Kubernetes' own hack/local-up-cluster.sh
+// does) makes that work with the kubelet bound to loopback only.
+const NodeName = "127.0.0.1"
+
+// kwokSelector keeps kwok off the real node: it manages only simulated
+// nodes labelled so (the demo has none; add one to play).
+const kwokSelector = "type=kwok"
+
+// VG is the volume group the chart's NodeLocalStorageInitConfig creates.
+const VG = "open-local-pool-0"
+
+// demo is one run: the environment and its clients.
+type demo struct {
+	cfg     Config
+	p       *printer
+	cluster *cluster.Cluster
+	host    *hostState
+	kube    kubernetes.Interface
+	ol      versioned.Interface
+	lvm     *loopvg.Config
+	disk    loopvg.Device
+	// activation is how LVs become block devices: loop on kernels without
+	// device-mapper, device-mapper otherwise.
+	activation  string
+	kubeletRoot string
+	ports       struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler int }
+}
+
+func (d *demo) path(elem ...string) string {
+	return filepath.Join(append([]string{d.cfg.Dir}, elem...)...)
+}
+
+func (d *demo) setUp(ctx context.Context) error {
+	p := d.p
+	p.section("Setting up: control plane, one real node, open-local")
+	if os.Geteuid() != 0 {
+		return errors.New("the demo needs root (loop devices, lvm2, mounts, cgroups, a kubelet)")
+	}
+	// The VM's root is an overlay of this machine's: it shows the host's
+	// kubelet files, but its kubelet writes over them, in a world of its own.
+	if !capability.InVM() {
+		if err := preflightHost(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(d.path("manifests"), 0o755); err != nil {
+		return err
+	}
+	d.host = &hostState{Dir: d.cfg.Dir}
+	if err := d.host.save(); err != nil {
+		return err
+	}
+	ports, err := freePorts(7)
+	if err != nil {
+		return err
+	}
+	d.ports.kubelet, d.ports.kubeletHealthz, d.ports.agent, d.ports.nlsController = ports[0], ports[1], ports[2], ports[3]
+	d.ports.csiNode, d.ports.csiController, d.ports.scheduler = ports[4], ports[5], ports[6]
+
+	for _, part := range []struct {
+		what string
+		run  func(context.Context) (string, error)
+	}{
+		{"node disk", d.setUpDisk},
+		{"control plane", d.setUpControlPlane},
+		{"node", d.setUpNode},
+		{"open-local", d.setUpOpenLocal},
+	} {
+		start := time.Now()
+		note, err := part.run(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", part.what, err)
+		}
+		p.printf("   ok   %-14s %s (%s)\n", part.what, note, time.Since(start).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// setUpDisk makes the block device step 1 turns into a VG: a loop device
+// on a sparse file, and the private lvm configuration (its filter accepts
+// only that device) the agent and CSI node plugin use.
+func (d *demo) setUpDisk(ctx context.Context) (string, error) {
+	if err := os.MkdirAll(d.path("node"), 0o700); err != nil {
+		return "", err
+	}
+	what := ""
+	if d.cfg.Disk != "" {
+		// A real empty disk (the VM's): used as is, never detached.
+		size, err := blockDeviceSize(d.cfg.Disk)
+		if err != nil {
+			return "", err
+		}
+		d.disk, d.cfg.DiskSize = loopvg.Device{Path: d.cfg.Disk, Size: size}, size
+		what = fmt.Sprintf("%s: an empty %s disk", d.cfg.Disk, humanBytes(size))
+	} else {
+		file := d.path("node", "disk0.img")
+		if err := loopvg.CreateSparseFile(file, d.cfg.DiskSize); err != nil {
+			return "", err
+		}
+		disk, err := loopvg.Attach(ctx, file)
+		if err != nil {
+			return "", err
+		}
+		d.disk = disk
+		d.host.Disk = &disk
+		if err := d.host.save(); err != nil {
+			return "", err
+		}
+		what = fmt.Sprintf("%s: a loop device on a %s sparse file (%s)", disk.Path, humanBytes(d.cfg.DiskSize), file)
+	}
+	full := loopvg.DetectFullMode()
+	var err error
+	if d.lvm, err = loopvg.WriteConfig(d.path("node", "lvm"), full, d.disk.Path); err != nil {
+		return "", err
+	}
+	mode := "metadata mode (this kernel has no device-mapper): an LV is used through a loop device at its extents"
+	d.activation = "loop"
+	if full {
+		mode, d.activation = "full mode (device-mapper)", "device-mapper"
+	}
+	return fmt.Sprintf("%s; lvm2 in %s, its filter sees only this device", what, mode), nil
+}
+
+// blockDeviceSize reads a block device's size from sysfs.
+func blockDeviceSize(dev string) (int64, error) {
+	data, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "size"))
+	if err != nil {
+		return 0, fmt.Errorf("%s is not a block device: %w", dev, err)
+	}
+	sectors, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	return sectors * 512, err
+}
+
+func (d *demo) setUpControlPlane(ctx context.Context) (string, error) {
+	c, err := cluster.Start(ctx, cluster.Options{Dir: d.path("cluster"), ToolsDir: d.cfg.ToolsDir, Detached: true,
+		KwokNodeSelector: kwokSelector})
+	if err != nil {
+		return "", err
+	}
+	d.cluster, d.kube, d.ol = c, c.Client(), c.OpenLocalClient()
+	// The chart's cluster-wide objects: CSIDriver, StorageClasses, VolumeSnapshotClass.
+	manifest, err := d.helmTemplate(ctx, nil, "templates/csidriver.yaml", "templates/storageclasses.yaml")
+	if err != nil {
+		return "", err
+	}
+	if _, err := d.applyManifest(ctx, "open-local-classes.yaml", manifest); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("etcd, kube-apiserver, kube-controller-manager %s from source at %s; CRDs, and the chart's CSIDriver, StorageClasses and VolumeSnapshotClass (helm template)",
+		c.Server(), "k8s.io/kubernetes "+kubeVersion), nil
+}
+
+// kubeVersion is the Kubernetes version the tools are built from.
+const kubeVersion = "v1.37.2"
+
+// setUpNode starts the node: procruntime and the real kubelet.
+func (d *demo) setUpNode(ctx context.Context) (string, error) {
+	d.kubeletRoot = d.path("kubelet")
+	runtimeSock := d.path("node", "procruntime.sock")
+	if err := d.host.recordKubeletPaths(); err != nil {
+		return "", err
+	}
+	if err := d.cluster.StartDaemon("procruntime", d.cfg.Binaries["procruntime"], nil,
+		"--endpoint=unix://"+runtimeSock, "--state-dir="+d.path("node", "procruntime"), "--pod-ip=127.0.0.1", "-v=2"); err != nil {
+		return "", err
+	}
+	if err := d.waitFile(ctx, "procruntime", runtimeSock); err != nil {
+		return "", err
+	}
+	cfgPath := d.path("node", "kubelet.yaml")
+	if err := os.WriteFile(cfgPath, []byte(d.kubeletConfig(runtimeSock)), 0o600); err != nil {
+		return "", err
+	}
+	if err := d.cluster.StartDaemon("kubelet", filepath.Join(d.cfg.ToolsDir, "kubelet"), nil,
+		"--config="+cfgPath, "--kubeconfig="+d.cluster.Kubeconfig, "--root-dir="+d.kubeletRoot,
+		"--cert-dir="+filepath.Join(d.kubeletRoot, "pki"), "--hostname-override="+NodeName, "-v=2"); err != nil {
+		return "", err
+	}
+	err := d.poll(ctx, 2*time.Minute, "kubelet", func(ctx context.Context) (bool, string, error) {
+		n, err := d.kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, "node not registered yet", nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Status == corev1.ConditionTrue, "Ready=" + string(c.Status) + ": " + c.Message, nil
+			}
+		}
+		return false, "no Ready condition yet", nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("node %s Ready: kubelet %s (built from source) with procruntime, a CRI runtime whose images are this "+
+		"host's root filesystem, read-only: containers are host processes in their own mount namespace, in the kubelet's pod cgroups, "+
+		"sharing the host network", NodeName, kubeVersion), nil
+}
+
+func (d *demo) kubeletConfig(runtimeSock string) string {
+	return fmt.Sprintf(`# The demo's kubelet (test/demo). Loopback only; anonymous access is
+# allowed because nothing outside this machine can reach it.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: %d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %d
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://%s
+imageServiceEndpoint: unix://%s
+# procruntime makes container cgroups the way runc does with cgroupfs.
+cgroupDriver: cgroupfs
+cgroupsPerQOS: true
+enforceNodeAllocatable: []
+# This machine has cgroup v1 and may have swap.
+failCgroupV1: false
+failSwapOn: false
+podLogsDir: %s
+# A demo waits for the kubelet: resync pods (and so notice an expanded
+# volume) and refresh volume statistics every 10s instead of every minute.
+syncFrequency: 10s
+volumeStatsAggPeriod: 10s
+# The host's disk may be fuller than a dedicated node's: evict only when it is really full.
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+`, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.path("pod-logs"))
+}
+
+// setUpOpenLocal starts open-local as the chart deploys it, with
+// the same flags where they matter.
+func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
+	kc := "--kubeconfig=" + d.cluster.Kubeconfig
+	lock := "--loop-lock-file=" + d.path("node", "loop-activator.lock")
+	// No udevd runs here: in full mode lvm must make its device nodes itself
+	// (the chart sets the same in the containers' environment).
+	var lvmEnv, lvmEnvFlags []string
+	for _, kv := range d.lvm.Env() {
+		if strings.HasPrefix(kv, "DM_") {
+			lvmEnv = append(lvmEnv, kv)
+			lvmEnvFlags = append(lvmEnvFlags, "--lvm-env="+kv)
+		}
+	}
+	loopback := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+	csiSock := filepath.Join(d.kubeletRoot, "plugins", identity.DefaultDriverName, "csi.sock")
+	ctrlSock := d.path("csi", "controller.sock")
+	if err := os.MkdirAll(d.path("csi"), 0o755); err != nil {
+		return "", err
+	}
+	daemons := []struct {
+		name string
+		bin  string
+		env  []string
+		args []string
+	}{
+		{"nls-controller", d.cfg.Binaries["agent"], nil, []string{"--mode=controller", kc, "--leader-elect=false",
+			"--healthz-bind-address=" + loopback(d.ports.nlsController), "-v=2"}},
+		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + NodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
+			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
+			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
+		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + NodeName, "--endpoint=unix://" + csiSock, kc,
+			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
+			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
+			"--cgroup-driver=cgroupfs", "--io-limit-state-dir=" + d.path("node", "io-limits"),
+			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
+		{"csi-controller", d.cfg.Binaries["csi"], nil, []string{"--mode=controller", "--endpoint=unix://" + ctrlSock, kc,
+			"--metrics-bind-address=" + loopback(d.ports.csiController), "-v=2"}},
+		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
+			[]string{"--csi-address=" + ctrlSock, kc, "--feature-gates=Topology=true", "--strict-topology", "--extra-create-metadata",
+				"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=10s", "--timeout=2m", "--v=2"}},
+		{"csi-resizer", filepath.Join(d.cfg.ToolsDir, "csi-resizer"), nil,
+			[]string{"--csi-address=" + ctrlSock, kc, "--timeout=2m", "--handle-volume-inuse-error=false", "--v=2"}},
+		{"csi-snapshotter", filepath.Join(d.cfg.ToolsDir, "csi-snapshotter"), nil,
+			[]string{"--csi-address=" + ctrlSock, kc, "--timeout=2m", "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
+		{"snapshot-controller", filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), nil,
+			[]string{kc, "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
+	}
+	for _, dm := range daemons {
+		if err := d.cluster.StartDaemon(dm.name, dm.bin, dm.env, dm.args...); err != nil {
+			return "", err
+		}
+	}
+	if err := d.startScheduler(ctx); err != nil {
+		return "", err
+	}
+	for name, url := range map[string]string{"agent": "http://" + loopback(d.ports.agent) + "/healthz",
+		"nls-controller": "http://" + loopback(d.ports.nlsController) + "/healthz",
+		"scheduler":      "https://" + loopback(d.ports.scheduler) + "/healthz"} {
+		if err := d.waitHTTP(ctx, name, url); err != nil {
+			return "", err
+		}
+	}
+	if err := d.waitFile(ctx, "csi-controller", ctrlSock); err != nil {
+		return "", err
+	}
+	// The real kubelet found our registration socket, called NodeGetInfo and
+	// wrote the CSINode entry (what node-driver-registrar is for).
+	err := d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
+		cn, err := d.kube.StorageV1().CSINodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, "no CSINode yet", nil
+		}
+		for _, drv := range cn.Spec.Drivers {
+			if drv.Name == identity.DefaultDriverName {
+				return drv.NodeID == NodeName && slices.Contains(drv.TopologyKeys, parameters.TopologyKey),
+					fmt.Sprintf("driver %s: node ID %q, topology keys %v", drv.Name, drv.NodeID, drv.TopologyKeys), nil
+			}
+		}
+		return false, "CSINode lists no " + identity.DefaultDriverName, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("NLS controller, agent, CSI controller + csi-provisioner/resizer/snapshotter + snapshot-controller, scheduler; "+
+		"the CSI node plugin registered with the kubelet (CSINode %s lists %s, topology key %s)",
+		NodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
+}
+
+func (d *demo) startScheduler(context.Context) error {
+	cfg, err := profile.Render(profile.Options{Kubeconfig: d.cluster.Kubeconfig, DisableLeaderElection: true})
+	if err != nil {
+		return err
+	}
+	path := d.path("node", "scheduler.yaml")
+	if err := os.WriteFile(path, cfg, 0o600); err != nil {
+		return err
+	}
+	return d.cluster.StartDaemon("scheduler", d.cfg.Binaries["scheduler"], nil, "--config="+path,
+		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(d.ports.scheduler),
+		"--authorization-always-allow-paths=/healthz,/metrics", "-v=2")
+}
+
+// poll runs cond until it reports done, ctx ends or timeout passes; the
+// error names who (a daemon whose death ends the wait early, or what is
+// awaited) and cond's last description of the state.
+func (d *demo) poll(ctx context.Context, timeout time.Duration, who string, cond func(context.Context) (bool, string, error)) error {
+	var last string
+	timeout = time.Duration(float64(timeout) * max(d.cfg.Slowdown, 1))
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if d.cluster != nil && d.cluster.DaemonLog(who) != "" && !d.cluster.DaemonAlive(who) {
+			return false, fmt.Errorf("%s exited; last lines of %s:\n%s", who, d.cluster.DaemonLog(who), d.cluster.DaemonLogTail(who, 20))
+		}
+		ok, state, err := cond(ctx)
+		last = state
+		return ok, err
+	})
+	if err != nil {
+		if last != "" {
+			return fmt.Errorf("%s: %w (last seen: %s)", who, err, last)
+		}
+		return fmt.Errorf("%s: %w", who, err)
+	}
+	return nil
+}
+
+func (d *demo) waitFile(ctx context.Context, who, path string) error {
+	return d.poll(ctx, time.Minute, who, func(context.Context) (bool, string, error) {
+		_, err := os.Stat(path)
+		return err == nil, path + " not there yet", nil
+	})
+}
+
+func (d *demo) waitHTTP(ctx context.Context, who, url string) error {
+	client := insecureLoopbackClient()
+	return d.poll(ctx, 2*time.Minute, who, func(ctx context.Context) (bool, string, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, url + ": " + resp.Status, nil
+	})
+}
+
+// insecureLoopbackClient talks to our own daemons on 127.0.0.1, whose
+// serving certificates are self-signed.
+func insecureLoopbackClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback, our own daemons
+}
+
+// run is the demo's one exec seam: argv built here, never a shell. With
+// stream set, output goes there as it comes (and is not returned).
+func (d *demo) run(ctx context.Context, stdin io.Reader, env []string, stream io.Writer, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = stdin
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if stream != nil {
+		cmd.Stdout, cmd.Stderr = stream, stream
+	}
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", filepath.Base(name), strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// kubectl runs kubectl against the demo cluster.
+func (d *demo) kubectl(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
+	full := append([]string{"--kubeconfig=" + d.cluster.Kubeconfig, "--cache-dir=" + d.path("kubectl-cache")}, args...)
+	return d.run(ctx, stdin, nil, nil, filepath.Join(d.cfg.ToolsDir, "kubectl"), full...)
+}
+
+// show runs kubectl and prints the command (as a user would type it, with
+// KUBECONFIG exported) and its output.
+func (d *demo) show(ctx context.Context, args ...string) (string, error) {
+	out, err := d.kubectl(ctx, nil, args...)
+	d.p.command("kubectl "+strings.Join(args, " "), out)
+	return out, err
+}
+
+// helmTemplate renders templates of the chart with --set values.
+func (d *demo) helmTemplate(ctx context.Context, set []string, templates ...string) (string, error) {
+	args := []string{"template", "open-local", filepath.Join(d.cfg.RepoRoot, "deploy", "helm", "open-local"),
+		"--namespace", "kube-system", "--kube-version", strings.TrimPrefix(kubeVersion, "v")}
+	for _, t := range templates {
+		args = append(args, "--show-only", t)
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	// helm keeps caches and config under $HOME unless told otherwise.
+	env := []string{"HELM_CACHE_HOME=" + d.path("helm", "cache"), "HELM_CONFIG_HOME=" + d.path("helm", "config"),
+		"HELM_DATA_HOME=" + d.path("helm", "data")}
+	return d.run(ctx, nil, env, nil, filepath.Join(d.cfg.ToolsDir, "helm"), args...)
+}
+
+// applyManifest writes a manifest into <dir>/manifests (for the user to
+// read later) and applies it.
+func (d *demo) applyManifest(ctx context.Context, name, manifest string) (string, error) {
+	path := d.path("manifests", name)
+	if err := os.WriteFile(path, []byte(manifest), 0o644); err != nil {
+		return "", err
+	}
+	return d.kubectl(ctx, nil, "apply", "-f", path)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	default:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+}

@@ -1,0 +1,189 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package procruntime
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cgroupRoots lists the mount points of the cgroup hierarchies: the v1 ones
+// (/sys/fs/cgroup/cpu, …/blkio, …/systemd, …) and the unified one, where
+// the kubelet makes pod cgroups too on a hybrid host, or the only, unified,
+// one of a cgroup v2 host.
+func cgroupRoots() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var roots []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// "36 25 0:31 / /sys/fs/cgroup/blkio rw,… shared:15 - cgroup cgroup rw,blkio"
+		fields := strings.Fields(s.Text())
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") && len(fields) > 4 {
+				roots = append(roots, unescapeMountPath(fields[4]))
+				break
+			}
+		}
+	}
+	return roots, s.Err()
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(p string) string {
+	if !strings.Contains(p, `\`) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '\\' && i+3 < len(p) {
+			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// createContainerCgroups makes <root>/<parent>/<id> in every hierarchy in
+// which the kubelet made the pod's cgroup <root>/<parent>, as runc does for
+// a container, and returns their paths. v1 cpuset children start with no
+// CPUs and no memory nodes (joining one fails with ENOSPC), so they get the
+// parent's.
+func createContainerCgroups(parent, id string) ([]string, error) {
+	if parent == "" {
+		return nil, nil // the kubelet without --cgroups-per-qos: stay where we are
+	}
+	if !filepath.IsAbs(parent) || filepath.Clean(parent) != parent {
+		return nil, fmt.Errorf("cgroup parent %q: want a clean absolute cgroupfs path (the kubelet's cgroupfs driver)", parent)
+	}
+	roots, err := cgroupRoots()
+	if err != nil {
+		return nil, err
+	}
+	var made []string
+	for _, root := range roots {
+		pod := filepath.Join(root, parent)
+		if _, err := os.Stat(pod); err != nil {
+			continue // a hierarchy the kubelet does not manage
+		}
+		dir := filepath.Join(pod, id)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return made, fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		made = append(made, dir)
+		// v1 only: a v2 child has no cpuset files unless its parent enables the
+		// controller for it, and then inherits the CPUs (writing would create
+		// a file in cgroupfs: EACCES).
+		if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err == nil {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				v, err := os.ReadFile(filepath.Join(pod, f))
+				if err != nil {
+					return made, err
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+					return made, fmt.Errorf("%s/%s: %w", dir, f, err)
+				}
+			}
+		}
+	}
+	return made, nil
+}
+
+// joinCgroups moves the calling process into every cgroup in dirs. The
+// child helpers do it for themselves before they exec the container's
+// command, so no process of a container ever runs outside its cgroups.
+func joinCgroups(dirs []string) error {
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), pid, 0o644); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// cgroupPids lists the processes in the cgroups of dirs (all of a
+// container's processes are in each of them; reading all covers a process
+// that is mid-way through joining).
+func cgroupPids(dirs []string) []int {
+	seen := map[int]bool{}
+	var pids []int
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// signalCgroups sends sig to every process of the container.
+func signalCgroups(dirs []string, sig syscall.Signal) {
+	for _, pid := range cgroupPids(dirs) {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// removeCgroups kills what is left in the container's cgroups and removes
+// them; a cgroup is removable only once its last process is gone.
+func removeCgroups(dirs []string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		signalCgroups(dirs, syscall.SIGKILL)
+		var left []string
+		var lastErr error
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+				left = append(left, d)
+				lastErr = err
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroups %v: %w", left, lastErr)
+		}
+		dirs = left
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readCgroupUint reads a single-number file (cpuacct.usage, …) from the
+// first of dirs that has it.
+func readCgroupUint(dirs []string, file string) (uint64, bool) {
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, file))
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+		return v, err == nil
+	}
+	return 0, false
+}
