@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
-GO_TEST_FLAGS ?= -count=1 -timeout 45m
+GO_TEST_FLAGS ?= -count=1 -timeout 70m
 
 .PHONY: all deps build tools test test-short generate cluster-up cluster-down demo demo-down images clean
 

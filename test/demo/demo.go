@@ -61,6 +61,10 @@ type Config struct {
 	Disk string
 	// Slowdown multiplies every timeout (the VM emulates its CPU).
 	Slowdown float64
+	// SkipVM reports a step that would run in the VM (step 4 on kernels
+	// without device-mapper) SKIPPED instead of running it. make demo never
+	// sets it; TestDemo does unless OPEN_LOCAL_DEMO_VM=1 (see its comment).
+	SkipVM bool
 }
 
 // Programs the demo needs from Config.Binaries ("demo" runs step 4 in the

@@ -59,7 +59,7 @@ func dashboardMetrics() ([]string, error) {
 }
 
 // whyAbsent explains dashboard metrics that have no series on this demo
-// node: they describe objects the demo does not make.
+// node: they describe objects or failures the demo does not make.
 var whyAbsent = map[string]string{
 	"open_local_thin_pool_data_percent":     "no thin pools in the demo",
 	"open_local_thin_pool_metadata_percent": "no thin pools in the demo",
@@ -68,6 +68,7 @@ var whyAbsent = map[string]string{
 	"local_device_bind":                     "no whole-disk (Device) volumes in the demo",
 	"local_inline_volume":                   "the inline volume of step 7 is gone with its pod",
 	"open_local_scheduler_devices":          "no whole-disk (Device) volumes in the demo",
+	"open_local_agent_warning_events_total": "the agent emitted no Warning Event (a reason's series appears with its first one)",
 }
 
 // coreMetrics must have data: the dashboard's VG, volume, IO, scheduler and

@@ -24,6 +24,8 @@ const (
 	Pass           Status = "PASS"
 	Fail           Status = "FAIL"
 	NotImplemented Status = "NOT IMPLEMENTED"
+	// Skipped: not run, as Config.SkipVM asked (never in make demo).
+	Skipped Status = "SKIPPED"
 )
 
 // StepResult is one step of the walkthrough.
@@ -66,6 +68,14 @@ func (e notImplementedError) Error() string { return e.reason }
 
 func notImplemented(format string, args ...any) error {
 	return notImplementedError{fmt.Sprintf(format, args...)}
+}
+
+type skippedError struct{ msg string }
+
+func (e skippedError) Error() string { return e.msg }
+
+func skipped(format string, args ...any) error {
+	return skippedError{fmt.Sprintf(format, args...)}
 }
 
 // printer writes the progress report: numbered steps, what happens, the
@@ -143,11 +153,14 @@ func failNote(err string) string {
 // stepError classifies a step's error.
 func stepStatus(err error) Status {
 	var ni notImplementedError
+	var sk skippedError
 	switch {
 	case err == nil:
 		return Pass
 	case errors.As(err, &ni):
 		return NotImplemented
+	case errors.As(err, &sk):
+		return Skipped
 	default:
 		return Fail
 	}
