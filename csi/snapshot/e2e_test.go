@@ -104,8 +104,11 @@ func setup(t *testing.T) *env {
 	sidecar := func(name string, args ...string) {
 		c.StartProcess(t, name, c.Tool(name), append(args, "--kubeconfig="+c.Kubeconfig, "--v=3")...)
 	}
+	// --enable-capacity: the CSIDriver says storageCapacity, so VolumeBinding
+	// places no WaitForFirstConsumer claim until CSIStorageCapacity exists.
 	sidecar("csi-provisioner", "--csi-address="+ctrlSock, "--feature-gates=Topology=true", "--strict-topology",
-		"--extra-create-metadata", "--timeout=120s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
+		"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
+		"--timeout=120s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
 	sidecar("csi-snapshotter", "--csi-address="+ctrlSock, "--timeout=120s", "--feature-gates=CSIVolumeGroupSnapshot=false",
 		"--leader-election=false", "--retry-interval-start=500ms", "--retry-interval-max=5s")
 	sidecar("snapshot-controller", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=false",
