@@ -106,6 +106,8 @@ func setup(t *testing.T) *env {
 	}
 	// --enable-capacity: the CSIDriver says storageCapacity, so VolumeBinding
 	// places no WaitForFirstConsumer claim until CSIStorageCapacity exists.
+	// NAMESPACE says where to publish it (no owner: no pod runs it).
+	t.Setenv("NAMESPACE", "default")
 	sidecar("csi-provisioner", "--csi-address="+ctrlSock, "--feature-gates=Topology=true", "--strict-topology",
 		"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
 		"--timeout=120s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
