@@ -269,9 +269,19 @@ func (e *env) claim(t *testing.T, name, class string, size int64, snapshot strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil || got.Spec.NodeName != e.node.Name {
-		t.Fatalf("pod %s on node %q (%v), want %s", name, got.Spec.NodeName, err, e.node.Name)
+	// The claim binds during the scheduler's PreBind; the pod's own binding
+	// comes right after it.
+	var got *corev1.Pod
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		got, err = e.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && got.Spec.NodeName != "", nil
+	})
+	if err != nil || got == nil || got.Spec.NodeName != e.node.Name {
+		node := ""
+		if got != nil {
+			node = got.Spec.NodeName
+		}
+		t.Fatalf("pod %s on node %q (%v), want %s", name, node, err, e.node.Name)
 	}
 	return last, pv
 }
