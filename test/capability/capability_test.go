@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/open-local/open-local/test/mountinfo"
 )
 
 // fakeTB records Skipf/Fatalf instead of stopping the goroutine. It embeds
@@ -216,23 +218,23 @@ const hostMountinfo = `24 1 0:22 / / rw,relatime - overlay overlay rw
 `
 
 func TestParseMountinfo(t *testing.T) {
-	ms := parseMountinfo(hostMountinfo)
+	ms := mountinfo.Parse(hostMountinfo)
 	if len(ms) != 6 {
 		t.Fatalf("parsed %d mounts, want 6: %+v", len(ms), ms)
 	}
-	if ms[2].point != "/sys/fs/cgroup/blkio" || ms[2].fstype != "cgroup" || ms[2].superOpts[1] != "blkio" {
+	if ms[2].Point != "/sys/fs/cgroup/blkio" || ms[2].FSType != "cgroup" || ms[2].SuperOptions[1] != "blkio" {
 		t.Errorf("blkio mount parsed as %+v", ms[2])
 	}
-	if ms[5].point != "/mnt/with space" {
-		t.Errorf("escaped mount point parsed as %q", ms[5].point)
+	if ms[5].Point != "/mnt/with space" {
+		t.Errorf("escaped mount point parsed as %q", ms[5].Point)
 	}
 }
 
 func TestCgroupV1BlkioIn(t *testing.T) {
-	ms := parseMountinfo(hostMountinfo)
+	ms := mountinfo.Parse(hostMountinfo)
 	tests := []struct {
 		name   string
-		ms     []mount
+		ms     []mountinfo.Mount
 		exists bool
 		want   bool
 	}{
@@ -251,7 +253,7 @@ func TestCgroupV1BlkioIn(t *testing.T) {
 }
 
 func TestCgroupV2IOIn(t *testing.T) {
-	ms := parseMountinfo(hostMountinfo)
+	ms := mountinfo.Parse(hostMountinfo)
 	tests := []struct {
 		name        string
 		controllers string

@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/open-local/open-local/test/mountinfo"
 )
 
 // probeTimeout bounds each probe command: a hung tool must not hang every test.
@@ -146,64 +148,8 @@ func hasEffectiveCap(status string, bit uint) (bool, error) {
 	return false, errors.New("no CapEff line in status")
 }
 
-// mount is one line of /proc/self/mountinfo, reduced to what probes need.
-type mount struct {
-	point, fstype string
-	superOpts     []string
-}
-
-// parseMountinfo parses /proc/<pid>/mountinfo (see proc(5)): the mount point
-// is field 5, and fstype, source and super options follow the " - " separator.
-func parseMountinfo(content string) []mount {
-	var ms []mount
-	for _, l := range strings.Split(content, "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		ms = append(ms, mount{
-			point:     unescapeMountinfo(pf[4]),
-			fstype:    qf[0],
-			superOpts: strings.Split(qf[2], ","),
-		})
-	}
-	return ms
-}
-
-// unescapeMountinfo undoes the kernel's octal escaping of space, tab, newline
-// and backslash in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func readMounts() ([]mount, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	return parseMountinfo(string(b)), nil
-}
-
 func detectCgroupV1Blkio() (bool, string) {
-	ms, err := readMounts()
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return false, err.Error()
 	}
@@ -213,22 +159,22 @@ func detectCgroupV1Blkio() (bool, string) {
 // cgroupV1BlkioIn finds a cgroup v1 hierarchy with the blkio controller whose
 // throttle files exist (they are missing when the kernel lacks
 // CONFIG_BLK_DEV_THROTTLING even though blkio is mounted).
-func cgroupV1BlkioIn(ms []mount, exists func(string) bool) (bool, string) {
+func cgroupV1BlkioIn(ms []mountinfo.Mount, exists func(string) bool) (bool, string) {
 	for _, m := range ms {
-		if m.fstype != "cgroup" || !slices.Contains(m.superOpts, "blkio") {
+		if m.FSType != "cgroup" || !slices.Contains(m.SuperOptions, "blkio") {
 			continue
 		}
-		f := filepath.Join(m.point, "blkio.throttle.write_bps_device")
+		f := filepath.Join(m.Point, "blkio.throttle.write_bps_device")
 		if exists(f) {
 			return true, f
 		}
-		return false, "blkio mounted at " + m.point + " but " + f + " is missing (no blk-throttle)"
+		return false, "blkio mounted at " + m.Point + " but " + f + " is missing (no blk-throttle)"
 	}
 	return false, "no cgroup v1 hierarchy with the blkio controller is mounted"
 }
 
 func detectCgroupV2IO() (bool, string) {
-	ms, err := readMounts()
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return false, err.Error()
 	}
@@ -238,21 +184,21 @@ func detectCgroupV2IO() (bool, string) {
 // cgroupV2IOIn finds a cgroup2 mount whose cgroup.controllers offers io. On
 // hybrid hosts cgroup2 is often mounted with no controllers at all (they are
 // bound to v1 hierarchies), which is why the mount alone proves nothing.
-func cgroupV2IOIn(ms []mount, readFile func(string) ([]byte, error)) (bool, string) {
+func cgroupV2IOIn(ms []mountinfo.Mount, readFile func(string) ([]byte, error)) (bool, string) {
 	var seen []string
 	for _, m := range ms {
-		if m.fstype != "cgroup2" {
+		if m.FSType != "cgroup2" {
 			continue
 		}
-		b, err := readFile(filepath.Join(m.point, "cgroup.controllers"))
+		b, err := readFile(filepath.Join(m.Point, "cgroup.controllers"))
 		if err != nil {
-			seen = append(seen, fmt.Sprintf("%s: %v", m.point, err))
+			seen = append(seen, fmt.Sprintf("%s: %v", m.Point, err))
 			continue
 		}
 		if slices.Contains(strings.Fields(string(b)), "io") {
-			return true, "io controller at " + m.point
+			return true, "io controller at " + m.Point
 		}
-		seen = append(seen, fmt.Sprintf("%s offers only %q", m.point, strings.TrimSpace(string(b))))
+		seen = append(seen, fmt.Sprintf("%s offers only %q", m.Point, strings.TrimSpace(string(b))))
 	}
 	if len(seen) == 0 {
 		return false, "no cgroup2 mount"

@@ -8,7 +8,6 @@ you may not use this file except in compliance with the License.
 package demo
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/open-local/open-local/test/loopvg"
+	"github.com/open-local/open-local/test/mountinfo"
 )
 
 // hostState records everything the demo changes on the host outside its own
@@ -89,28 +89,16 @@ func loadHostState(dir string) (*hostState, error) {
 // unified one (where the kubelet creates them too on a hybrid host), or the
 // only, unified, one of a cgroup v2 host.
 func kubeletCgroups() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	roots, err := mountinfo.CgroupRoots()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// "36 25 0:31 / /sys/fs/cgroup/blkio rw,… - cgroup cgroup rw,blkio"
-		fields := strings.Fields(s.Text())
-		for i, field := range fields {
-			if field == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") && len(fields) > 4 {
-				out = append(out, filepath.Join(unescapeOctal(fields[4]), "kubepods"))
-				break
-			}
-		}
-	}
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
+	if len(roots) == 0 {
 		return nil, errors.New("no cgroup hierarchy is mounted")
+	}
+	out := make([]string, len(roots))
+	for i, r := range roots {
+		out[i] = filepath.Join(r, "kubepods")
 	}
 	return out, nil
 }
@@ -206,45 +194,20 @@ func (h *hostState) teardown(ctx context.Context, report func(string)) error {
 
 // mountsBelow lists the mount points at or below dir, deepest first.
 func mountsBelow(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+	for _, m := range ms {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	// Deepest first; a path mounted several times appears several times
 	// and is unmounted as often.
 	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") > strings.Count(out[j], "/") })
-	return out, s.Err()
-}
-
-func unescapeOctal(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // unmountBelow unmounts every mount at or below dir (volumes the kubelet

@@ -8,7 +8,6 @@ you may not use this file except in compliance with the License.
 package procruntime
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -17,51 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/open-local/open-local/test/mountinfo"
 )
-
-// cgroupRoots lists the mount points of the cgroup hierarchies: the v1 ones
-// (/sys/fs/cgroup/cpu, …/blkio, …/systemd, …) and the unified one, where
-// the kubelet makes pod cgroups too on a hybrid host, or the only, unified,
-// one of a cgroup v2 host.
-func cgroupRoots() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var roots []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// "36 25 0:31 / /sys/fs/cgroup/blkio rw,… shared:15 - cgroup cgroup rw,blkio"
-		fields := strings.Fields(s.Text())
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") && len(fields) > 4 {
-				roots = append(roots, unescapeMountPath(fields[4]))
-				break
-			}
-		}
-	}
-	return roots, s.Err()
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
-}
 
 // createContainerCgroups makes <root>/<parent>/<id> in every hierarchy in
 // which the kubelet made the pod's cgroup <root>/<parent>, as runc does for
@@ -75,7 +32,7 @@ func createContainerCgroups(parent, id string) ([]string, error) {
 	if !filepath.IsAbs(parent) || filepath.Clean(parent) != parent {
 		return nil, fmt.Errorf("cgroup parent %q: want a clean absolute cgroupfs path (the kubelet's cgroupfs driver)", parent)
 	}
-	roots, err := cgroupRoots()
+	roots, err := mountinfo.CgroupRoots()
 	if err != nil {
 		return nil, err
 	}
