@@ -22,7 +22,11 @@
 #        VM_PRE     shell snippet run in the guest right before COMMAND
 #        VM_APPEND  extra kernel command line (e.g. loglevel=7)
 #        VM_NET=1   user-mode network: the guest is 10.0.2.15 and reaches the
-#                   host's 127.0.0.1 services at 10.0.2.2 (nothing reaches in)
+#                   host's 127.0.0.1 services at 10.0.2.2
+#        VM_HOSTFWD "ADDR:PORT ..." (with VM_NET=1): host ADDR:PORT (TCP)
+#                   forwards to the guest's PORT; nothing else reaches in
+#   One VM runs at a time per VM_CACHE (a second waits for the first): two
+#   emulated guests on a small machine only slow each other to a crawl.
 #   COMMAND's stdout+stderr are streamed to stdout. Exit status = COMMAND's;
 #   124 = timeout; 125 = VM died without a result (see $VM_CONSOLE).
 set -euo pipefail
@@ -163,7 +167,9 @@ for d in "${SHARES[@]}"; do
 done
 
 if [ "${VM_NET:-0}" = 1 ]; then
-  ARGS+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0); APPEND+=" vm.net=1"
+  NETDEV=user,id=n0
+  for fwd in ${VM_HOSTFWD:-}; do NETDEV+=",hostfwd=tcp:$fwd-:${fwd##*:}"; done
+  ARGS+=(-netdev "$NETDEV" -device virtio-net-pci,netdev=n0); APPEND+=" vm.net=1"
 fi
 
 ACCEL=${VM_ACCEL:-auto}
@@ -176,6 +182,9 @@ fi
 case $ACCEL in kvm) ACC=(-accel kvm -cpu host);; *) ACC=(-accel tcg,thread=multi,tb-size=512 -cpu max);; esac
 
 # ---------------------------------------------------------------- 5. boot, stream output, collect exit status
+# One VM at a time (the lock is held until this script exits).
+exec 8>"$VM_CACHE/.run-lock"
+if ! flock -n 8; then echo "vmrun: another VM runs (lock $VM_CACHE/.run-lock): waiting for it" >&2; flock 8; fi
 timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 "${ACC[@]}" -m "$VM_MEM" -smp "$VM_SMP" \
   -nodefaults -display none -no-reboot -monitor none -serial "file:$VM_CONSOLE" \
   -kernel "$VMLINUZ" -initrd "$INITRD" -append "$APPEND" \

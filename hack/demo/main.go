@@ -12,9 +12,10 @@ you may not use this file except in compliance with the License.
 //	demo down [--dir D]   # removes everything the demo made
 //
 // and, run by `demo up` inside the VM for step 4 on kernels without
-// device-mapper (not meant to be typed):
+// device-mapper (not meant to be typed): a node of the host's cluster
 //
-//	demo vm-snapshot --dir D --disk /dev/vda --result FILE
+//	demo vm-node --dir D --cluster GUESTVIEW --disk /dev/vda --node-name N \
+//	    --kubelet-port P --report-port Q --stop-file F [--binary NAME=PATH]...
 //
 // up expects our binaries next to this one (make build puts them all in
 // bin/) and the pinned tools from hack/tools.sh ($OPEN_LOCAL_TOOLS_DIR, or
@@ -25,9 +26,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/open-local/open-local/test/cluster"
@@ -35,14 +38,28 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down" && os.Args[1] != "vm-snapshot") {
+	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down" && os.Args[1] != "vm-node") {
 		fmt.Fprintln(os.Stderr, "usage: demo up|down [--dir DIR]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet("demo "+os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", "/tmp/open-local/demo", "directory for everything the demo makes")
-	disk := fs.String("disk", "", "vm-snapshot: the empty disk to use")
-	result := fs.String("result", "", "vm-snapshot: where to write the step's result (JSON)")
+	var vm demo.VMNodeOptions
+	disk := fs.String("disk", "", "vm-node: the empty disk to use")
+	fs.StringVar(&vm.ClusterDir, "cluster", "", "vm-node: the guest's view of the host's cluster")
+	fs.StringVar(&vm.NodeName, "node-name", "", "vm-node: the node's name")
+	fs.IntVar(&vm.KubeletPort, "kubelet-port", 0, "vm-node: the kubelet's port (forwarded from the host)")
+	fs.IntVar(&vm.ReportPort, "report-port", 0, "vm-node: the port serving lvm reports (forwarded from the host)")
+	fs.StringVar(&vm.StopFile, "stop-file", "", "vm-node: stop once this file exists")
+	binaries := map[string]string{}
+	fs.Func("binary", "NAME=PATH: where one of our programs is (default: next to this binary); repeatable", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok || name == "" || path == "" {
+			return fmt.Errorf("want NAME=PATH, got %q", v)
+		}
+		binaries[name] = path
+		return nil
+	})
 	_ = fs.Parse(os.Args[2:])
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -61,9 +78,10 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	if os.Args[1] == "vm-snapshot" {
+	maps.Copy(cfg.Binaries, binaries)
+	if os.Args[1] == "vm-node" {
 		cfg.Disk = *disk
-		if err := demo.SnapshotInGuest(ctx, cfg, *result); err != nil {
+		if err := demo.VMNode(ctx, cfg, vm); err != nil {
 			fail(err)
 		}
 		return

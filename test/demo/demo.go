@@ -20,7 +20,8 @@ you may not use this file except in compliance with the License.
 //     NodeLocalStorageInitConfig, rendered by helm;
 //   - lvm2 on a loop device (metadata mode on kernels without
 //     device-mapper, LVs reached through loop devices);
-//   - the QEMU VM with device-mapper for what this kernel cannot do.
+//   - for what this kernel cannot do (step 4 without device-mapper), a
+//     second node in a QEMU VM whose kernel can (vmnode.go).
 //
 // Up prints a step-by-step report and leaves everything running for the
 // user; Down removes exactly what Up made (recorded in the demo dir). The
@@ -63,12 +64,12 @@ type Config struct {
 	Slowdown float64
 	// SkipVM reports a step that would run in the VM (step 4 on kernels
 	// without device-mapper) SKIPPED instead of running it. make demo never
-	// sets it; TestDemo does unless OPEN_LOCAL_DEMO_VM=1 (see its comment).
+	// sets it; TestDemo only where no VM can run or OPEN_LOCAL_DEMO_VM=0.
 	SkipVM bool
 }
 
-// Programs the demo needs from Config.Binaries ("demo" runs step 4 in the
-// VM on kernels without device-mapper).
+// Programs the demo needs from Config.Binaries ("demo" runs step 4's node
+// in the VM on kernels without device-mapper).
 var Programs = []string{"agent", "csi", "scheduler", "procruntime", "demo"}
 
 func (c *Config) validate() error {

@@ -67,7 +67,14 @@ type demo struct {
 	// device-mapper, device-mapper otherwise.
 	activation  string
 	kubeletRoot string
-	ports       struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler int }
+	// nodeName is the node this process runs (NodeName, or the VM's).
+	nodeName string
+	// kubeletAddress is where the kubelet listens: loopback on this
+	// machine, every address in the VM (QEMU forwards its port in).
+	kubeletAddress string
+	// vm is step 4's VM node while it runs (kernels without device-mapper).
+	vm    *vmNode
+	ports struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler int }
 }
 
 func (d *demo) path(elem ...string) string {
@@ -90,6 +97,40 @@ func (d *demo) setUp(ctx context.Context) error {
 	if err := os.MkdirAll(d.path("manifests"), 0o755); err != nil {
 		return err
 	}
+	if err := d.initNode(NodeName, "127.0.0.1", 0); err != nil {
+		return err
+	}
+
+	return d.setUpParts(ctx, []setUpPart{
+		{"node disk", d.setUpDisk},
+		{"control plane", d.setUpControlPlane},
+		{"node", d.setUpNode},
+		{"open-local", d.setUpOpenLocal},
+	})
+}
+
+// setUpPart is one part of the environment; run says what it made.
+type setUpPart struct {
+	what string
+	run  func(context.Context) (string, error)
+}
+
+func (d *demo) setUpParts(ctx context.Context, parts []setUpPart) error {
+	for _, part := range parts {
+		start := time.Now()
+		note, err := part.run(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", part.what, err)
+		}
+		d.p.printf("   ok   %-14s %s (%s)\n", part.what, note, time.Since(start).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// initNode records this machine's node (name, kubelet address and port;
+// 0 picks a free one) and picks the daemons' ports.
+func (d *demo) initNode(name, kubeletAddress string, kubeletPort int) error {
+	d.nodeName, d.kubeletAddress = name, kubeletAddress
 	d.host = &hostState{Dir: d.cfg.Dir}
 	if err := d.host.save(); err != nil {
 		return err
@@ -100,22 +141,8 @@ func (d *demo) setUp(ctx context.Context) error {
 	}
 	d.ports.kubelet, d.ports.kubeletHealthz, d.ports.agent, d.ports.nlsController = ports[0], ports[1], ports[2], ports[3]
 	d.ports.csiNode, d.ports.csiController, d.ports.scheduler = ports[4], ports[5], ports[6]
-
-	for _, part := range []struct {
-		what string
-		run  func(context.Context) (string, error)
-	}{
-		{"node disk", d.setUpDisk},
-		{"control plane", d.setUpControlPlane},
-		{"node", d.setUpNode},
-		{"open-local", d.setUpOpenLocal},
-	} {
-		start := time.Now()
-		note, err := part.run(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", part.what, err)
-		}
-		p.printf("   ok   %-14s %s (%s)\n", part.what, note, time.Since(start).Round(100*time.Millisecond))
+	if kubeletPort != 0 {
+		d.ports.kubelet = kubeletPort
 	}
 	return nil
 }
@@ -217,35 +244,27 @@ func (d *demo) setUpNode(ctx context.Context) (string, error) {
 	}
 	if err := d.cluster.StartDaemon("kubelet", filepath.Join(d.cfg.ToolsDir, "kubelet"), nil,
 		"--config="+cfgPath, "--kubeconfig="+d.cluster.Kubeconfig, "--root-dir="+d.kubeletRoot,
-		"--cert-dir="+filepath.Join(d.kubeletRoot, "pki"), "--hostname-override="+NodeName, "-v=2"); err != nil {
+		"--cert-dir="+filepath.Join(d.kubeletRoot, "pki"), "--hostname-override="+d.nodeName, "-v=2"); err != nil {
 		return "", err
 	}
 	err := d.poll(ctx, 2*time.Minute, "kubelet", func(ctx context.Context) (bool, string, error) {
-		n, err := d.kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
-			return false, "node not registered yet", nil
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				return c.Status == corev1.ConditionTrue, "Ready=" + string(c.Status) + ": " + c.Message, nil
-			}
-		}
-		return false, "no Ready condition yet", nil
+		return nodeReady(ctx, d.kube, d.nodeName)
 	})
 	if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("node %s Ready: kubelet %s (built from source) with procruntime, a CRI runtime whose images are this "+
 		"host's root filesystem, read-only: containers are host processes in their own mount namespace, in the kubelet's pod cgroups, "+
-		"sharing the host network", NodeName, kubeVersion), nil
+		"sharing the host network", d.nodeName, kubeVersion), nil
 }
 
 func (d *demo) kubeletConfig(runtimeSock string) string {
-	return fmt.Sprintf(`# The demo's kubelet (test/demo). Loopback only; anonymous access is
-# allowed because nothing outside this machine can reach it.
+	return fmt.Sprintf(`# The demo's kubelet (test/demo). Loopback only (in the VM: reached only
+# through QEMU's port forward from the host's loopback); anonymous access
+# is allowed because nothing outside this machine can reach it.
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: %s
 port: %d
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -270,45 +289,40 @@ syncFrequency: 10s
 volumeStatsAggPeriod: 10s
 # The host's disk may be fuller than a dedicated node's: evict only when it is really full.
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
-`, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.path("pod-logs"))
+`, d.kubeletAddress, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.path("pod-logs"))
 }
 
-// setUpOpenLocal starts open-local as the chart deploys it, with
-// the same flags where they matter.
-func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
-	kc := "--kubeconfig=" + d.cluster.Kubeconfig
-	lock := "--loop-lock-file=" + d.path("node", "loop-activator.lock")
-	// No udevd runs here: in full mode lvm must make its device nodes itself
-	// (the chart sets the same in the containers' environment).
-	var lvmEnv, lvmEnvFlags []string
-	for _, kv := range d.lvm.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			lvmEnv = append(lvmEnv, kv)
-			lvmEnvFlags = append(lvmEnvFlags, "--lvm-env="+kv)
+// daemon is one process of open-local (or a CSI sidecar) to start.
+type daemon struct {
+	name string
+	bin  string
+	env  []string
+	args []string
+}
+
+func (d *demo) startDaemons(daemons []daemon) error {
+	for _, dm := range daemons {
+		if err := d.cluster.StartDaemon(dm.name, dm.bin, dm.env, dm.args...); err != nil {
+			return err
 		}
 	}
-	loopback := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	csiSock := filepath.Join(d.kubeletRoot, "plugins", identity.DefaultDriverName, "csi.sock")
+	return nil
+}
+
+func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// setUpOpenLocal starts open-local as the chart deploys it, with
+// the same flags where they matter: the cluster's part (NLS controller,
+// CSI controller and sidecars, scheduler) and this node's.
+func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
+	kc := "--kubeconfig=" + d.cluster.Kubeconfig
 	ctrlSock := d.path("csi", "controller.sock")
 	if err := os.MkdirAll(d.path("csi"), 0o755); err != nil {
 		return "", err
 	}
-	daemons := []struct {
-		name string
-		bin  string
-		env  []string
-		args []string
-	}{
+	err := d.startDaemons([]daemon{
 		{"nls-controller", d.cfg.Binaries["agent"], nil, []string{"--mode=controller", kc, "--leader-elect=false",
 			"--healthz-bind-address=" + loopback(d.ports.nlsController), "-v=2"}},
-		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + NodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
-			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
-			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
-		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + NodeName, "--endpoint=unix://" + csiSock, kc,
-			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
-			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
-			"--cgroup-driver=cgroupfs", "--io-limit-state-dir=" + d.path("node", "io-limits"),
-			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
 		{"csi-controller", d.cfg.Binaries["csi"], nil, []string{"--mode=controller", "--endpoint=unix://" + ctrlSock, kc,
 			"--metrics-bind-address=" + loopback(d.ports.csiController), "-v=2"}},
 		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
@@ -320,18 +334,15 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 			[]string{"--csi-address=" + ctrlSock, kc, "--timeout=2m", "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
 		{"snapshot-controller", filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), nil,
 			[]string{kc, "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
-	}
-	for _, dm := range daemons {
-		if err := d.cluster.StartDaemon(dm.name, dm.bin, dm.env, dm.args...); err != nil {
-			return "", err
-		}
+	})
+	if err != nil {
+		return "", err
 	}
 	if err := d.startScheduler(ctx); err != nil {
 		return "", err
 	}
-	for name, url := range map[string]string{"agent": "http://" + loopback(d.ports.agent) + "/healthz",
-		"nls-controller": "http://" + loopback(d.ports.nlsController) + "/healthz",
-		"scheduler":      "https://" + loopback(d.ports.scheduler) + "/healthz"} {
+	for name, url := range map[string]string{"nls-controller": "http://" + loopback(d.ports.nlsController) + "/healthz",
+		"scheduler": "https://" + loopback(d.ports.scheduler) + "/healthz"} {
 		if err := d.waitHTTP(ctx, name, url); err != nil {
 			return "", err
 		}
@@ -339,27 +350,85 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 	if err := d.waitFile(ctx, "csi-controller", ctrlSock); err != nil {
 		return "", err
 	}
-	// The real kubelet found our registration socket, called NodeGetInfo and
-	// wrote the CSINode entry (what node-driver-registrar is for).
-	err := d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
-		cn, err := d.kube.StorageV1().CSINodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
-			return false, "no CSINode yet", nil
+	node, err := d.setUpNodePlugins(ctx)
+	if err != nil {
+		return "", err
+	}
+	return "NLS controller, CSI controller + csi-provisioner/resizer/snapshotter + snapshot-controller, scheduler; " + node, nil
+}
+
+// setUpNodePlugins starts open-local's node daemons (the chart's
+// DaemonSet): the agent and the CSI node plugin, which registers with
+// this node's kubelet.
+func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
+	kc := "--kubeconfig=" + d.cluster.Kubeconfig
+	lock := "--loop-lock-file=" + d.path("node", "loop-activator.lock")
+	// No udevd runs here: in full mode lvm must make its device nodes itself
+	// (the chart sets the same in the containers' environment).
+	var lvmEnv, lvmEnvFlags []string
+	for _, kv := range d.lvm.Env() {
+		if strings.HasPrefix(kv, "DM_") {
+			lvmEnv = append(lvmEnv, kv)
+			lvmEnvFlags = append(lvmEnvFlags, "--lvm-env="+kv)
 		}
-		for _, drv := range cn.Spec.Drivers {
-			if drv.Name == identity.DefaultDriverName {
-				return drv.NodeID == NodeName && slices.Contains(drv.TopologyKeys, parameters.TopologyKey),
-					fmt.Sprintf("driver %s: node ID %q, topology keys %v", drv.Name, drv.NodeID, drv.TopologyKeys), nil
-			}
-		}
-		return false, "CSINode lists no " + identity.DefaultDriverName, nil
+	}
+	csiSock := filepath.Join(d.kubeletRoot, "plugins", identity.DefaultDriverName, "csi.sock")
+	err := d.startDaemons([]daemon{
+		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + d.nodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
+			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
+			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
+		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
+			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
+			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
+			"--cgroup-driver=cgroupfs", "--io-limit-state-dir=" + d.path("node", "io-limits"),
+			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
 	})
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("NLS controller, agent, CSI controller + csi-provisioner/resizer/snapshotter + snapshot-controller, scheduler; "+
-		"the CSI node plugin registered with the kubelet (CSINode %s lists %s, topology key %s)",
-		NodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
+	if err := d.waitHTTP(ctx, "agent", "http://"+loopback(d.ports.agent)+"/healthz"); err != nil {
+		return "", err
+	}
+	// The real kubelet found our registration socket, called NodeGetInfo and
+	// wrote the CSINode entry (what node-driver-registrar is for).
+	err = d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
+		return csiNodeRegistered(ctx, d.kube, d.nodeName)
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("agent and CSI node plugin on %s, registered with its kubelet (CSINode %s lists %s, topology key %s)",
+		d.nodeName, d.nodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
+}
+
+// nodeReady says whether the node is registered and Ready.
+func nodeReady(ctx context.Context, kube kubernetes.Interface, name string) (bool, string, error) {
+	n, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, "node " + name + " not registered yet", nil
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue, "node " + name + " Ready=" + string(c.Status) + ": " + c.Message, nil
+		}
+	}
+	return false, "node " + name + ": no Ready condition yet", nil
+}
+
+// csiNodeRegistered says whether node's CSINode lists our driver with its
+// node ID and topology key.
+func csiNodeRegistered(ctx context.Context, kube kubernetes.Interface, node string) (bool, string, error) {
+	cn, err := kube.StorageV1().CSINodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return false, "no CSINode yet", nil
+	}
+	for _, drv := range cn.Spec.Drivers {
+		if drv.Name == identity.DefaultDriverName {
+			return drv.NodeID == node && slices.Contains(drv.TopologyKeys, parameters.TopologyKey),
+				fmt.Sprintf("driver %s: node ID %q, topology keys %v", drv.Name, drv.NodeID, drv.TopologyKeys), nil
+		}
+	}
+	return false, "CSINode lists no " + identity.DefaultDriverName, nil
 }
 
 func (d *demo) startScheduler(context.Context) error {
@@ -460,16 +529,15 @@ func (d *demo) show(ctx context.Context, args ...string) (string, error) {
 	return out, err
 }
 
-// helmTemplate renders templates of the chart with --set values.
-func (d *demo) helmTemplate(ctx context.Context, set []string, templates ...string) (string, error) {
+// helmTemplate renders templates of the chart; values are helm's value
+// flags as typed (--set, --set-json and their arguments).
+func (d *demo) helmTemplate(ctx context.Context, values []string, templates ...string) (string, error) {
 	args := []string{"template", "open-local", filepath.Join(d.cfg.RepoRoot, "deploy", "helm", "open-local"),
 		"--namespace", "kube-system", "--kube-version", strings.TrimPrefix(kubeVersion, "v")}
 	for _, t := range templates {
 		args = append(args, "--show-only", t)
 	}
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
+	args = append(args, values...)
 	// helm keeps caches and config under $HOME unless told otherwise.
 	env := []string{"HELM_CACHE_HOME=" + d.path("helm", "cache"), "HELM_CONFIG_HOME=" + d.path("helm", "config"),
 		"HELM_DATA_HOME=" + d.path("helm", "data")}

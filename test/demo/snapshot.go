@@ -8,17 +8,9 @@ you may not use this file except in compliance with the License.
 package demo
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,7 +18,6 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/test/capability"
 )
 
 // ---- 4. snapshot and restore
@@ -50,15 +41,16 @@ const vmSlowdown = 8
 func (d *demo) stepSnapshot(ctx context.Context, res *StepResult) error {
 	if d.activation == "device-mapper" {
 		// This kernel snapshots: the article's step, on step 2's volume.
-		return d.snapshotAndRestore(ctx, res)
+		return d.snapshotAndRestore(ctx, res, snapSource)
 	}
 	return d.snapshotInVM(ctx, res)
 }
 
-// snapshotAndRestore snapshots nginx-lvm's volume, changes the data, and
-// restores the snapshot into a new StatefulSet that must see the data as it
-// was at the snapshot.
-func (d *demo) snapshotAndRestore(ctx context.Context, res *StepResult) error {
+// snapshotAndRestore snapshots the volume of StatefulSet source (step 2's
+// nginx-lvm, or its twin on the VM's node), changes the data, and restores
+// the snapshot into a new StatefulSet that must see the data as it was at
+// the snapshot, on the snapshot's node.
+func (d *demo) snapshotAndRestore(ctx context.Context, res *StepResult, source string) error {
 	p := d.p
 	p.say("the chart's VolumeSnapshotClass (open-local's read-only LVM snapshots with a 4Gi copy-on-write area):")
 	if _, err := d.show(ctx, "get", "volumesnapshotclass"); err != nil {
@@ -72,7 +64,7 @@ spec:
   volumeSnapshotClassName: open-local-lvm
   source:
     persistentVolumeClaimName: %s
-`, snapshotName, pvcOf(snapSource))
+`, snapshotName, pvcOf(source))
 	out, err := d.applyManifest(ctx, "snapshot.yaml", manifest)
 	p.command("kubectl apply -f manifests/snapshot.yaml", out)
 	if err != nil {
@@ -107,7 +99,7 @@ spec:
 		return err
 	}
 	// Change the source after the snapshot: the restore must not see it.
-	if _, err := d.execIn(ctx, podOf(snapSource), "echo 'written after the snapshot' >> /data/index.html"); err != nil {
+	if _, err := d.execIn(ctx, podOf(source), "echo 'written after the snapshot' >> /data/index.html"); err != nil {
 		return err
 	}
 	restore := strings.Replace(statefulSet(snapRestored, "open-local-lvm", false, `cat /data/index.html; exec sleep infinity`),
@@ -119,10 +111,11 @@ spec:
 	if err != nil {
 		return err
 	}
-	if _, err := d.waitPodRunning(ctx, podOf(snapRestored), 5*time.Minute); err != nil {
+	restored, err := d.waitPodRunning(ctx, podOf(snapRestored), 5*time.Minute)
+	if err != nil {
 		return err
 	}
-	for _, args := range [][]string{{"get", "pod", "-l", "app=" + snapRestored}, {"get", "pvc", "-l", "app=" + snapRestored}} {
+	for _, args := range [][]string{{"get", "pod", "-o", "wide", "-l", "app=" + snapRestored}, {"get", "pvc", "-l", "app=" + snapRestored}} {
 		if _, err := d.show(ctx, args...); err != nil {
 			return err
 		}
@@ -131,18 +124,59 @@ spec:
 	if err != nil {
 		return err
 	}
-	if err := d.checkLV(ctx, res, pv.Spec.CSI.VolumeHandle, 5*gib); err != nil {
+	readOnly, err := d.checkRestoredVolume(ctx, res, pv.Spec.CSI.VolumeHandle)
+	if err != nil {
 		return err
+	}
+	if readOnly {
+		out, err := d.execIn(ctx, podOf(snapRestored), "touch /data/x 2>&1 && echo WRITTEN; grep ' /data ' /proc/mounts")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(out, "WRITTEN") || !strings.Contains(out, "Read-only file system") || !strings.Contains(out, " ro,") {
+			return fmt.Errorf("the read-only restore is not read-only: %q", out)
+		}
+		p.check(res, "inside %s: /data is read-only (a write fails with EROFS)", podOf(snapRestored))
 	}
 	out, err = d.execIn(ctx, podOf(snapRestored), "cat /data/index.html")
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(out, "written by "+podOf(snapSource)) || strings.Contains(out, "after the snapshot") {
-		return fmt.Errorf("the restored volume holds %q: want the page %s wrote before the snapshot, without the later line", out, podOf(snapSource))
+	if !strings.Contains(out, "written by "+podOf(source)) || strings.Contains(out, "after the snapshot") {
+		return fmt.Errorf("the restored volume holds %q: want the page %s wrote before the snapshot, without the later line", out, podOf(source))
 	}
-	p.check(res, "inside %s: the page %s wrote before the snapshot, without the line written after it", podOf(snapRestored), podOf(snapSource))
+	p.check(res, "inside %s: the page %s wrote before the snapshot, without the line written after it", podOf(snapRestored), podOf(source))
+	src, err := d.kube.CoreV1().Pods(ns).Get(ctx, podOf(source), metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if restored.Spec.NodeName != src.Spec.NodeName {
+		return fmt.Errorf("pod %s runs on %s, but the snapshot is on %s", restored.Name, restored.Spec.NodeName, src.Spec.NodeName)
+	}
+	p.check(res, "the scheduler placed %s on %s, the snapshot's node (its manifest names no node)", restored.Name, restored.Spec.NodeName)
 	return nil
+}
+
+// checkRestoredVolume checks the LocalVolume of a volume restored from a
+// snapshot: a read-only view of the snapshot's LV (the VolumeSnapshotClass's
+// csi.aliyun.com/readonly, open-local's behaviour) or an LV of its own.
+func (d *demo) checkRestoredVolume(ctx context.Context, res *StepResult, name string) (readOnly bool, err error) {
+	lv, err := d.ol.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("LocalVolume of the restored volume: %w", err)
+	}
+	if lv.Spec.Source == nil || lv.Spec.Source.Snapshot == "" {
+		return false, fmt.Errorf("LocalVolume %s names no source snapshot: %+v", name, lv.Spec.Source)
+	}
+	if !lv.Spec.ReadOnly {
+		return false, d.checkLV(ctx, res, name, 5*gib)
+	}
+	if lv.Status.Phase != v1alpha1.PhaseReady {
+		return false, fmt.Errorf("LocalVolume %s is %s: %s", name, lv.Status.Phase, lv.Status.Message)
+	}
+	d.p.check(res, "LocalVolume %s Ready on %s: a read-only restore, served from snapshot %s's LV (no copy)",
+		name, lv.Spec.NodeName, lv.Spec.Source.Snapshot)
+	return true, nil
 }
 
 // checkSnapshotLV checks the snapshot's LocalVolume and its LVM snapshot LV.
@@ -154,7 +188,7 @@ func (d *demo) checkSnapshotLV(ctx context.Context, res *StepResult, name string
 	if lv.Status.Phase != v1alpha1.PhaseReady {
 		return fmt.Errorf("LocalVolume %s is %s: %s", name, lv.Status.Phase, lv.Status.Message)
 	}
-	rows, err := d.lvm.Report(ctx, "lvs", "-o", "lv_name,origin,lv_size,lv_attr", lv.Spec.VGName+"/"+lvName(lv))
+	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,origin,lv_size,lv_attr", lv.Spec.VGName+"/"+lvName(lv))
 	if err != nil {
 		return err
 	}
@@ -164,191 +198,5 @@ func (d *demo) checkSnapshotLV(ctx context.Context, res *StepResult, name string
 	}
 	d.p.check(res, "LocalVolume %s Ready; lvm: %s/%s is a snapshot of %s (attributes %s, copy-on-write area %s)",
 		name, lv.Spec.VGName, lvName(lv), row["origin"], row["lv_attr"], humanBytes(atoi64(row["lv_size"])))
-	return nil
-}
-
-// snapshotInVM runs this step in a throw-away QEMU VM whose kernel has
-// device-mapper (hack/vmrun.sh): the guest's root is this machine's root
-// filesystem, so it runs the same demo binary, with the same control plane,
-// kubelet, procruntime and open-local, on its virtio disk.
-func (d *demo) snapshotInVM(ctx context.Context, res *StepResult) error {
-	p := d.p
-	if d.cfg.SkipVM {
-		return skipped("LVM snapshots need device-mapper, which this kernel lacks, and this run skips the VM")
-	}
-	if ok, why := capability.Has(capability.VM); !ok {
-		return fmt.Errorf("LVM snapshots need device-mapper, which this kernel lacks, and the VM cannot run here: %s", why)
-	}
-	p.say("LVM snapshots need device-mapper, which this kernel lacks: this step runs in a throw-away QEMU VM")
-	p.say("(hack/vmrun.sh) whose kernel has it. The guest's root is this machine's root filesystem (read-only, with a")
-	p.say("tmpfs overlay), so it runs the same demo: control plane, kubelet + procruntime, open-local, the chart's NLSC")
-	p.say("on its empty virtio disk /dev/vda; then the article's step. The CPU is emulated (TCG): expect minutes.")
-	vmDir := d.path("vm")
-	if err := os.MkdirAll(vmDir, 0o755); err != nil {
-		return err
-	}
-	resultPath := filepath.Join(vmDir, "snapshot-step.json")
-	shares := []string{vmDir, d.cfg.RepoRoot, d.cfg.ToolsDir}
-	for _, prog := range Programs {
-		shares = append(shares, filepath.Dir(d.cfg.Binaries[prog]))
-	}
-	var args []string
-	for _, s := range uniqueDirs(shares) {
-		args = append(args, "-s", s)
-	}
-	args = append(args, "-d", vmDiskSize, "-w", d.cfg.RepoRoot, "--", d.cfg.Binaries["demo"], "vm-snapshot",
-		"--dir=/tmp/open-local/demo-vm", "--disk=/dev/vda", "--result="+resultPath)
-	env := []string{"VM_MEM=4096", "VM_TIMEOUT=1800", "VM_CONSOLE=" + filepath.Join(vmDir, "console.log"),
-		"VM_ENV=OPEN_LOCAL_TOOLS_DIR=" + d.cfg.ToolsDir + " " + capability.EnvInVM + "=1"}
-	stream := &prefixWriter{w: p.w, prefix: "   vm│ "}
-	_, runErr := d.run(ctx, nil, env, stream, filepath.Join(d.cfg.RepoRoot, "hack", "vmrun.sh"), args...)
-	stream.flush()
-	data, err := os.ReadFile(resultPath)
-	if err != nil {
-		return fmt.Errorf("the VM left no result (%v); console: %s", errors.Join(runErr, err), filepath.Join(vmDir, "console.log"))
-	}
-	var guest StepResult
-	if err := json.Unmarshal(data, &guest); err != nil {
-		return fmt.Errorf("%s: %w", resultPath, err)
-	}
-	for _, c := range guest.Checks {
-		res.Checks = append(res.Checks, "in the VM: "+c)
-	}
-	p.say("the VM's verdict: %s", guest.Status)
-	switch guest.Status {
-	case Pass:
-		return runErr
-	case NotImplemented:
-		return notImplemented("in the VM: %s", guest.Reason)
-	default:
-		return fmt.Errorf("in the VM: %s", guest.Reason)
-	}
-}
-
-// SnapshotInGuest is step 4's side in the VM (demo vm-snapshot): it sets the
-// demo up on cfg.Disk, makes the volume of step 2 the snapshot is taken of,
-// runs the step and writes its StepResult to resultPath.
-func SnapshotInGuest(ctx context.Context, cfg Config, resultPath string) error {
-	if cfg.Slowdown == 0 {
-		cfg.Slowdown = vmSlowdown
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	d := &demo{cfg: cfg, p: &printer{w: cfg.Out, start: time.Now()}}
-	res := StepResult{Number: 4, Title: "snapshot and restore (in the VM)"}
-	start := time.Now()
-	err := d.setUp(ctx)
-	if err == nil {
-		err = d.snapshotPrerequisites(ctx)
-	}
-	if err == nil {
-		d.p.section("4. snapshot and restore (in the VM)")
-		err = d.snapshotAndRestore(ctx, &res)
-	}
-	res.Took, res.Status = time.Since(start), stepStatus(err)
-	if err != nil {
-		res.Reason = err.Error()
-	}
-	d.p.result(&res)
-	// The guest's disks vanish with it: keep the logs beside the result.
-	logs := filepath.Join(filepath.Dir(resultPath), "guest-logs")
-	if cerr := copyLogs(d.path("cluster", "logs"), logs); cerr == nil {
-		d.p.say("the guest's component logs: %s (on the host)", logs)
-	}
-	data, jerr := json.MarshalIndent(res, "", "  ")
-	if jerr != nil {
-		return jerr
-	}
-	if werr := os.WriteFile(resultPath, data, 0o644); werr != nil {
-		return werr
-	}
-	return err
-}
-
-// snapshotPrerequisites does in the guest what steps 1 and 2 did on the
-// host for the snapshot: the VG from the NLSC, and nginx-lvm writing its page.
-func (d *demo) snapshotPrerequisites(ctx context.Context) error {
-	start := time.Now()
-	loud := d.p
-	d.p = &printer{w: io.Discard}
-	defer func() { d.p = loud }()
-	var scratch StepResult
-	if err := d.stepInitialConfiguration(ctx, &scratch); err != nil {
-		return fmt.Errorf("step 1 in the VM: %w", err)
-	}
-	if _, err := d.applyManifest(ctx, "sts-"+snapSource+".yaml", statefulSet(snapSource, "open-local-lvm", false, writeOnce)); err != nil {
-		return err
-	}
-	if _, err := d.waitPodRunning(ctx, podOf(snapSource), 5*time.Minute); err != nil {
-		return err
-	}
-	if _, err := d.execIn(ctx, podOf(snapSource), "cat /data/index.html"); err != nil {
-		return err
-	}
-	loud.printf("   ok   %-14s the NLSC made %s on %s; StatefulSet %s (open-local-lvm, 5Gi) runs and wrote its page (%s)\n",
-		"as on the host", VG, d.disk.Path, snapSource, time.Since(start).Round(100*time.Millisecond))
-	return nil
-}
-
-func uniqueDirs(dirs []string) []string {
-	var out []string
-	for _, d := range dirs {
-		if d != "" && !slices.Contains(out, d) {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// prefixWriter indents streamed output line by line.
-type prefixWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    bytes.Buffer
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf.Write(b)
-	for {
-		line, err := p.buf.ReadString('\n')
-		if err != nil {
-			p.buf.WriteString(line) // incomplete: keep for later
-			return len(b), nil
-		}
-		fmt.Fprint(p.w, p.prefix+line)
-	}
-}
-
-func (p *prefixWriter) flush() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.buf.Len() > 0 {
-		fmt.Fprintln(p.w, p.prefix+p.buf.String())
-		p.buf.Reset()
-	}
-}
-
-// copyLogs copies the *.log files of src into dst.
-func copyLogs(src, dst string) error {
-	files, err := filepath.Glob(filepath.Join(src, "*.log"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no logs in %s: %v", src, err)
-	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, filepath.Base(f)), data, 0o644); err != nil {
-			return err
-		}
-	}
 	return nil
 }

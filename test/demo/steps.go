@@ -51,7 +51,7 @@ func (d *demo) stepInitialConfiguration(ctx context.Context, res *StepResult) er
 	p := d.p
 	p.say("The chart's NodeLocalStorageInitConfig says which VGs open-local manages and which block device becomes %s", VG)
 	p.say("on every node; the demo points it at its disk %s instead of the chart's default /dev/vdb:", d.disk.Path)
-	manifest, err := d.helmTemplate(ctx, []string{"initConfig.device=" + d.disk.Path}, "templates/nlsc.yaml")
+	manifest, err := d.helmTemplate(ctx, []string{"--set", "initConfig.device=" + d.disk.Path}, "templates/nlsc.yaml")
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func (d *demo) checkLV(ctx context.Context, res *StepResult, name string, size i
 	if err != nil {
 		return err
 	}
-	rows, err := d.lvm.Report(ctx, "lvs", "-o", "lv_name,lv_size,lv_tags", lv.Spec.VGName+"/"+lvName(lv))
+	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,lv_size,lv_tags", lv.Spec.VGName+"/"+lvName(lv))
 	if err != nil {
 		return fmt.Errorf("LV of %s: %w", name, err)
 	}
