@@ -226,6 +226,10 @@ func (n *node) waitVG(vg string, total, available, allocatable uint64, pvs ...st
 			return fmt.Sprintf("VG %s = total %d available %d allocatable %d PVs %v; want %d %d %d %v",
 				vg, v.Total, v.Available, v.Allocatable, v.PhysicalVolumes, total, available, allocatable, pvs)
 		}
+		// The VGs of these tests have LVM's default extent size.
+		if v.ExtentSize != 4*mib {
+			return fmt.Sprintf("VG %s extent size %d, want 4 MiB", vg, v.ExtentSize)
+		}
 		return ""
 	})
 }

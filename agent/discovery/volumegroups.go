@@ -189,6 +189,7 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 			PhysicalVolumes: []string{},
 			Total:           vg.Size,
 			Available:       vg.Free,
+			ExtentSize:      vg.ExtentSize,
 			Condition:       v1alpha1.StorageReady,
 		}
 		if vg.Free == 0 {

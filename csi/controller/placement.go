@@ -87,8 +87,9 @@ type vgSpace struct {
 func (v vgSpace) free() int64 { return max(v.allocatable-v.used, 0) }
 
 // vgs returns the VGs open-local may use on the node (the NodeLocalStorage's
-// filtered list), with allocations subtracted; exclude is a LocalVolume
-// whose own size must not count (the one being expanded).
+// filtered list), with allocations subtracted (whole extents, as the
+// scheduler counts them); exclude is a LocalVolume whose own size must not
+// count (the one being expanded).
 func (n *nodeStorage) vgs(exclude string) []vgSpace {
 	if n.nls == nil {
 		return nil
@@ -101,7 +102,7 @@ func (n *nodeStorage) vgs(exclude string) []vgSpace {
 		sp := vgSpace{name: vg.Name, allocatable: int64(min(vg.Allocatable, 1<<62))}
 		for _, v := range n.volumes {
 			if v.Name != exclude && v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == vg.Name && v.Spec.ThinPool == "" {
-				sp.used += v.Spec.CountedSize()
+				sp.used += v1alpha1.ExtentRounded(v.Spec.CountedSize(), int64(min(vg.ExtentSize, 1<<62)))
 			}
 		}
 		out = append(out, sp)

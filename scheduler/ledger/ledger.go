@@ -43,11 +43,18 @@ type vg struct {
 	name        string
 	schedulable bool
 	capacity    int64
-	used        int64 // LocalVolumes
-	reserved    int64 // reservation items not covered by their LocalVolume
+	// extent is the VG's extent size: a volume takes its size rounded up
+	// to it (v1alpha1.DefaultExtentSize until the NLS says).
+	extent   int64
+	used     int64 // LocalVolumes, each rounded up to extent
+	reserved int64 // reservation items not covered by their LocalVolume, rounded the same way
 }
 
 func (g *vg) free() int64 { return g.capacity - g.used - g.reserved }
+
+// take is the space a volume of size takes in the VG (see
+// v1alpha1.ExtentRounded).
+func (g *vg) take(size int64) int64 { return v1alpha1.ExtentRounded(size, g.extent) }
 
 // pool is a thin pool: thin volumes are counted by virtual size against its
 // allocatable (overprovision ratio × size), not against the VG.
@@ -105,6 +112,9 @@ type volume struct {
 	pool     string // thin pool in target, if thin
 	size     int64  // as counted (v1alpha1.LocalVolumeSpec.CountedSize)
 	deleting bool
+	// taken is what account added to its VG's used (size rounded up to
+	// the VG's extent then), so unaccount takes away the same.
+	taken int64
 }
 
 // New returns an empty ledger.
@@ -239,6 +249,12 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 			grew = true
 		}
 		g.schedulable, g.capacity = true, capacity
+		if extent := clampInt64(wantVG[name].ExtentSize); extent != g.extent {
+			g.extent = extent
+			if l.retake(n, name) {
+				grew = true
+			}
+		}
 	}
 	// Thin pools of the schedulable VGs.
 	wantPool := map[[2]string]int64{}
@@ -335,8 +351,8 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	if existed {
 		l.unaccount(lv.Name, old)
 	}
+	l.account(lv.Name, &v)
 	l.volumes[lv.Name] = v
-	l.account(lv.Name, v)
 	freed := false
 	if it := l.items[lv.Name]; it != nil {
 		l.recount(it)
@@ -346,7 +362,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	}
 	// A shrink of an existing allocation frees space (never expected, but
 	// the ledger follows what the objects say).
-	if existed && (old.node != v.node || old.target != v.target || old.pool != v.pool || v.size < old.size) {
+	if existed && (old.node != v.node || old.target != v.target || old.pool != v.pool || v.size < old.size || v.taken < old.taken) {
 		freed = true
 	}
 	l.unlockAndNotify(freed)
@@ -371,7 +387,8 @@ func (l *Ledger) RemoveVolume(name string) {
 	l.unlockAndNotify(existed)
 }
 
-func (l *Ledger) account(name string, v volume) {
+// account adds a volume to its node's usage; the caller stores v after.
+func (l *Ledger) account(name string, v *volume) {
 	n := l.nodeFor(v.node)
 	if v.kind == v1alpha1.VolumeTypeDevice {
 		n.deviceFor(v.target).usedBy = name
@@ -381,7 +398,30 @@ func (l *Ledger) account(name string, v volume) {
 		n.poolFor(v.target, v.pool).used += v.size
 		return
 	}
-	n.vgFor(v.target).used += v.size
+	g := n.vgFor(v.target)
+	v.taken = g.take(v.size)
+	g.used += v.taken
+}
+
+// retake recounts the volumes and reservation items of one VG after its
+// extent size changed; it reports whether that freed space.
+func (l *Ledger) retake(n *node, vgName string) bool {
+	g := n.vgFor(vgName)
+	before := g.used + g.reserved
+	for name, v := range l.volumes {
+		if v.node == n.name && v.kind == v1alpha1.VolumeTypeLVM && v.pool == "" && v.target == vgName {
+			g.used += g.take(v.size) - v.taken
+			v.taken = g.take(v.size)
+			l.volumes[name] = v
+		}
+	}
+	for _, it := range l.items {
+		if it.counted && it.res.Node == n.name && it.volume.Type != v1alpha1.VolumeTypeDevice && it.pool == "" && it.target == vgName {
+			g.reserved += g.take(it.volume.Size) - it.taken
+			it.taken = g.take(it.volume.Size)
+		}
+	}
+	return g.used+g.reserved < before
 }
 
 func (l *Ledger) unaccount(name string, v volume) {
@@ -398,7 +438,7 @@ func (l *Ledger) unaccount(name string, v volume) {
 			n.pools[i].used -= v.size
 		}
 	} else if i := n.vgIndex(v.target); i >= 0 {
-		n.vgs[i].used -= v.size
+		n.vgs[i].used -= v.taken
 	}
 	n.prune()
 	l.dropIfEmpty(n)

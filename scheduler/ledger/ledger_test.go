@@ -566,3 +566,99 @@ func TestThinPoolsAndSnapshots(t *testing.T) {
 		t.Errorf("pools after the last volume of a vanished pool = %v", got)
 	}
 }
+
+// TestExtentRounding: LVM allocates whole extents, so the ledger counts
+// each volume, reservation and request rounded up to its VG's extent size
+// (LVM's default 4 MiB when the NLS gives none), and recounts when the
+// extent size becomes known.
+func TestExtentRounding(t *testing.T) {
+	const mi = int64(1) << 20
+	vgNLS := func(totalMi, extentMi int64) *v1alpha1.NodeLocalStorage {
+		o := nls("n1", []vgSpec{{name: "pool0", filtered: true}}, nil)
+		g := &o.Status.NodeStorageInfo.VolumeGroups[0]
+		g.Total, g.Available, g.Allocatable, g.ExtentSize = uint64(totalMi*mi), uint64(totalMi*mi), uint64(totalMi*mi), uint64(extentMi*mi)
+		return o
+	}
+	odd := func(name string, sizeMi int64) *v1alpha1.LocalVolume {
+		lv := lvmLV(name, "n1", "pool0", 0)
+		lv.Spec.Size = *resource.NewQuantity(sizeMi*mi+1, resource.BinarySI) // one byte past a MiB boundary
+		return lv
+	}
+	used := func(l *Ledger) (u, r int64) {
+		l.Visit(func(g VGUsage) { u, r = g.Used, g.Reserved }, func(DeviceUsage) {})
+		return u, r
+	}
+	for _, tc := range []struct {
+		name        string
+		extentMi    int64 // 0: the NLS gives none
+		sizesMi     []int64
+		wantUsedMi  int64
+		request     int64 // bytes: fits only if rounding leaves room
+		wantRequest bool
+	}{
+		{"default 4 MiB extents", 0, []int64{4, 4}, 16, 4*mi + 1, true},        // 8+8 used of 32; 8 more fits
+		{"explicit 4 MiB", 4, []int64{4, 4, 4}, 24, 4*mi + 1, true},            // 24 used; 8 more fits exactly
+		{"full at 32 MiB", 4, []int64{4, 4, 4}, 24, 8*mi + 1, false},           // would take 12: 36 > 32
+		{"32 MiB extents", 32, []int64{0}, 32, 1, false},                       // 1 byte takes a whole extent: VG full
+		{"bare sizes would over-commit", 4, []int64{7, 7, 7, 7}, 32, 1, false}, // 28Mi+4 bytes bare, 4 bytes short of the 32Mi the LVs take
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New()
+			l.SetNodeStorage(vgNLS(32, tc.extentMi))
+			for i, s := range tc.sizesMi {
+				l.SetVolume(odd(fmt.Sprintf("pvc-%d", i), s))
+			}
+			if u, _ := used(l); u != tc.wantUsedMi*mi {
+				t.Fatalf("used = %d MiB, want %d", u/mi, tc.wantUsedMi)
+			}
+			req := NewRequest([]Volume{{Name: "x", Type: v1alpha1.VolumeTypeLVM, Size: tc.request}})
+			if sf := l.Fit("n1", req, Binpack); (sf == nil) != tc.wantRequest {
+				t.Fatalf("Fit(%d bytes) = %v, want fit=%t", tc.request, sf, tc.wantRequest)
+			}
+			if !tc.wantRequest {
+				return
+			}
+			if _, sf := l.Reserve("pod-x", "n1", req, Binpack); sf != nil {
+				t.Fatalf("Reserve: %v", sf)
+			}
+			if _, r := used(l); r != l.nodes["n1"].vgs[0].take(tc.request) {
+				t.Errorf("reserved = %d, want the request rounded up to the extent", r)
+			}
+			// Every volume removed, the reservation released: nothing left.
+			for i := range tc.sizesMi {
+				l.RemoveVolume(fmt.Sprintf("pvc-%d", i))
+			}
+			l.Release("pod-x")
+			if u, r := used(l); u != 0 || r != 0 {
+				t.Errorf("after removal: used %d, reserved %d; want 0, 0", u, r)
+			}
+		})
+	}
+
+	// Volumes seen before the NLS are counted with the default extent and
+	// recounted when the NLS gives the VG's own (8 MiB here).
+	l := New()
+	l.SetVolume(odd("early", 4))
+	if u, _ := used(l); u != 8*mi {
+		t.Fatalf("before the NLS: used = %d MiB, want 8 (default extents)", u/mi)
+	}
+	if _, sf := l.Reserve("pod-y", "n1", NewRequest([]Volume{{Name: "y", Type: v1alpha1.VolumeTypeLVM, VG: "pool0", Size: 1}}), Binpack); sf == nil {
+		t.Fatal("reserved on a node without NLS")
+	}
+	l.SetNodeStorage(vgNLS(64, 8))
+	if _, sf := l.Reserve("pod-y", "n1", NewRequest([]Volume{{Name: "y", Type: v1alpha1.VolumeTypeLVM, VG: "pool0", Size: 1}}), Binpack); sf != nil {
+		t.Fatalf("Reserve: %v", sf)
+	}
+	if u, r := used(l); u != 8*mi || r != 8*mi {
+		t.Fatalf("8 MiB extents: used %d MiB, reserved %d MiB; want 8, 8", u/mi, r/mi)
+	}
+	l.SetNodeStorage(vgNLS(64, 16))
+	if u, r := used(l); u != 16*mi || r != 16*mi {
+		t.Fatalf("16 MiB extents: used %d MiB, reserved %d MiB; want 16, 16", u/mi, r/mi)
+	}
+	l.RemoveVolume("early")
+	l.Release("pod-y")
+	if u, r := used(l); u != 0 || r != 0 {
+		t.Errorf("after removal: used %d, reserved %d; want 0, 0", u, r)
+	}
+}

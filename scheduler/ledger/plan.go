@@ -347,16 +347,17 @@ func plan(n *node, req *Request, strategy Strategy, s *scratch) *Shortfall {
 			if i < 0 || s.free[i] < 0 {
 				return &Shortfall{Kind: NoSuchVG, Node: n.name, Volume: *v, VG: v.VG}
 			}
-			if s.free[i] < v.Size {
+			take := n.vgs[i].take(v.Size)
+			if s.free[i] < take {
 				return &Shortfall{Kind: VGFull, Node: n.name, Volume: *v, VG: v.VG,
 					Need: req.pinnedNeed[v.VG], Free: n.vgs[i].free()}
 			}
-			s.free[i] -= v.Size
+			s.free[i] -= take
 			s.targets = append(s.targets, i)
 		default:
 			best := -1
 			for i, f := range s.free {
-				if f < v.Size {
+				if f < n.vgs[i].take(v.Size) {
 					continue
 				}
 				if best < 0 || (strategy == Binpack && f < s.free[best]) || (strategy == Spread && f > s.free[best]) {
@@ -370,7 +371,7 @@ func plan(n *node, req *Request, strategy Strategy, s *scratch) *Shortfall {
 				}
 				return sf
 			}
-			s.free[best] -= v.Size
+			s.free[best] -= n.vgs[best].take(v.Size)
 			s.targets = append(s.targets, best)
 		}
 	}

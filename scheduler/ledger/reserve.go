@@ -40,6 +40,9 @@ type item struct {
 	// ledger sees it.
 	persisted   bool
 	persistedAt time.Time
+	// taken is what the item adds to its VG's reserved while counted (its
+	// size rounded up to the VG's extent; see vg.take).
+	taken int64
 }
 
 // Reserve re-plans req on the node under the write lock and, if it fits,
@@ -125,15 +128,19 @@ func (l *Ledger) recount(it *item) {
 		} else if d.reservedBy == it.volume.Name {
 			d.reservedBy = ""
 		}
-	} else {
-		reserved := &n.vgFor(it.target).reserved
-		if it.pool != "" {
-			reserved = &n.poolFor(it.target, it.pool).reserved
-		}
+	} else if it.pool != "" {
 		if want {
-			*reserved += it.volume.Size
+			n.poolFor(it.target, it.pool).reserved += it.volume.Size
 		} else {
-			*reserved -= it.volume.Size
+			n.poolFor(it.target, it.pool).reserved -= it.volume.Size
+		}
+	} else {
+		g := n.vgFor(it.target)
+		if want {
+			it.taken = g.take(it.volume.Size)
+			g.reserved += it.taken
+		} else {
+			g.reserved -= it.taken
 		}
 	}
 	it.counted = want
@@ -154,7 +161,7 @@ func (l *Ledger) dropItem(it *item) {
 		} else if it.pool != "" {
 			n.poolFor(it.target, it.pool).reserved -= it.volume.Size
 		} else {
-			n.vgFor(it.target).reserved -= it.volume.Size
+			n.vgFor(it.target).reserved -= it.taken
 		}
 		it.counted = false
 		n.prune()

@@ -248,6 +248,12 @@ type VolumeGroup struct {
 	// Allocatable is what open-local may use: Total minus LVs it does not own
 	// minus the reserve annotation.
 	Allocatable uint64 `json:"allocatable"`
+	// ExtentSize is the VG's physical extent size in bytes: LVM allocates
+	// whole extents, so a volume takes its size rounded up to it (not in
+	// open-local's schema: an addition older readers ignore; the scheduler
+	// assumes LVM's default, 4 MiB, when it is absent).
+	// +optional
+	ExtentSize uint64 `json:"extentSize,omitempty"`
 	// Condition is the VG's condition.
 	Condition StorageConditionType `json:"condition,omitempty"`
 	// ThinPools are the VG's thin pools (not in open-local's schema: an
