@@ -54,10 +54,14 @@ func Binary(t testing.TB, pkg string) string {
 		// One directory per checkout, reused by every test binary and run
 		// (a temp dir per test binary would leak: the binaries outlive it).
 		sum := sha256.Sum256([]byte(root))
-		binaries.dir = filepath.Join(os.TempDir(), "open-local-testbin", hex.EncodeToString(sum[:6]))
+		parent := filepath.Join(os.TempDir(), "open-local-testbin")
+		binaries.dir = filepath.Join(parent, hex.EncodeToString(sum[:6]))
 		if err := os.MkdirAll(binaries.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		now := time.Now()
+		_ = os.Chtimes(binaries.dir, now, now)
+		pruneBinaryDirs(parent, binaries.dir, now.Add(-staleBinaryDir))
 		binaries.built = map[string]string{}
 	}
 	out := filepath.Join(binaries.dir, BinaryName(pkg))
@@ -79,6 +83,27 @@ func Binary(t testing.TB, pkg string) string {
 	}
 	binaries.built[pkg] = out
 	return out
+}
+
+// staleBinaryDir: a checkout's binary directory unused this long is
+// removed (~300 MB each; CI clones to a fresh path every run).
+const staleBinaryDir = 24 * time.Hour
+
+// pruneBinaryDirs removes the directories in parent, other than keep, last
+// used before cutoff. A daemon still running from one keeps its inode.
+func pruneBinaryDirs(parent, keep string, cutoff time.Time) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		path := filepath.Join(parent, e.Name())
+		info, err := e.Info()
+		if err != nil || !e.IsDir() || path == keep || info.ModTime().After(cutoff) {
+			continue
+		}
+		_ = os.RemoveAll(path)
+	}
 }
 
 // Process is one of our daemons (scheduler, agent, CSI driver) run by a test
