@@ -331,7 +331,20 @@ func VMNode(ctx context.Context, cfg Config, o VMNodeOptions) error {
 	if err := os.MkdirAll(d.path("manifests"), 0o755); err != nil {
 		return err
 	}
-	if err := d.initNode(o.NodeName, "0.0.0.0", o.KubeletPort); err != nil {
+	// The forwarded ports are taken first, so that the daemons' own free
+	// ports cannot be them.
+	reports, err := net.Listen("tcp", ":"+strconv.Itoa(o.ReportPort))
+	if err != nil {
+		return err
+	}
+	defer reports.Close()
+	kubelet, err := net.Listen("tcp", ":"+strconv.Itoa(o.KubeletPort))
+	if err != nil {
+		return err
+	}
+	err = d.initNode(o.NodeName, "0.0.0.0", o.KubeletPort)
+	kubelet.Close()
+	if err != nil {
 		return err
 	}
 	err = d.setUpParts(ctx, []setUpPart{
@@ -342,12 +355,8 @@ func VMNode(ctx context.Context, cfg Config, o VMNodeOptions) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(o.ReportPort))
-	if err != nil {
-		return err
-	}
 	srv := &http.Server{Handler: lvmReportHandler(d.lvm), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
+	go func() { _ = srv.Serve(reports) }()
 	defer srv.Close()
 	d.p.say("node %s is up; it stops when %s appears", o.NodeName, o.StopFile)
 	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
