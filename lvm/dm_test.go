@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/loopvg"
 )
 
 // The tests in this file need device-mapper: they run in the VM
@@ -48,7 +49,7 @@ func TestDeviceMapperActivatorAndSnapshot(t *testing.T) {
 	}
 	before := bytes.Repeat([]byte{0xA5}, int(mib))
 	after := bytes.Repeat([]byte{0x5A}, int(mib))
-	writeAt(t, dev, before, int64(4*mib))
+	loopvg.WriteAt(t, dev, before, int64(4*mib))
 
 	if _, err := timed(t, "ExtendLV (active)", func() (*lvm.LV, error) { return e.c.ExtendLV(ctx, "oldmsnap", "origin", 96*mib) }); err != nil {
 		t.Fatal(err)
@@ -70,12 +71,12 @@ func TestDeviceMapperActivatorAndSnapshot(t *testing.T) {
 	if vg, _ := e.c.GetVG(ctx, "oldmsnap"); vg == nil || vg.Size-vg.Free != 96*mib+32*mib {
 		t.Errorf("VG use with origin and snapshot = %+v, want 128 MiB used", vg)
 	}
-	writeAt(t, dev, after, int64(4*mib))
+	loopvg.WriteAt(t, dev, after, int64(4*mib))
 	snapDev, err := act.Activate(ctx, "oldmsnap", "snap-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readAt(t, snapDev, int64(4*mib), len(before)); !bytes.Equal(got, before) {
+	if got := loopvg.ReadAt(t, snapDev, int64(4*mib), len(before)); !bytes.Equal(got, before) {
 		t.Errorf("snapshot lost the data written before it (first byte %#x)", got[0])
 	}
 	if lv, _ := e.c.GetLV(ctx, "oldmsnap", "snap-1"); lv == nil || lv.DataPercent <= 0 {
@@ -106,7 +107,7 @@ func TestDeviceMapperActivatorAndSnapshot(t *testing.T) {
 	if again, err := timed(t, "Activate (inactive)", func() (string, error) { return act.Activate(ctx, "oldmsnap", "origin") }); err != nil || again != dev {
 		t.Errorf("re-Activate = %q, %v", again, err)
 	}
-	if got := readAt(t, dev, int64(4*mib), len(after)); !bytes.Equal(got, after) {
+	if got := loopvg.ReadAt(t, dev, int64(4*mib), len(after)); !bytes.Equal(got, after) {
 		t.Errorf("origin lost its data over deactivate/activate (first byte %#x)", got[0])
 	}
 	if err := e.c.RemoveLV(ctx, "oldmsnap", "origin"); err != nil {
@@ -151,7 +152,7 @@ func TestDeviceMapperThin(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte{0x3C}, int(mib))
-	writeAt(t, dev, data, int64(512*mib))
+	loopvg.WriteAt(t, dev, data, int64(512*mib))
 
 	tsnap, err := timed(t, "CreateThinSnapshot", func() (*lvm.LV, error) {
 		return e.c.CreateThinSnapshot(ctx, "oldmthin", "thin-1", "tsnap-1", lvm.OwnedTag)
@@ -166,8 +167,8 @@ func TestDeviceMapperThin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeAt(t, dev, bytes.Repeat([]byte{0}, int(mib)), int64(512*mib))
-	if got := readAt(t, snapDev, int64(512*mib), len(data)); !bytes.Equal(got, data) {
+	loopvg.WriteAt(t, dev, bytes.Repeat([]byte{0}, int(mib)), int64(512*mib))
+	if got := loopvg.ReadAt(t, snapDev, int64(512*mib), len(data)); !bytes.Equal(got, data) {
 		t.Errorf("thin snapshot does not hold the data (first byte %#x)", got[0])
 	}
 
@@ -181,7 +182,7 @@ func TestDeviceMapperThin(t *testing.T) {
 	if err := e.c.RemoveLV(ctx, "oldmthin", "thin-1"); err != nil {
 		t.Errorf("RemoveLV of a thin origin with a thin snapshot: %v", err)
 	}
-	if got := readAt(t, snapDev, int64(512*mib), len(data)); !bytes.Equal(got, data) {
+	if got := loopvg.ReadAt(t, snapDev, int64(512*mib), len(data)); !bytes.Equal(got, data) {
 		t.Errorf("thin snapshot lost its data when its origin was removed (first byte %#x)", got[0])
 	}
 	for _, n := range []string{"tsnap-1", "pool0"} {
@@ -232,8 +233,8 @@ func TestDeviceMapperStriped(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := bytes.Repeat([]byte{0x7E}, 4096)
-	writeAt(t, dev, end, int64(96*mib)-4096)
-	if got := readAt(t, dev, int64(96*mib)-4096, 4096); !bytes.Equal(got, end) {
+	loopvg.WriteAt(t, dev, end, int64(96*mib)-4096)
+	if got := loopvg.ReadAt(t, dev, int64(96*mib)-4096, 4096); !bytes.Equal(got, end) {
 		t.Error("striped LV's last block does not read back")
 	}
 	// A striped LV too large for any PV set is ResourceExhausted.

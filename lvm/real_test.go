@@ -392,9 +392,9 @@ func TestLoopActivator(t *testing.T) {
 		t.Errorf("extent = %+v", ext)
 	}
 	pattern := []byte("open-local LV data at its extent")
-	writeAt(t, dev, pattern, 0)
-	writeAt(t, dev, pattern, int64(64*mib)-int64(len(pattern)))
-	if got := readAt(t, pv, int64(ext.Offset), len(pattern)); string(got) != string(pattern) {
+	loopvg.WriteAt(t, dev, pattern, 0)
+	loopvg.WriteAt(t, dev, pattern, int64(64*mib)-int64(len(pattern)))
+	if got := loopvg.ReadAt(t, pv, int64(ext.Offset), len(pattern)); string(got) != string(pattern) {
 		t.Fatalf("PV at the LV's offset holds %q, want %q", got, pattern)
 	}
 
@@ -432,14 +432,14 @@ func TestLoopActivator(t *testing.T) {
 	if got := deviceSize(t, dev); got != 128*mib {
 		t.Errorf("after extend %s is %d bytes, want 128 MiB", dev, got)
 	}
-	if got := readAt(t, dev, 0, len(pattern)); string(got) != string(pattern) {
+	if got := loopvg.ReadAt(t, dev, 0, len(pattern)); string(got) != string(pattern) {
 		t.Errorf("data lost on grow: %q", got)
 	}
 
 	if err := lvm.WipeEdges(dev); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAt(t, pv, int64(ext.Offset), len(pattern)); string(got) == string(pattern) {
+	if got := loopvg.ReadAt(t, pv, int64(ext.Offset), len(pattern)); string(got) == string(pattern) {
 		t.Error("WipeEdges left the head")
 	}
 
@@ -508,33 +508,4 @@ func attachedAt(t *testing.T, pv string, offset uint64) int {
 		}
 	}
 	return n
-}
-
-func writeAt(t *testing.T, dev string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readAt(t *testing.T, dev string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

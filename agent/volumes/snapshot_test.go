@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
+	"github.com/open-local/open-local/test/loopvg"
 )
 
 func snapshotSpec(vg, origin string, cow int64, policy *v1alpha1.SnapshotPolicy) v1alpha1.LocalVolumeSpec {
@@ -42,35 +42,6 @@ func restoreSpec(vg, snapshot string, size int64, readOnly bool) v1alpha1.LocalV
 func taken(lv *v1alpha1.LocalVolume) bool {
 	return lv != nil && lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.SnapshotTime != nil && lv.Status.RestoreSize != nil &&
 		lv.Status.ObservedGeneration == lv.Generation
-}
-
-func writeAt(t *testing.T, dev string, data []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readAt(t *testing.T, dev string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -113,7 +84,7 @@ func TestDeviceMapperClassicSnapshots(t *testing.T) {
 	n.create(t, "origin", lvmSpec("olvsnap", 64*mib))
 	origin := n.waitFor(t, "origin", "Ready", ready(64*mib))
 	before := bytes.Repeat([]byte("before the snapshot "), 60000)[:mib]
-	writeAt(t, origin.Status.DevicePath, before, 8*mib)
+	loopvg.WriteAt(t, origin.Status.DevicePath, before, 8*mib)
 
 	n.create(t, "snap-1", snapshotSpec("olvsnap", "origin", 8*mib,
 		&v1alpha1.SnapshotPolicy{ExpansionThresholdPercent: 50, ExpansionSize: *resource.NewQuantity(8*mib, resource.BinarySI)}))
@@ -123,13 +94,13 @@ func TestDeviceMapperClassicSnapshots(t *testing.T) {
 	}
 	waitEvent(t, n.c, "snap-1", volumes.ReasonSnapshotCreated)
 	after := bytes.Repeat([]byte{0xEE}, int(mib))
-	writeAt(t, origin.Status.DevicePath, after, 8*mib)
-	if got := readAt(t, snap.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
+	loopvg.WriteAt(t, origin.Status.DevicePath, after, 8*mib)
+	if got := loopvg.ReadAt(t, snap.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
 		t.Fatal("the snapshot does not hold the data written before it")
 	}
 
 	// 5 MiB of new data fill the 8 MiB copy-on-write space past 50%.
-	writeAt(t, origin.Status.DevicePath, randomBytes(t, int(5*mib)), 20*mib)
+	loopvg.WriteAt(t, origin.Status.DevicePath, randomBytes(t, int(5*mib)), 20*mib)
 	snap = n.waitFor(t, "snap-1", "grown by policy", func(lv *v1alpha1.LocalVolume) bool {
 		return taken(lv) && lv.Spec.Size.Value() >= 16*mib && lv.Status.CurrentSize.Value() >= 16*mib
 	})
@@ -157,15 +128,15 @@ func TestDeviceMapperClassicSnapshots(t *testing.T) {
 		t.Errorf("copy status %+v", c)
 	}
 	waitEvent(t, n.c, "restore-rw", volumes.ReasonRestored)
-	if got := readAt(t, rw.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
+	if got := loopvg.ReadAt(t, rw.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
 		t.Fatal("the restored volume does not hold the snapshot's data")
 	}
 	if l, _ := n.lvm.GetLV(ctx, "olvsnap", "restore-rw"); l == nil || l.HasTag("csi.aliyun.com/restoring") {
 		t.Fatalf("restored LV %+v still marked as being restored", l)
 	}
 	// It is a volume of its own: writes do not reach the snapshot.
-	writeAt(t, rw.Status.DevicePath, after, 8*mib)
-	if got := readAt(t, snap.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
+	loopvg.WriteAt(t, rw.Status.DevicePath, after, 8*mib)
+	if got := loopvg.ReadAt(t, snap.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, before) {
 		t.Fatal("writing the restored volume changed the snapshot")
 	}
 
@@ -197,7 +168,7 @@ func TestDeviceMapperClassicSnapshots(t *testing.T) {
 	if names := n.lvNames(t); strings.Join(names, ",") != "restore-rw,restore-small" && strings.Join(names, ",") != "restore-rw" {
 		t.Fatalf("LVs left: %v, want the independent restore", names)
 	}
-	if got := readAt(t, rw.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, after) {
+	if got := loopvg.ReadAt(t, rw.Status.DevicePath, 8*mib, int(mib)); !bytes.Equal(got, after) {
 		t.Fatal("the restored volume lost its data when its snapshot went")
 	}
 
@@ -207,7 +178,7 @@ func TestDeviceMapperClassicSnapshots(t *testing.T) {
 	o2 := n.waitFor(t, "origin-2", "Ready", ready(32*mib))
 	n.create(t, "snap-small", snapshotSpec("olvsnap", "origin-2", 4*mib, nil))
 	n.waitFor(t, "snap-small", "taken", taken)
-	writeAt(t, o2.Status.DevicePath, randomBytes(t, int(8*mib)), 0)
+	loopvg.WriteAt(t, o2.Status.DevicePath, randomBytes(t, int(8*mib)), 0)
 	lost := n.waitFor(t, "snap-small", "invalidated", failed(codes.DataLoss.String()))
 	if !strings.Contains(lost.Status.Message, "overflowed") {
 		t.Errorf("message %q", lost.Status.Message)
@@ -238,14 +209,14 @@ func TestDeviceMapperThinSnapshots(t *testing.T) {
 		t.Fatalf("thin LV %+v, want one in pool tp", l)
 	}
 	data := randomBytes(t, int(mib))
-	writeAt(t, origin.Status.DevicePath, data, 200*mib)
+	loopvg.WriteAt(t, origin.Status.DevicePath, data, 200*mib)
 
 	n.create(t, "thin-snap", thin(snapshotSpec("olvthin", "thin-origin", 256*mib, nil)))
 	snap := n.waitFor(t, "thin-snap", "taken", taken)
 	if snap.Status.RestoreSize.Value() != 256*mib {
 		t.Errorf("thin snapshot restore size %s", snap.Status.RestoreSize.String())
 	}
-	writeAt(t, origin.Status.DevicePath, bytes.Repeat([]byte{1}, int(mib)), 200*mib)
+	loopvg.WriteAt(t, origin.Status.DevicePath, bytes.Repeat([]byte{1}, int(mib)), 200*mib)
 
 	// Thin restore in the same pool: a thin snapshot of the snapshot.
 	n.create(t, "thin-restore", thin(restoreSpec("olvthin", "thin-snap", 256*mib, false)))
@@ -256,7 +227,7 @@ func TestDeviceMapperThinSnapshots(t *testing.T) {
 	if l, _ := n.lvm.GetLV(ctx, "olvthin", "thin-restore"); l == nil || l.Origin != "thin-snap" || l.Pool != "tp" {
 		t.Errorf("thin restore LV %+v, want a thin snapshot of thin-snap", l)
 	}
-	if got := readAt(t, tr.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
+	if got := loopvg.ReadAt(t, tr.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
 		t.Fatal("thin restore does not hold the snapshot's data")
 	}
 
@@ -265,7 +236,7 @@ func TestDeviceMapperThinSnapshots(t *testing.T) {
 	cr := n.waitFor(t, "thick-restore", "restored", func(lv *v1alpha1.LocalVolume) bool {
 		return ready(256*mib)(lv) && lv.Status.Copy != nil && lv.Status.Copy.CompletionTime != nil
 	})
-	if got := readAt(t, cr.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
+	if got := loopvg.ReadAt(t, cr.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
 		t.Fatal("thick restore does not hold the snapshot's data")
 	}
 
@@ -273,7 +244,7 @@ func TestDeviceMapperThinSnapshots(t *testing.T) {
 	n.delete(t, "thin-origin")
 	n.waitFor(t, "thin-origin", "gone", gone)
 	snap = n.waitFor(t, "thin-snap", "still Ready", taken)
-	if got := readAt(t, snap.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
+	if got := loopvg.ReadAt(t, snap.Status.DevicePath, 200*mib, int(mib)); !bytes.Equal(got, data) {
 		t.Fatal("thin snapshot lost its data with its origin")
 	}
 	for _, name := range []string{"thin-restore", "thick-restore", "thin-snap"} {

@@ -46,15 +46,15 @@ func TestDeviceMapperSmoke(t *testing.T) {
 	}
 	before := bytes.Repeat([]byte{0xA5}, int(mib))
 	after := bytes.Repeat([]byte{0x5A}, int(mib))
-	writeAt(t, dev, before, 4*mib)
+	WriteAt(t, dev, before, 4*mib)
 
 	step("snapshot", "lvcreate", "--yes", "--snapshot", "--size", "64m", "--name", "snap", vg.Name+"/data")
 	// Overwrite the origin: the snapshot must keep the old bytes (COW).
-	writeAt(t, dev, after, 4*mib)
-	if got := readAt(t, vg.LVPath("snap"), 4*mib, len(before)); !bytes.Equal(got, before) {
+	WriteAt(t, dev, after, 4*mib)
+	if got := ReadAt(t, vg.LVPath("snap"), 4*mib, len(before)); !bytes.Equal(got, before) {
 		t.Fatalf("snapshot does not hold the data written before it was taken (first byte %#x)", got[0])
 	}
-	if got := readAt(t, dev, 4*mib, len(after)); !bytes.Equal(got, after) {
+	if got := ReadAt(t, dev, 4*mib, len(after)); !bytes.Equal(got, after) {
 		t.Fatalf("origin does not hold the new data (first byte %#x)", got[0])
 	}
 
@@ -65,33 +65,4 @@ func TestDeviceMapperSmoke(t *testing.T) {
 	}
 	step("vgremove", "vgremove", "--yes", vg.Name)
 	t.Logf("smoke test body: %v", time.Since(begin).Round(time.Millisecond))
-}
-
-func writeAt(t *testing.T, dev string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func readAt(t *testing.T, dev string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -10,6 +10,7 @@ package loopvg
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -86,4 +87,35 @@ func New(t testing.TB, vgName string, sizes ...int64) *VG {
 		t.Fatalf("loopvg: %v", err)
 	}
 	return vg
+}
+
+// WriteAt writes data at off into a block device (or file) and syncs it.
+func WriteAt(t testing.TB, dev string, data []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ReadAt reads n bytes at off from a block device (or file).
+func ReadAt(t testing.TB, dev string, off int64, n int) []byte {
+	t.Helper()
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
