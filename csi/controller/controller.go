@@ -485,19 +485,29 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 			return nil, errSnapshotsPrecondition(lv, "delete", classic)
 		}
 	}
-	uid := lv.UID
-	err = s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, id, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if apierrors.IsNotFound(err) {
-		return &csi.DeleteVolumeResponse{}, nil
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", id, err)
-	}
-	if _, err := s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil }); err != nil {
+	if err := s.deleteLocalVolume(ctx, lv); err != nil {
 		return nil, err
 	}
 	klog.FromContext(ctx).Info("Deleted volume", "volume", id)
 	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// deleteLocalVolume deletes lv (that object only: a UID precondition)
+// unless its deletion already started, and waits until it is gone: the
+// agent removed its LV and then its finalizer.
+func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume) error {
+	if lv.DeletionTimestamp == nil {
+		uid := lv.UID
+		err := s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, lv.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", lv.Name, err)
+		}
+	}
+	_, err := s.waitFor(ctx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil })
+	return err
 }
 
 // ControllerExpandVolume grows spec.size after checking the VG has room, and

@@ -260,16 +260,8 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 			return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is still needed by %s: delete them (or wait for their restore to finish) first",
 				id, strings.Join(users, ", "))
 		}
-		uid := snap.UID
-		err = s.client.CsiV1alpha1().LocalVolumes().Delete(ctx, id, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-		if apierrors.IsNotFound(err) {
-			return &csi.DeleteSnapshotResponse{}, nil
-		}
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", id, err)
-		}
 	}
-	if _, err := s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil }); err != nil {
+	if err := s.deleteLocalVolume(ctx, snap); err != nil {
 		return nil, err
 	}
 	klog.FromContext(ctx).Info("Deleted snapshot", "snapshot", id)
