@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -342,4 +343,40 @@ func Dial(t testing.TB, endpoint string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// StartDriverProcesses runs our CSI driver binary for this node against c,
+// as the chart does: the controller and the node plugin (with the node's
+// lvm configuration and activation mode), sockets in dir, process names
+// ending in suffix. It returns once both serve their sockets.
+func (n *Node) StartDriverProcesses(t testing.TB, c *cluster.Cluster, dir, suffix string) (ctrlSock, nodeSock string) {
+	t.Helper()
+	bin := cluster.Binary(t, "./csi")
+	ctrlSock, nodeSock = filepath.Join(dir, "controller.sock"), filepath.Join(dir, "node.sock")
+	ctrl := c.StartProcess(t, "csi-controller"+suffix, bin, "--mode=controller", "--endpoint=unix://"+ctrlSock, "--kubeconfig="+c.Kubeconfig, "-v=2")
+	nodeArgs := []string{"--mode=node", "--node-id=" + n.Name, "--endpoint=unix://" + nodeSock, "--kubeconfig=" + c.Kubeconfig,
+		"--lvm-system-dir=" + n.VG.Config.Dir, "--activation=" + string(n.Mode), "--loop-lock-file=" + n.LockFile, "-v=2"}
+	// No udevd: in full mode lvm makes its device nodes itself.
+	for _, kv := range n.VG.Config.Env() {
+		if strings.HasPrefix(kv, "DM_") {
+			nodeArgs = append(nodeArgs, "--lvm-env="+kv)
+		}
+	}
+	node := c.StartProcess(t, "csi-node"+suffix, bin, nodeArgs...)
+	for p, sock := range map[*cluster.Process]string{ctrl: ctrlSock, node: nodeSock} {
+		// Generous: in the emulated VM a start takes seconds.
+		err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 4*time.Minute, true, func(context.Context) (bool, error) {
+			if _, err := os.Stat(sock); err == nil {
+				return true, nil
+			}
+			if !p.Alive() {
+				return false, fmt.Errorf("%s exited", p.Name)
+			}
+			return false, nil
+		})
+		if err != nil {
+			t.Fatalf("%s did not serve %s: %v\n%s", p.Name, sock, err, p.LogTail(30))
+		}
+	}
+	return ctrlSock, nodeSock
 }

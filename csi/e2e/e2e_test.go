@@ -78,22 +78,8 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 
-	bin := cluster.Binary(t, "./csi")
-	ctrlSock := filepath.Join(e.dir, "controller.sock")
-	nodeSock := filepath.Join(e.dir, "node.sock")
 	run := strings.ReplaceAll(t.Name(), "/", "-")
-	ctrl := c.StartProcess(t, "csi-controller-"+run, bin, "--mode=controller", "--endpoint=unix://"+ctrlSock, "--kubeconfig="+c.Kubeconfig, "-v=2")
-	nodeArgs := []string{"--mode=node", "--node-id=" + e.node.Name, "--endpoint=unix://" + nodeSock, "--kubeconfig=" + c.Kubeconfig,
-		"--lvm-system-dir=" + e.node.VG.Config.Dir, "--activation=" + string(e.node.Mode), "--loop-lock-file=" + e.node.LockFile, "-v=2"}
-	for _, kv := range e.node.VG.Config.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			nodeArgs = append(nodeArgs, "--lvm-env="+kv)
-		}
-	}
-	nodeProc := c.StartProcess(t, "csi-node-"+run, bin, nodeArgs...)
-	for _, p := range []*cluster.Process{ctrl, nodeProc} {
-		waitSocket(t, p, map[*cluster.Process]string{ctrl: ctrlSock, nodeProc: nodeSock}[p])
-	}
+	ctrlSock, nodeSock := e.node.StartDriverProcesses(t, c, e.dir, "-"+run)
 	// csi-provisioner publishes CSIStorageCapacity (NAMESPACE names where);
 	// no owner, as it runs outside a pod.
 	t.Setenv("NAMESPACE", "default")
@@ -130,20 +116,6 @@ func (e *env) startScheduler(t *testing.T) {
 	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func waitSocket(t *testing.T, p *cluster.Process, path string) {
-	t.Helper()
-	for range 200 {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if !p.Alive() {
-			t.Fatalf("%s exited:\n%s", p.Name, p.LogTail(30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not create %s:\n%s", p.Name, path, p.LogTail(30))
 }
 
 func (e *env) storageClass(t *testing.T, name string, params map[string]string) {

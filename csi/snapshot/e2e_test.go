@@ -88,19 +88,7 @@ func setup(t *testing.T) *env {
 	if _, err := e.kube.StorageV1().CSIDrivers().Create(ctx, drv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	bin := cluster.Binary(t, "./csi")
-	ctrlSock, nodeSock := filepath.Join(e.dir, "controller.sock"), filepath.Join(e.dir, "node.sock")
-	ctrl := c.StartProcess(t, "csi-controller", bin, "--mode=controller", "--endpoint=unix://"+ctrlSock, "--kubeconfig="+c.Kubeconfig, "-v=2")
-	nodeArgs := []string{"--mode=node", "--node-id=" + e.node.Name, "--endpoint=unix://" + nodeSock, "--kubeconfig=" + c.Kubeconfig,
-		"--lvm-system-dir=" + e.node.VG.Config.Dir, "--activation=" + string(e.node.Mode), "--loop-lock-file=" + e.node.LockFile, "-v=2"}
-	for _, kv := range e.node.VG.Config.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			nodeArgs = append(nodeArgs, "--lvm-env="+kv)
-		}
-	}
-	nodeProc := c.StartProcess(t, "csi-node", bin, nodeArgs...)
-	waitSocket(t, ctrl, ctrlSock)
-	waitSocket(t, nodeProc, nodeSock)
+	ctrlSock, nodeSock := e.node.StartDriverProcesses(t, c, e.dir, "")
 	sidecar := func(name string, args ...string) {
 		c.StartProcess(t, name, c.Tool(name), append(args, "--kubeconfig="+c.Kubeconfig, "--v=3")...)
 	}
@@ -180,21 +168,6 @@ func (e *env) startScheduler(t *testing.T) {
 	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", timeout); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func waitSocket(t *testing.T, p *cluster.Process, path string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if !p.Alive() {
-			t.Fatalf("%s exited:\n%s", p.Name, p.LogTail(30))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s did not create %s:\n%s", p.Name, path, p.LogTail(30))
 }
 
 func (e *env) storageClass(t *testing.T, name string, params map[string]string) {
