@@ -29,15 +29,6 @@ const (
 	snapRestored = "nginx-lvm-snap"
 )
 
-// vmDiskSize is the guest's virtio disk (sparse on the host): the 5Gi
-// volume, the VolumeSnapshotClass's 4Gi copy-on-write area and the 5Gi
-// restored volume fit with room to spare.
-const vmDiskSize = "24G"
-
-// vmSlowdown stretches timeouts in the guest: its CPU is emulated (TCG),
-// Go runs ~7x and fork/exec 50-100x slower there.
-const vmSlowdown = 8
-
 func (d *demo) stepSnapshot(ctx context.Context, res *StepResult) error {
 	if d.activation == "device-mapper" {
 		// This kernel snapshots: the article's step, on step 2's volume.

@@ -52,6 +52,15 @@ const guestHost = "10.0.2.2"
 // (step 2's nginx-lvm, on the VM's node).
 const vmSource = "nginx-lvm-vm"
 
+// vmDiskSize is the guest's virtio disk (sparse on the host): the 5Gi
+// volume, the VolumeSnapshotClass's 4Gi copy-on-write area and the 5Gi
+// restored volume fit with room to spare.
+const vmDiskSize = "24G"
+
+// vmSlowdown stretches timeouts in the guest: its CPU is emulated (TCG),
+// Go runs ~7x and fork/exec 50-100x slower there.
+const vmSlowdown = 8
+
 // vmWait bounds the wait for the VM's node: vmrun.sh runs one VM at a
 // time, so it may first wait for another one (make test runs the VM
 // suites), then boot and start a kubelet on an emulated CPU.
@@ -59,7 +68,6 @@ const vmWait = 45 * time.Minute
 
 // vmNode is the running VM node, as the host sees it.
 type vmNode struct {
-	dir      string
 	stopFile string
 	lvm      lvmReporter
 }
@@ -156,7 +164,7 @@ func (d *demo) startVMNode(ctx context.Context, res *StepResult) error {
 		return err
 	}
 
-	d.vm = &vmNode{dir: vmDir, stopFile: filepath.Join(vmDir, "stop"),
+	d.vm = &vmNode{stopFile: filepath.Join(vmDir, "stop"),
 		lvm: remoteLVM{url: "http://" + loopback(reportPort) + "/report"}}
 	bash, err := exec.LookPath("bash")
 	if err != nil {
