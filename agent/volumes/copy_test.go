@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"os"
 	"testing"
 
 	"github.com/open-local/open-local/test/capability"
@@ -42,11 +41,11 @@ func TestCopyBlocks(t *testing.T) {
 			if _, err := rand.Read(data); err != nil {
 				t.Fatal(err)
 			}
-			write(t, src, data[:copyBufferSize], 0)
-			write(t, src, data[copyBufferSize:], 3*copyBufferSize)
+			loopvg.WriteAt(t, src, data[:copyBufferSize], 0)
+			loopvg.WriteAt(t, src, data[copyBufferSize:], 3*copyBufferSize)
 			// Target: stale data everywhere.
 			stale := bytes.Repeat([]byte{0xAB}, size)
-			write(t, dst, stale, 0)
+			loopvg.WriteAt(t, dst, stale, 0)
 
 			total := int64(5 * copyBufferSize)
 			j := &copyJob{}
@@ -56,8 +55,8 @@ func TestCopyBlocks(t *testing.T) {
 			if j.copied.Load() != total || j.wroteBytes.Load() != tt.wantWritten {
 				t.Errorf("copied %d, written %d; want %d, %d", j.copied.Load(), j.wroteBytes.Load(), total, tt.wantWritten)
 			}
-			got := read(t, dst, size)
-			want := read(t, src, size)
+			got := loopvg.ReadAt(t, dst, 0, size)
+			want := loopvg.ReadAt(t, src, 0, size)
 			if tt.skipZeros {
 				// A fresh thin LV reads zeros where nothing was written;
 				// this loop device does not, which shows what was skipped.
@@ -88,40 +87,11 @@ func BenchmarkCopyBlocks(b *testing.B) {
 	if _, err := rand.Read(data); err != nil {
 		b.Fatal(err)
 	}
-	write(b, devs[0].Path, data, 0) // half data, half zeros
+	loopvg.WriteAt(b, devs[0].Path, data, 0) // half data, half zeros
 	b.SetBytes(size)
 	for b.Loop() {
 		if err := copyBlocks(context.Background(), devs[0].Path, devs[1].Path, size, false, &copyJob{}); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-func write(t testing.TB, dev string, data []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func read(t testing.TB, dev string, n int) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
