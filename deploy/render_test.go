@@ -35,10 +35,7 @@ const namespace = "kube-system"
 // helm runs the helm binary built from the pinned module (hack/tools.sh).
 func helm(t testing.TB, args ...string) []byte {
 	t.Helper()
-	tools, err := cluster.ToolsDir(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := cluster.ToolsForTest(t)
 	cmd := exec.CommandContext(t.Context(), filepath.Join(tools, "helm"), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

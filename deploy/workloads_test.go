@@ -194,10 +194,7 @@ func TestAgentDaemonSet(t *testing.T) {
 // here (the registrar is not built here; the scheduler's only flags are
 // --config, --secure-port and -v, and its configuration is TestSchedulerConfig's).
 func TestFlagsExist(t *testing.T) {
-	tools, err := cluster.ToolsDir(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := cluster.ToolsForTest(t)
 	bins := map[string]string{
 		"csi-provisioner":     filepath.Join(tools, "csi-provisioner"),
 		"csi-resizer":         filepath.Join(tools, "csi-resizer"),

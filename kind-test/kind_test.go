@@ -55,10 +55,7 @@ type kindConfig struct {
 }
 
 func TestChartWithE2EValues(t *testing.T) {
-	tools, err := cluster.ToolsDir(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := cluster.ToolsForTest(t)
 	values, err := exec.CommandContext(t.Context(), "./e2e.sh", "values", "/dev/loop7", "/dev/loop8").Output()
 	if err != nil {
 		t.Fatal(err)

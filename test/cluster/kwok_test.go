@@ -17,10 +17,7 @@ import (
 // Node (in the demo: the one a real kubelet runs) is left alone.
 func TestKwokManagesOnlySelectedNodes(t *testing.T) {
 	ctx := t.Context()
-	tools, err := cluster.ToolsDir(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := cluster.ToolsForTest(t)
 	c, err := cluster.Start(ctx, cluster.Options{Dir: t.TempDir(), ToolsDir: tools, NoControllerManager: true,
 		KwokNodeSelector: "type=kwok"})
 	if err != nil {

@@ -22,6 +22,7 @@ var shared struct {
 // so each one names its objects uniquely (see Names).
 func ForTest(t testing.TB) *Cluster {
 	t.Helper()
+	skipIfShort(t, "a local control plane (etcd, kube-apiserver, kube-controller-manager)")
 	shared.once.Do(func() {
 		ctx := context.Background()
 		if dir := os.Getenv("OPEN_LOCAL_CLUSTER_DIR"); dir != "" {
@@ -49,6 +50,27 @@ func ForTest(t testing.TB) *Cluster {
 		t.Fatalf("local cluster: %v", shared.err)
 	}
 	return shared.c
+}
+
+// ToolsForTest returns the pinned third-party binaries (see ToolsDir) for a
+// test, which it skips under -short: a cold tool build takes ~15 minutes.
+func ToolsForTest(t testing.TB) string {
+	t.Helper()
+	skipIfShort(t, "the pinned tools (hack/tools.sh)")
+	dir, err := ToolsDir(t.Context())
+	if err != nil {
+		t.Fatalf("tools: %v", err)
+	}
+	return dir
+}
+
+// skipIfShort keeps `go test -short` (make test-short) a seconds-long loop:
+// what needs the control plane or the tool build runs only in the full run.
+func skipIfShort(t testing.TB, needs string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: needs %s; run without -short (make test)", needs)
+	}
 }
 
 // Main runs the package's tests and stops the cluster ForTest started.
