@@ -11,21 +11,13 @@ GO_TEST_FLAGS ?= -count=1 -timeout 70m
 
 all: build
 
-# Version stamped into our binaries (component-base's --version and metrics;
-# it must start with vMAJOR.MINOR.PATCH). The scheduler is kube-scheduler with
-# our plugin: it carries the Kubernetes version it is built from, because
-# kube-scheduler derives its feature gates from its own version.
-GIT_DESC := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-VERSION ?= v0.1.0-$(GIT_DESC)
-KUBE_VERSION := $(shell go list -m -f '{{.Version}}' k8s.io/kubernetes)
-VPKG := k8s.io/component-base/version
-ldflags = -X $(VPKG).gitVersion=$(1) -X $(VPKG).gitCommit=$(shell git rev-parse HEAD 2>/dev/null)
-
+# Versions stamped into our binaries: hack/version.sh is their one source
+# (the image build uses it too).
 ## build: our binaries into bin/
 build:
 	@mkdir -p bin
-	go build -ldflags "$(call ldflags,$(VERSION))" -o bin/ $$(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v -e /test/ -e /scheduler$$)
-	go build -ldflags "$(call ldflags,$(KUBE_VERSION)-open-local.$(GIT_DESC))" -o bin/ ./scheduler
+	go build -ldflags "$$(hack/version.sh ldflags ours)" -o bin/ $$(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v -e /test/ -e /scheduler$$)
+	go build -ldflags "$$(hack/version.sh ldflags scheduler)" -o bin/ ./scheduler
 
 ## deps: the Debian packages demo and test use (lvm2, xfsprogs, qemu, …; hack/deps.sh)
 deps:

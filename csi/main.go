@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
@@ -38,9 +39,6 @@ import (
 	"github.com/open-local/open-local/csi/registration"
 	"github.com/open-local/open-local/lvm"
 )
-
-// version is stamped at build time (-ldflags "-X main.version=...").
-var version = "dev"
 
 type options struct {
 	mode, endpoint, driverName, nodeID, kubeconfig string
@@ -85,8 +83,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.ioLimits.StateDir, "io-limit-state-dir", "/var/lib/open-local/io-limits", "node mode: where the IO limits set per published volume are recorded (must survive plugin restarts)")
 	fs.StringVar(&o.kubeletRegistryDir, "kubelet-registration-dir", "", "node mode: register with the kubelet through its plugin registry dir (e.g. /var/lib/kubelet/plugins_registry), as node-driver-registrar does; empty: do not register")
 	fs.StringVar(&o.kubeletEndpoint, "kubelet-registration-path", "", "node mode: the CSI socket path as the kubelet sees it (default: the --endpoint path)")
+	showVersion := fs.Bool("version", false, "print the version (hack/version.sh stamps it) and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errShowVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -116,9 +118,16 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
+// errShowVersion: --version was given.
+var errShowVersion = errors.New("version requested")
+
 func main() {
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if errors.Is(err, errShowVersion) {
+		fmt.Println(version.Get().GitVersion)
 		os.Exit(0)
 	}
 	if err != nil {
@@ -153,7 +162,7 @@ func run(ctx context.Context, o *options) error {
 
 	m := csimetrics.New()
 	srv := grpcserver.New(m.UnaryServerInterceptor())
-	csi.RegisterIdentityServer(srv, identity.New(o.driverName, version))
+	csi.RegisterIdentityServer(srv, identity.New(o.driverName, version.Get().GitVersion))
 	switch o.mode {
 	case "controller":
 		csi.RegisterControllerServer(srv, controller.New(client, kube))
@@ -200,7 +209,7 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	klog.InfoS("Serving CSI", "mode", o.mode, "driver", o.driverName, "endpoint", o.endpoint, "version", version)
+	klog.InfoS("Serving CSI", "mode", o.mode, "driver", o.driverName, "endpoint", o.endpoint, "version", version.Get().GitVersion)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	var refused <-chan error // nil (never ready) without registration

@@ -168,14 +168,30 @@ func debianPackage(t *testing.T, tool string) string {
 }
 
 // TestStaticBinaries builds the agent and the CSI binary as the Dockerfile
-// does and checks they need no dynamic loader (distroless static has none).
+// does (static, versions from hack/version.sh) and checks they need no
+// dynamic loader (distroless static has none) and report the stamped version.
 func TestStaticBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binaries as the Dockerfile does (-trimpath: a cache of its own)")
+	}
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	versionOf := func(args ...string) string {
+		out, err := exec.CommandContext(t.Context(), filepath.Join(root, "hack", "version.sh"), args...).Output()
+		if err != nil {
+			t.Fatalf("hack/version.sh %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	want := versionOf("ours")
+	df, _ := os.ReadFile("images/Dockerfile")
+	if !strings.Contains(string(df), `$(hack/version.sh ldflags ours)`) || !strings.Contains(string(df), `$(hack/version.sh ldflags scheduler)`) {
+		t.Error("the Dockerfile does not stamp versions with hack/version.sh, as make build does")
+	}
 	dir := t.TempDir()
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", dir+"/", "./agent", "./csi")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-ldflags", "-s -w "+versionOf("ldflags", "ours"), "-o", dir+"/", "./agent", "./csi")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -192,5 +208,9 @@ func TestStaticBinaries(t *testing.T) {
 			}
 		}
 		f.Close()
+		out, err := exec.CommandContext(t.Context(), filepath.Join(dir, bin), "--version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("%s --version = %q, %v; want it to report %s", bin, out, err, want)
+		}
 	}
 }

@@ -24,7 +24,9 @@ for target in node controller scheduler; do
   image="$REGISTRY/open-local-$target:$TAG"
   echo "images: building $image"
   DOCKER_BUILDKIT=1 docker build -f deploy/images/Dockerfile --target "$target" \
-    --build-arg VERSION="$TAG" ${GOPROXY:+--build-arg GOPROXY="$GOPROXY"} -t "$image" .
+    --build-arg VERSION="$(hack/version.sh ours)" \
+    --build-arg GIT_DESC="$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+    --build-arg GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)" ${GOPROXY:+--build-arg GOPROXY="$GOPROXY"} -t "$image" .
   if [ "${PUSH:-0}" = 1 ]; then
     docker push "$image"
   fi
