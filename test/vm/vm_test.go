@@ -24,6 +24,9 @@ import (
 // entry of Suites inside it. CI requires capabilities vm and root, so on the
 // CI host it cannot skip.
 func TestDeviceMapperSuiteInVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: boots the QEMU VM; run without -short (make test)")
+	}
 	capability.Require(t, capability.VM, capability.Root)
 	root, err := RepoRoot()
 	if err != nil {
