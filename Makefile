@@ -7,7 +7,7 @@ export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 70m
 
-.PHONY: all deps build tools test test-short generate cluster-up cluster-down demo demo-down images clean
+.PHONY: all deps build tools verify test test-short generate cluster-up cluster-down demo demo-down images clean
 
 all: build
 
@@ -27,8 +27,13 @@ deps:
 tools:
 	@hack/tools.sh >/dev/null
 
+## verify: go.mod and go.sum are tidy, Go files are gofmt'ed (seconds; make test runs it first)
+verify:
+	go mod tidy -diff
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out" >&2; exit 1; fi
+
 ## test: every test: unit, real lvm2 on loop devices, the local real cluster, the VM with device-mapper
-test: deps tools
+test: verify deps tools
 	OPEN_LOCAL_TOOLS_DIR=$$(hack/tools.sh) go test $(GO_TEST_FLAGS) ./...
 
 ## test-short: unit tests only (no cluster, no VM)
