@@ -7,17 +7,22 @@ export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 70m
 
-.PHONY: all deps build tools verify test test-short generate cluster-up cluster-down demo demo-down images clean
+.PHONY: all deps build harness tools verify test test-short generate cluster-up cluster-down demo demo-down images clean
 
 all: build
 
 # Versions stamped into our binaries: hack/version.sh is their one source
 # (the image build uses it too).
-## build: our binaries into bin/
+## build: what ships (agent, csi, scheduler) into bin/
 build:
 	@mkdir -p bin
-	go build -ldflags "$$(hack/version.sh ldflags ours)" -o bin/ $$(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v -e /test/ -e /scheduler$$)
+	go build -ldflags "$$(hack/version.sh ldflags ours)" -o bin/ ./agent ./csi
 	go build -ldflags "$$(hack/version.sh ldflags scheduler)" -o bin/ ./scheduler
+
+## harness: the development CLIs under hack/ (demo, localcluster, loopvg, procruntime) into bin/
+harness:
+	@mkdir -p bin
+	go build -o bin/ ./hack/...
 
 ## deps: the Debian packages demo and test use (lvm2, xfsprogs, qemu, …; hack/deps.sh)
 deps:
@@ -49,14 +54,14 @@ images:
 	deploy/images/build.sh
 
 ## cluster-up / cluster-down: the local control plane alone, detached
-cluster-up: tools build
+cluster-up: tools harness
 	bin/localcluster up --dir $(CLUSTER_DIR)
 
 cluster-down:
 	@if [ -x bin/localcluster ]; then bin/localcluster down --dir $(CLUSTER_DIR); else go run ./hack/localcluster down --dir $(CLUSTER_DIR); fi
 
 ## demo / demo-down: the article's walkthrough on the local cluster (see README)
-demo: deps tools build
+demo: deps tools build harness
 	hack/demo.sh up
 
 demo-down:
