@@ -39,7 +39,8 @@ func TestMain(m *testing.M) { cluster.Main(m) }
 // These kinds are really applied to the local cluster; the workloads only
 // get a server-side dry run (no kubelet runs there, and no images exist).
 var appliedKinds = []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CSIDriver",
-	"StorageClass", "VolumeSnapshotClass", "NodeLocalStorageInitConfig", "ConfigMap", "Service"}
+	"StorageClass", "VolumeSnapshotClass", "NodeLocalStorageInitConfig", "ConfigMap", "Service",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
 // installer applies rendered objects with server-side apply.
 type installer struct {
