@@ -10,7 +10,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -20,8 +23,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/open-local/open-local/agent/discovery"
@@ -53,6 +59,7 @@ type node struct {
 	devs   []loopvg.Device
 	lvmCfg *loopvg.Config
 	agent  *cluster.Process
+	port   int // of the agent's /healthz and /metrics
 }
 
 func newNode(t *testing.T, devices int) *node {
@@ -168,8 +175,53 @@ func (n *node) startAgent(extra ...string) *cluster.Process {
 	if err := p.WaitHealthy(n.t.Context(), "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", 30*time.Second); err != nil {
 		n.t.Fatal(err)
 	}
-	n.agent = p
+	n.agent, n.port = p, port
 	return p
+}
+
+// createLocalVolume writes a thick LocalVolume of the node in vg naming LV
+// lvName (the object's name when empty); the test's cleanup removes it,
+// finalizer included.
+func (n *node) createLocalVolume(name, vg, lvName, size string) *v1alpha1.LocalVolume {
+	n.t.Helper()
+	api := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	lv, err := api.Create(n.t.Context(), &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.LocalVolumeSpec{NodeName: n.name, VolumeType: v1alpha1.VolumeTypeLVM, Kind: v1alpha1.KindVolume,
+			VGName: vg, LVName: lvName, Size: resource.MustParse(size)}}, metav1.CreateOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { n.forceDelete(context.Background(), name) })
+	return lv
+}
+
+// forceDelete removes a LocalVolume without the agent: finalizers dropped,
+// the LV left behind (what an operator's force-delete does).
+func (n *node) forceDelete(ctx context.Context, name string) {
+	api := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	_, _ = api.Patch(ctx, name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+	_ = api.Delete(ctx, name, metav1.DeleteOptions{})
+}
+
+// metric returns the agent's /metrics lines that start with prefix.
+func (n *node) metric(prefix string) []string {
+	n.t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(n.port) + "/metrics")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (n *node) nls() *v1alpha1.NodeLocalStorage {
@@ -344,8 +396,9 @@ func TestAgentInitAndInventory(t *testing.T) {
 	}
 	n.waitEvent(nodestorage.ReasonVGCreated, vg, n.dev(0))
 
-	// A foreign LV (no tag, no open-local name) reduces allocatable; an owned
-	// one and a legacy-named one do not.
+	// A foreign LV (no tag, no open-local name) reduces allocatable, and so
+	// does a legacy-named one no LocalVolume names (an orphan); an owned one
+	// a LocalVolume of the node names does not (the ledger counts it).
 	if _, err := n.lvmCfg.Run(t.Context(), "lvcreate", "--name", "foreign", "--size", "100m", vg); err != nil {
 		t.Fatal(err)
 	}
@@ -353,10 +406,11 @@ func TestAgentInitAndInventory(t *testing.T) {
 	if _, err := n.lvmCfg.Run(t.Context(), "lvcreate", "--name", "pvc-owned", "--size", "200m", "--addtag", lvm.OwnedTag, vg); err != nil {
 		t.Fatal(err)
 	}
+	n.createLocalVolume("pvc-owned-"+n.run, vg, "pvc-owned", "200Mi")
 	if _, err := n.lvmCfg.Run(t.Context(), "lvcreate", "--name", "local-legacy", "--size", "40m", vg); err != nil {
 		t.Fatal(err)
 	}
-	nls = n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-100*mib, n.dev(0))
+	nls = n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-140*mib, n.dev(0))
 	var lvNames []string
 	for _, lv := range vgOf(nls, vg).LogicalVolumes {
 		lvNames = append(lvNames, lv.Name)
@@ -368,15 +422,15 @@ func TestAgentInitAndInventory(t *testing.T) {
 	// Reserve annotation: absolute, then percent (open-local subtracted 0 for
 	// percentages), then invalid (nothing allocatable, a Warning), then gone.
 	n.annotate(fmt.Sprintf(`{%q:"200Mi"}`, vg))
-	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-300*mib, n.dev(0))
+	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-340*mib, n.dev(0))
 	n.annotate(fmt.Sprintf(`{%q:"10%%"}`, vg))
 	tenPercent := (vgBytes + 9) / 10
-	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-100*mib-tenPercent, n.dev(0))
+	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-140*mib-tenPercent, n.dev(0))
 	n.annotate(fmt.Sprintf(`{%q:"lots"}`, vg))
 	n.waitVG(vg, vgBytes, vgBytes-340*mib, 0, n.dev(0))
 	n.waitEvent(nodestorage.ReasonInvalidReserveAnnotation, `"lots"`)
 	n.annotate("")
-	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-100*mib, n.dev(0))
+	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-140*mib, n.dev(0))
 
 	// A second device listed for the VG extends it (open-local never did).
 	n.updateConfig(func(g *v1alpha1.GlobalConfig) {
@@ -384,17 +438,17 @@ func TestAgentInitAndInventory(t *testing.T) {
 	})
 	pvs := []string{n.dev(0), n.dev(1)}
 	slices.Sort(pvs)
-	n.waitVG(vg, 2*vgBytes, 2*vgBytes-340*mib, 2*vgBytes-100*mib, pvs...)
+	n.waitVG(vg, 2*vgBytes, 2*vgBytes-340*mib, 2*vgBytes-140*mib, pvs...)
 	n.waitEvent(nodestorage.ReasonVGExtended, vg, n.dev(1))
 
 	// Filling the VG with a foreign LV: DiskFull; what stays allocatable is
-	// the space of open-local's own LVs (the scheduler counts their use).
+	// the space of the LocalVolume's LV (the scheduler counts its use).
 	if _, err := n.lvmCfg.Run(t.Context(), "lvcreate", "--name", "filler", "--extents", "100%FREE", vg); err != nil {
 		t.Fatal(err)
 	}
 	n.eventually(30*time.Second, func(nls *v1alpha1.NodeLocalStorage) string {
-		if v := vgOf(nls, vg); v == nil || v.Condition != v1alpha1.StorageFull || v.Available != 0 || v.Allocatable != 240*mib {
-			return fmt.Sprintf("VG = %+v, want DiskFull, nothing available, 240 MiB (owned LVs) allocatable", v)
+		if v := vgOf(nls, vg); v == nil || v.Condition != v1alpha1.StorageFull || v.Available != 0 || v.Allocatable != 200*mib {
+			return fmt.Sprintf("VG = %+v, want DiskFull, nothing available, 200 MiB (the LocalVolume's LV) allocatable", v)
 		}
 		return ""
 	})
@@ -404,6 +458,97 @@ func TestAgentInitAndInventory(t *testing.T) {
 	}
 	if !n.agent.Alive() {
 		t.Fatal("agent died")
+	}
+}
+
+// TestAgentOrphanLVs: LVs no LocalVolume of the node names are kept out of
+// allocatable (the scheduler's ledger counts only LocalVolumes), and those
+// that look like open-local's are reported: logicalVolumes[].orphan, one
+// OrphanLV Event each, open_local_orphan_lvs. The LV of a live LocalVolume
+// (made by the agent's own reconciler) counts as free; force-deleting the
+// LocalVolume makes its LV an orphan.
+func TestAgentOrphanLVs(t *testing.T) {
+	n := newNode(t, 1)
+	ctx := t.Context()
+	vg := "olvg-" + n.run
+	n.createConfig(v1alpha1.NodeLocalStorageInitConfigSpec{GlobalConfig: v1alpha1.GlobalConfig{
+		ListConfig:         v1alpha1.ListConfig{VGs: v1alpha1.VGList{Include: []string{"olvg-.*"}}},
+		ResourceToBeInited: v1alpha1.ResourceToBeInited{VGs: []v1alpha1.VGToBeInited{{Name: vg, Devices: []string{n.dev(0)}}}},
+	}})
+	n.startController()
+	n.startAgent()
+	n.waitVG(vg, vgBytes, vgBytes, vgBytes, n.dev(0))
+
+	// A live volume: the agent creates its LV; allocatable is unchanged.
+	live := "pvc-live-" + n.run
+	n.createLocalVolume(live, vg, "", "200Mi")
+	n.waitVG(vg, vgBytes, vgBytes-200*mib, vgBytes, n.dev(0))
+
+	// By hand: an admin's "localbackup" and a legacy open-local LV.
+	legacy := "local-" + string(uuid.NewUUID())
+	for _, lv := range []struct{ name, size string }{{"localbackup", "100m"}, {legacy, "40m"}} {
+		if _, err := n.lvmCfg.Run(ctx, "lvcreate", "--name", lv.name, "--size", lv.size, vg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nls := n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-140*mib, n.dev(0))
+	orphans := func(nls *v1alpha1.NodeLocalStorage) map[string]bool {
+		m := map[string]bool{}
+		for _, lv := range vgOf(nls, vg).LogicalVolumes {
+			m[lv.Name] = lv.Orphan
+		}
+		return m
+	}
+	if got, want := orphans(nls), map[string]bool{live: false, "localbackup": true, legacy: true}; !maps.Equal(got, want) {
+		t.Errorf("orphan flags = %v, want %v", got, want)
+	}
+	n.waitEvent(nodestorage.ReasonOrphanLV, vg+"/localbackup", "100Mi")
+	n.waitEvent(nodestorage.ReasonOrphanLV, vg+"/"+legacy)
+	wantMetric := func(count int) {
+		t.Helper()
+		want := fmt.Sprintf(`open_local_orphan_lvs{nodename=%q,vgname=%q} %d`, n.name, vg, count)
+		deadline := time.Now().Add(30 * time.Second)
+		for !slices.Contains(n.metric("open_local_orphan_lvs{"), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics %q, want %q", n.metric("open_local_orphan_lvs"), want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	wantMetric(2)
+
+	// Force-deleted: the LV stays, counted nowhere by the ledger: foreign
+	// and an orphan now. With the agent stopped, or its reconciler would
+	// put the finalizer back and remove the LV itself.
+	n.agent.Stop()
+	n.forceDelete(ctx, live)
+	n.startAgent()
+	n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-340*mib, n.dev(0))
+	n.waitEvent(nodestorage.ReasonOrphanLV, vg+"/"+live)
+	wantMetric(3)
+
+	// Adopted: a LocalVolume naming localbackup makes it the ledger's again.
+	n.createLocalVolume("adopt-"+n.run, vg, "localbackup", "100Mi")
+	nls = n.waitVG(vg, vgBytes, vgBytes-340*mib, vgBytes-240*mib, n.dev(0))
+	if orphans(nls)["localbackup"] {
+		t.Error("an adopted LV is still an orphan")
+	}
+	wantMetric(2)
+
+	// Several passes later: still one Event per orphan and agent run (the
+	// agent keeps what it reported in memory; the restart above re-reported
+	// the first two).
+	time.Sleep(3 * time.Second)
+	for lv, want := range map[string]int{"localbackup": 2, legacy: 2, live: 1} {
+		count := 0
+		for _, e := range n.events(nodestorage.ReasonOrphanLV) {
+			if strings.Contains(e.Message, vg+"/"+lv+" ") {
+				count += int(max(e.Count, 1))
+			}
+		}
+		if count != want {
+			t.Errorf("%d OrphanLV Events for %s, want %d", count, lv, want)
+		}
 	}
 }
 

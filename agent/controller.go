@@ -26,6 +26,7 @@ import (
 
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nlscontroller"
+	"github.com/open-local/open-local/agent/orphanvolumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
 )
@@ -60,6 +61,7 @@ func runController(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	gcMetrics := orphanvolumes.NewMetrics(o.metrics)
 	run := func(ctx context.Context) error {
 		kf := informers.NewSharedInformerFactory(kube, 0)
 		of := externalversions.NewSharedInformerFactory(ol, 0)
@@ -69,11 +71,36 @@ func runController(ctx context.Context, o *options) error {
 		if err != nil {
 			return err
 		}
+		var gc *orphanvolumes.Collector
+		if o.orphanGrace > 0 {
+			gc, err = orphanvolumes.New(ol, kube, of.Csi().V1alpha1().LocalVolumes(), kf.Core().V1().PersistentVolumeClaims(),
+				kf.Core().V1().PersistentVolumes(), recorder, orphanvolumes.Options{Grace: o.orphanGrace, Metrics: gcMetrics})
+			if err != nil {
+				return err
+			}
+		}
 		kf.Start(ctx.Done())
 		of.Start(ctx.Done())
 		defer kf.Shutdown()
 		defer of.Shutdown()
-		return c.Run(ctx)
+		if gc == nil {
+			return c.Run(ctx)
+		}
+		// Both under the same lease; either failing ends the term.
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		done := make(chan error, 2)
+		for _, r := range []func(context.Context) error{c.Run, gc.Run} {
+			go func() {
+				err := r(ctx)
+				if err != nil {
+					cancel(err)
+				}
+				done <- err
+			}()
+		}
+		err1, err2 := <-done, <-done
+		return errors.Join(err1, err2)
 	}
 	if !o.leaderElect {
 		serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))

@@ -13,7 +13,8 @@ you may not use this file except in compliance with the License.
 // In agent mode it runs the per-node controllers (nodeControllers) with one
 // shared environment: API clients, the lvm client configured by
 // --lvm-system-dir, and the Activator chosen by --activation. In controller
-// mode it runs the NodeLocalStorage controller.
+// mode it runs the NodeLocalStorage controller and the orphan LocalVolume
+// collector (agent/orphanvolumes).
 package main
 
 import (
@@ -50,6 +51,7 @@ import (
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
 	"github.com/open-local/open-local/agent/nodestorage"
+	"github.com/open-local/open-local/agent/orphanvolumes"
 	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
@@ -79,6 +81,7 @@ var nodeControllers = []struct {
 			Sysfs:             o.sysfs,
 			DeviceRegexp:      o.deviceRegexp,
 			Ownership:         discovery.Ownership{LegacyPrefix: o.legacyLVPrefix},
+			Metrics:           o.metrics,
 		})
 	}},
 	{"volumes", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
@@ -126,6 +129,7 @@ type options struct {
 	leaseDuration time.Duration
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
+	orphanGrace   time.Duration
 
 	// metrics is the registry /metrics serves (set at start, not a flag).
 	metrics *prometheus.Registry
@@ -141,7 +145,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "[agent] the node this agent serves (default $NODE_NAME)")
 	fs.StringVar(&o.sysfs, "sysfs", "/sys", "[agent] where sysfs is mounted (open-local's --path.sysfs)")
 	fs.StringVar(&o.deviceRegexpText, "regexp", discovery.DefaultDeviceRegexp, "[agent] block devices whose name matches this Go regexp are reported, with their partitions")
-	fs.StringVar(&o.legacyLVPrefix, "lvname", discovery.DefaultLegacyLVPrefix, "[agent] LVs whose name starts with this prefix (or csi-) count as open-local's even without the "+lvm.OwnedTag+" tag; empty disables")
+	fs.StringVar(&o.legacyLVPrefix, "lvname", discovery.DefaultLegacyLVPrefix, "[agent] LVs whose name starts with this prefix (or csi-) look like open-local's even without the "+lvm.OwnedTag+" tag: when no LocalVolume names them they are reported as orphans (all LVs no LocalVolume names are kept out of allocatable); empty disables")
 	fs.DurationVar(&o.interval, "interval", nodestorage.DefaultInterval, "[agent] time between discovery passes")
 	fs.DurationVar(&o.heartbeatInterval, "heartbeat-interval", nodestorage.DefaultHeartbeatInterval, "[agent] NodeLocalStorage status is written at least this often, otherwise only when it changes")
 	fs.StringVar(&o.lvmSystemDir, "lvm-system-dir", "", "[agent] LVM_SYSTEM_DIR for every lvm command (a directory with lvm.conf); lvm's default when empty")
@@ -159,6 +163,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.leaseName, "leader-elect-name", "open-local-nls-controller", "[controller] name of the leader Lease")
 	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "[controller] how long a non-renewed lease is honoured")
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "[controller] how long the leader retries renewing before giving up")
+	fs.DurationVar(&o.orphanGrace, "orphan-volume-grace", orphanvolumes.DefaultGrace, "[controller] a LocalVolume whose PVC is gone (or has another UID) and that no PV names is deleted after it has been so this long; 0 disables the collector")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "[controller] time between acquire/renew attempts")
 }
 
@@ -186,6 +191,9 @@ func (o *options) validate() error {
 		}
 		if _, err := labels.Parse(o.nodeSelector); err != nil {
 			errs = append(errs, fmt.Errorf("--node-selector: %w", err))
+		}
+		if o.orphanGrace < 0 {
+			errs = append(errs, errors.New("--orphan-volume-grace must not be negative"))
 		}
 		if o.leaderElect && !(o.leaseDuration > o.renewDeadline && o.renewDeadline > o.retryPeriod && o.retryPeriod > 0) {
 			errs = append(errs, errors.New("want --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0"))

@@ -63,12 +63,20 @@ var (
 		// controller.go: the PVC named by csi-provisioner's extra metadata.
 		"persistentvolumeclaims": {"get"},
 	}
-	// agent --mode=controller (agent/nlscontroller, agent/controller.go).
+	// agent --mode=controller (agent/nlscontroller, agent/orphanvolumes,
+	// agent/controller.go).
 	nlsControllerRules = access{
 		"nodes": {"list", "watch"},
 		"csi.aliyun.com/nodelocalstorageinitconfigs": {"list", "watch"},
 		"csi.aliyun.com/nodelocalstorages":           {"list", "watch", "create", "update", "delete"},
-		"events":                                     {"create", "patch"},
+		// agent/orphanvolumes: informer, Delete (UID precondition) of a
+		// volume whose claim is gone.
+		"csi.aliyun.com/localvolumes": {"list", "watch", "delete"},
+		// agent/orphanvolumes: informers, and Gets confirming an orphan
+		// before the delete.
+		"persistentvolumeclaims": {"get", "list", "watch"},
+		"persistentvolumes":      {"get", "list", "watch"},
+		"events":                 {"create", "patch"},
 	}
 	// Upstream sidecars: their own RBAC files at the versions we run
 	// (hack/tools), less Events list/watch/update (the recorder creates

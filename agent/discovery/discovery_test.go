@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
@@ -107,9 +108,11 @@ func TestVolumeGroups(t *testing.T) {
 		{Name: "all", VG: "pool-b", Size: 10 * gib},
 	}
 	own := Ownership{LegacyPrefix: DefaultLegacyLVPrefix}
+	// LocalVolumes name pvc-1, csi-inline and the thin LV; local-legacy has none.
+	acc := Accounted{"pool-a": {"pvc-1": false, "csi-inline": false, "thin": true}}
 	base := func(reserve Reserve) map[string]uint64 {
 		got := map[string]uint64{}
-		vgs, err := VolumeGroups(vgs, lvs, pvs, own, reserve, nil)
+		vgs, err := VolumeGroups(vgs, lvs, pvs, own, acc, reserve, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,17 +121,17 @@ func TestVolumeGroups(t *testing.T) {
 		}
 		return got
 	}
-	// Not open-local's in pool-a: "foreign" 20, the thin pool 4 (though
-	// tagged: thin volumes are counted in it, not in the VG) and 1 hidden;
-	// thin LVs are in the pool.
+	// Counted by no LocalVolume in pool-a: "foreign" 20, the orphan
+	// "local-legacy" 5, the thin pool 4 (though tagged: thin volumes are
+	// counted in it, not in the VG) and 1 hidden; thin LVs are in the pool.
 	tests := []struct {
 		name    string
 		reserve Reserve
 		want    map[string]uint64
 	}{
-		{"no reserve", Reserve{}, map[string]uint64{"pool-a": 75 * gib, "pool-b": 0}},
-		{"absolute", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 6 * gib}}}, map[string]uint64{"pool-a": 69 * gib, "pool-b": 0}},
-		{"percent", Reserve{ByVG: map[string]Reservation{"pool-a": {Percent: 10}}}, map[string]uint64{"pool-a": 65 * gib, "pool-b": 0}},
+		{"no reserve", Reserve{}, map[string]uint64{"pool-a": 70 * gib, "pool-b": 0}},
+		{"absolute", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 6 * gib}}}, map[string]uint64{"pool-a": 64 * gib, "pool-b": 0}},
+		{"percent", Reserve{ByVG: map[string]Reservation{"pool-a": {Percent: 10}}}, map[string]uint64{"pool-a": 60 * gib, "pool-b": 0}},
 		{"reserve beyond size", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: 90 * gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
 		{"huge reserve does not wrap", Reserve{ByVG: map[string]Reservation{"pool-a": {Bytes: ^uint64(0) - gib}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
 		{"invalid entry blocks its VG", Reserve{ByVG: map[string]Reservation{"pool-a": {Invalid: true}}}, map[string]uint64{"pool-a": 0, "pool-b": 0}},
@@ -142,7 +145,7 @@ func TestVolumeGroups(t *testing.T) {
 		})
 	}
 
-	got, err := VolumeGroups(vgs, lvs, pvs, own, Reserve{}, nil)
+	got, err := VolumeGroups(vgs, lvs, pvs, own, acc, Reserve{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,9 +169,118 @@ func TestVolumeGroups(t *testing.T) {
 		t.Errorf("pool-a thin pools = %+v\nwant %+v", a.ThinPools, wantPool)
 	}
 
-	noLegacy, _ := VolumeGroups(vgs, lvs, pvs, Ownership{}, Reserve{}, nil)
-	if noLegacy[0].Allocatable != 70*gib {
-		t.Errorf("without the legacy prefix, local-legacy is foreign: allocatable %d, want 70 GiB", noLegacy[0].Allocatable/gib)
+	var orphans []string
+	for _, lv := range a.LogicalVolumes {
+		if lv.Orphan {
+			orphans = append(orphans, lv.Name)
+		}
+	}
+	if !reflect.DeepEqual(orphans, []string{"local-legacy"}) {
+		t.Errorf("orphans = %v, want [local-legacy]", orphans)
+	}
+	// Without the legacy prefix local-legacy is plain foreign: counted the
+	// same, but no orphan.
+	noLegacy, _ := VolumeGroups(vgs, lvs, pvs, Ownership{}, acc, Reserve{}, nil)
+	if noLegacy[0].Allocatable != 70*gib || noLegacy[0].LogicalVolumes[2].Orphan {
+		t.Errorf("without the legacy prefix: allocatable %d GiB, LVs %+v; want 70 GiB, no orphan", noLegacy[0].Allocatable/gib, noLegacy[0].LogicalVolumes)
+	}
+}
+
+// TestVolumeGroupsAccounted: only an LV a LocalVolume of the node names is
+// allocatable (the ledger counts the LocalVolume); any other is kept out of
+// allocatable, and those that look like open-local's are orphans.
+func TestVolumeGroupsAccounted(t *testing.T) {
+	vgs := []lvm.VG{{Name: "vg", Size: 100 * gib, Free: 90 * gib}}
+	const thinPoolSize = 4 * gib
+	lvol := func(name string, edit func(*v1alpha1.LocalVolumeSpec)) *v1alpha1.LocalVolume {
+		lv := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1alpha1.LocalVolumeSpec{VolumeType: v1alpha1.VolumeTypeLVM, VGName: "vg", Size: resource.MustParse("1Gi")}}
+		if edit != nil {
+			edit(&lv.Spec)
+		}
+		return lv
+	}
+	tagged := []string{lvm.OwnedTag}
+	tests := []struct {
+		name        string
+		lv          lvm.LV
+		volumes     []*v1alpha1.LocalVolume
+		wantAlloc   uint64 // of the VG: 100 GiB − the 4 GiB pool − LVs no LocalVolume names
+		wantOrphan  bool
+		wantPoolAll uint64 // allocatable of pool0 (ratio 1)
+	}{
+		{name: "LV of a LocalVolume", lv: lvm.LV{Name: "pvc-1", Tags: tagged},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-1", nil)}, wantAlloc: 96 * gib},
+		{name: "LV named by spec.lvName", lv: lvm.LV{Name: "lv-abc", Tags: tagged},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-1", func(s *v1alpha1.LocalVolumeSpec) { s.LVName = "lv-abc" })}, wantAlloc: 96 * gib},
+		{name: "tagged LV whose LocalVolume was force-deleted", lv: lvm.LV{Name: "pvc-1", Tags: tagged},
+			wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "admin LV named localbackup", lv: lvm.LV{Name: "localbackup"},
+			wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "legacy open-local local-<uuid>", lv: lvm.LV{Name: "local-1f0e7f43-3bd2-4c39-9f62-1a9b6f0ad3c1"},
+			wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "csi- LV without LocalVolume", lv: lvm.LV{Name: "csi-0123abcd"},
+			wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "foreign LV: not allocatable, no orphan", lv: lvm.LV{Name: "data"},
+			wantAlloc: 94 * gib},
+		{name: "a LocalVolume of another VG does not count", lv: lvm.LV{Name: "pvc-1", Tags: tagged},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-1", func(s *v1alpha1.LocalVolumeSpec) { s.VGName = "other" })}, wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "a thin LocalVolume does not count a thick LV of its name", lv: lvm.LV{Name: "pvc-1", Tags: tagged},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-1", func(s *v1alpha1.LocalVolumeSpec) { s.ThinPool = "pool0" })}, wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "a read-only restore owns no LV", lv: lvm.LV{Name: "snap-1", Tags: tagged, Origin: "pvc-0"},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-2", func(s *v1alpha1.LocalVolumeSpec) {
+				s.LVName, s.ReadOnly, s.Source = "snap-1", true, &v1alpha1.LocalVolumeSource{Snapshot: "snap-1"}
+			})}, wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "a snapshot LocalVolume names its copy-on-write LV", lv: lvm.LV{Name: "snap-1", Tags: tagged, Origin: "pvc-0"},
+			volumes: []*v1alpha1.LocalVolume{lvol("snap-1", func(s *v1alpha1.LocalVolumeSpec) { s.Kind = v1alpha1.KindSnapshot })}, wantAlloc: 96 * gib},
+		{name: "a Device volume names no LV", lv: lvm.LV{Name: "pvc-1", Tags: tagged},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-1", func(s *v1alpha1.LocalVolumeSpec) { s.VolumeType = v1alpha1.VolumeTypeDevice })}, wantAlloc: 94 * gib, wantOrphan: true},
+		{name: "thin LV of a thin LocalVolume", lv: lvm.LV{Name: "pvc-t", Tags: tagged, Pool: "pool0"},
+			volumes: []*v1alpha1.LocalVolume{lvol("pvc-t", func(s *v1alpha1.LocalVolumeSpec) { s.ThinPool = "pool0" })}, wantAlloc: 96 * gib, wantPoolAll: thinPoolSize},
+		{name: "orphan thin LV takes its virtual size out of the pool", lv: lvm.LV{Name: "pvc-t", Tags: tagged, Pool: "pool0"},
+			wantAlloc: 96 * gib, wantOrphan: true, wantPoolAll: thinPoolSize - 2*gib},
+		{name: "orphan thin LV larger than the pool", lv: lvm.LV{Name: "pvc-t", Tags: tagged, Pool: "pool0", Size: 50 * gib},
+			wantAlloc: 96 * gib, wantOrphan: true, wantPoolAll: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lv := tt.lv
+			lv.VG = "vg"
+			if lv.Size == 0 {
+				lv.Size = 2 * gib
+			}
+			// The pool is tagged yet never an orphan: no LocalVolume names
+			// pools, their space is counted by virtual size.
+			lvs := []lvm.LV{lv, {Name: "pool0", VG: "vg", Size: thinPoolSize, Layout: "thin,pool", Tags: tagged}}
+			if !lv.IsThin() {
+				// A thick LV's extents are in use: 4 GiB of pool plus this LV.
+				vgs[0].Free = 100*gib - thinPoolSize - lv.Size
+			} else {
+				vgs[0].Free = 100*gib - thinPoolSize
+			}
+			got, err := VolumeGroups(vgs, lvs, nil, Ownership{LegacyPrefix: DefaultLegacyLVPrefix}, AccountedBy(tt.volumes), Reserve{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vg := got[0]
+			if vg.Allocatable != tt.wantAlloc {
+				t.Errorf("allocatable = %d GiB, want %d GiB", vg.Allocatable/gib, tt.wantAlloc/gib)
+			}
+			orphans := map[string]bool{}
+			for _, l := range vg.LogicalVolumes {
+				orphans[l.Name] = l.Orphan
+			}
+			if orphans[lv.Name] != tt.wantOrphan || orphans["pool0"] {
+				t.Errorf("orphan flags = %v, want %s: %v, pool0: false", orphans, lv.Name, tt.wantOrphan)
+			}
+			want := tt.wantPoolAll
+			if !lv.IsThin() {
+				want = thinPoolSize
+			}
+			if len(vg.ThinPools) != 1 || vg.ThinPools[0].Allocatable != want {
+				t.Errorf("thin pools = %+v, want pool0 allocatable %d", vg.ThinPools, want)
+			}
+		})
 	}
 }
 
@@ -199,7 +311,7 @@ func TestThinPoolRatio(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := VolumeGroups(vgs, lvs, nil, Ownership{}, Reserve{}, ThinConfigOf(tt.cfg))
+			got, err := VolumeGroups(vgs, lvs, nil, Ownership{}, nil, Reserve{}, ThinConfigOf(tt.cfg))
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}

@@ -27,9 +27,12 @@ import (
 // DefaultLegacyLVPrefix is open-local's --lvname default.
 const DefaultLegacyLVPrefix = "local"
 
-// Ownership decides which LVs belong to open-local: those tagged
+// Ownership decides which LVs look like open-local's: those tagged
 // lvm.OwnedTag, and, for volumes open-local created before tags, names
-// starting with LegacyPrefix (open-local's --lvname) or "csi-".
+// starting with LegacyPrefix (open-local's --lvname) or "csi-". It no longer
+// makes space allocatable (only a LocalVolume naming the LV does, see
+// VolumeGroups); it tells orphans, which an operator should adopt or
+// remove, from LVs that were never ours.
 type Ownership struct {
 	// LegacyPrefix is open-local's --lvname; empty disables the check.
 	LegacyPrefix string
@@ -40,6 +43,35 @@ func (o Ownership) Owns(lv lvm.LV) bool {
 	return lv.HasTag(lvm.OwnedTag) ||
 		(o.LegacyPrefix != "" && strings.HasPrefix(lv.Name, o.LegacyPrefix)) ||
 		strings.HasPrefix(lv.Name, "csi-")
+}
+
+// Accounted is the set of LVs the node's LocalVolumes name, and so the
+// scheduler's ledger counts: by VG, LV name, and whether the LocalVolume is
+// a thin one (spec.thinPool; counted in its pool, not in the VG).
+type Accounted map[string]map[string]bool
+
+// AccountedBy collects the LVs lvs own (v1alpha1.LocalVolume.LVName in
+// spec.vgName); Device volumes and read-only restores own none.
+func AccountedBy(lvs []*v1alpha1.LocalVolume) Accounted {
+	a := Accounted{}
+	for _, lv := range lvs {
+		s := &lv.Spec
+		if s.VolumeType != v1alpha1.VolumeTypeLVM || s.VGName == "" || s.IsReadOnlyRestore() {
+			continue
+		}
+		if a[s.VGName] == nil {
+			a[s.VGName] = map[string]bool{}
+		}
+		a[s.VGName][lv.LVName()] = s.ThinPool != ""
+	}
+	return a
+}
+
+// counts reports whether a LocalVolume accounts for lv the way the ledger
+// counts it: a thin LV by a thin LocalVolume, a thick LV by a thick one.
+func (a Accounted) counts(lv lvm.LV) bool {
+	thin, ok := a[lv.VG][lv.Name]
+	return ok && thin == lv.IsThin()
 }
 
 // ReserveAnnotation on a NodeLocalStorage keeps space of VGs out of
@@ -172,15 +204,20 @@ func (c ThinConfig) Ratio(vg, pool string) (resource.Quantity, error) {
 
 // VolumeGroups builds the status of every VG: its PVs, LVs and thin pools,
 // Total (size), Available (free) and Allocatable = Total − the reserve −
-// everything open-local's LocalVolumes do not account for: LVs it does not
-// own, thin pools (their space is handed out by virtual size, see
-// v1alpha1.ThinPool), and extents of hidden LVs (pool metadata and its
-// spare, raid images), never below 0. Thin LVs are not counted (their
-// space is their pool's). Condition is DiskFull when the VG has no free
-// extent. Everything is sorted by name, so equal inventories give equal
-// statuses. Configuration errors (a ratio below 1) are returned beside a
-// safe status.
-func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reserve Reserve, thin ThinConfig) ([]v1alpha1.VolumeGroup, error) {
+// everything open-local's LocalVolumes do not account for: thick LVs no
+// LocalVolume of the node names (accounted), whoever made them, thin pools
+// (their space is handed out by virtual size, see v1alpha1.ThinPool), and
+// extents of hidden LVs (pool metadata and its spare, raid images), never
+// below 0. The ledger counts only LocalVolumes, so an LV none names is
+// counted here or nowhere. Thin LVs are not counted in the VG (their space
+// is their pool's); a thin LV no LocalVolume names is taken out of its
+// pool's allocatable instead. An unaccounted LV that own says is
+// open-local's (a force-deleted LocalVolume, an admin's "localbackup", a
+// legacy open-local "local-<uuid>") is marked Orphan, for the operator.
+// Condition is DiskFull when the VG has no free extent. Everything is
+// sorted by name, so equal inventories give equal statuses. Configuration
+// errors (a ratio below 1) are returned beside a safe status.
+func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, accounted Accounted, reserve Reserve, thin ThinConfig) ([]v1alpha1.VolumeGroup, error) {
 	out := make([]v1alpha1.VolumeGroup, 0, len(vgs))
 	var errs []error
 	for _, vg := range vgs {
@@ -202,32 +239,43 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 		}
 		sort.Strings(s.PhysicalVolumes)
 		var foreign, visible uint64
+		unaccountedThin := map[string]uint64{} // pool -> virtual bytes
 		for _, lv := range lvs {
 			if lv.VG != vg.Name {
 				continue
 			}
+			isPool := lv.IsThinPool()
+			counted := isPool || accounted.counts(lv)
 			s.LogicalVolumes = append(s.LogicalVolumes, v1alpha1.LogicalVolume{
 				Name:      lv.Name,
 				VGName:    lv.VG,
 				Total:     lv.Size,
 				ReadOnly:  len(lv.Attr) > 1 && lv.Attr[1] == 'r',
 				Condition: v1alpha1.StorageReady,
+				Orphan:    !counted && own.Owns(lv),
 			})
 			if lv.IsThin() {
+				if !counted {
+					unaccountedThin[lv.Pool] = satAdd(unaccountedThin[lv.Pool], lv.Size)
+				}
 				continue
 			}
 			visible += lv.Size
 			switch {
-			case lv.IsThinPool():
+			case isPool:
 				foreign += lv.Size
 				pool, err := thinPoolStatus(vg.Name, lv, thin)
 				if err != nil {
 					errs = append(errs, err)
 				}
 				s.ThinPools = append(s.ThinPools, pool)
-			case !own.Owns(lv):
+			case !counted:
 				foreign += lv.Size
 			}
+		}
+		for i := range s.ThinPools {
+			p := &s.ThinPools[i]
+			p.Allocatable -= min(p.Allocatable, unaccountedThin[p.Name])
 		}
 		if used := vg.Size - min(vg.Free, vg.Size); used > visible {
 			foreign += used - visible
@@ -242,6 +290,13 @@ func VolumeGroups(vgs []lvm.VG, lvs []lvm.LV, pvs []lvm.PV, own Ownership, reser
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, errors.Join(errs...)
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
 }
 
 // thinPoolStatus reports one pool: its sizes, how full it is, and the

@@ -35,7 +35,7 @@ func BenchmarkStatusPass(b *testing.B) {
 	}
 	nls := &v1alpha1.NodeLocalStorage{Spec: v1alpha1.NodeLocalStorageSpec{ListConfig: v1alpha1.ListConfig{
 		VGs: v1alpha1.VGList{Include: []string{"open-local-pool-[0-9]+"}}, Devices: v1alpha1.DeviceList{Include: []string{"/dev/sd[a-z]"}}}}}
-	obs := observation{inv: inv, devices: devs, ownership: discovery.Ownership{LegacyPrefix: "local"}}
+	obs := observation{inv: inv, devices: devs, ownership: discovery.Ownership{LegacyPrefix: "local"}, accounted: accountedAll(inv.lvs)}
 	nls.Status, _ = desiredStatus(nls, obs)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -44,4 +44,16 @@ func BenchmarkStatusPass(b *testing.B) {
 			b.Fatal("unchanged inventory reported as changed")
 		}
 	}
+}
+
+// accountedAll: every LV has its LocalVolume.
+func accountedAll(lvs []lvm.LV) discovery.Accounted {
+	a := discovery.Accounted{}
+	for _, lv := range lvs {
+		if a[lv.VG] == nil {
+			a[lv.VG] = map[string]bool{}
+		}
+		a[lv.VG][lv.Name] = lv.IsThin()
+	}
+	return a
 }

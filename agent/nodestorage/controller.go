@@ -18,13 +18,17 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
@@ -33,6 +37,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/agent/discovery"
+	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
@@ -55,8 +60,11 @@ type Options struct {
 	Sysfs string
 	// DeviceRegexp selects block devices by name (open-local's --regexp).
 	DeviceRegexp *regexp.Regexp
-	// Ownership tells open-local's LVs from others.
+	// Ownership tells LVs that look like open-local's from others: those
+	// no LocalVolume names are reported as orphans.
 	Ownership discovery.Ownership
+	// Metrics, when set, gets the open_local_orphan_lvs gauge.
+	Metrics prometheus.Registerer
 }
 
 // Defaults of Options.
@@ -75,12 +83,26 @@ type Controller struct {
 	factory  externalversions.SharedInformerFactory
 	lister   listers.NodeLocalStorageLister
 	synced   cache.InformerSynced
-	queue    workqueue.TypedRateLimitingInterface[string]
-	now      func() time.Time
+	// The node's LocalVolumes (field selector spec.nodeName): the LVs they
+	// name are the ones the ledger counts (discovery.Accounted).
+	volFactory externalversions.SharedInformerFactory
+	volumes    listers.LocalVolumeLister
+	volSynced  cache.InformerSynced
+	queue      workqueue.TypedRateLimitingInterface[string]
+	now        func() time.Time
+	orphanLVs  *agentmetrics.OrphanLVs
 
 	// Worker state (one worker).
 	backoffs map[string]*backoff
 	warned   map[string]string // reason -> last message emitted
+	// reported: orphans announced by an OrphanLV Event (vg/lv), so each
+	// gets one Event while it lasts.
+	reported map[string]bool
+
+	// suspects: the orphans of the last pass (vg/lv), read by the
+	// LocalVolume handler too.
+	suspectsMu sync.Mutex
+	suspects   map[string]bool
 
 	// StatusWrites counts status updates sent to the API server.
 	StatusWrites atomic.Int64
@@ -110,23 +132,49 @@ func New(env *nodeagent.Env, opts Options) (*Controller, error) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", env.NodeName).String()
 		}))
 	informer := factory.Csi().V1alpha1().NodeLocalStorages()
+	volFactory := externalversions.NewSharedInformerFactoryWithOptions(env.OpenLocal, 0,
+		externalversions.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", env.NodeName).String()
+		}))
+	volInformer := volFactory.Csi().V1alpha1().LocalVolumes()
 	c := &Controller{
-		node:     env.NodeName,
-		opts:     opts,
-		client:   env.OpenLocal,
-		lvm:      env.LVM,
-		recorder: env.Recorder,
-		factory:  factory,
-		lister:   informer.Lister(),
-		synced:   informer.Informer().HasSynced,
+		node:       env.NodeName,
+		opts:       opts,
+		client:     env.OpenLocal,
+		lvm:        env.LVM,
+		recorder:   env.Recorder,
+		factory:    factory,
+		lister:     informer.Lister(),
+		synced:     informer.Informer().HasSynced,
+		volFactory: volFactory,
+		volumes:    volInformer.Lister(),
+		volSynced:  volInformer.Informer().HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, opts.Interval),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodestorage"}),
 		now:      time.Now,
 		backoffs: map[string]*backoff{},
 		warned:   map[string]string{},
+		reported: map[string]bool{},
+		suspects: map[string]bool{},
 	}
-	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if opts.Metrics != nil {
+		c.orphanLVs = agentmetrics.NewOrphanLVs(opts.Metrics)
+	}
+	// A LocalVolume naming an LV the last pass counted as an orphan (the
+	// agent made its LV before this informer showed it): pass again at once
+	// rather than keep its space out of allocatable for an interval.
+	_, err := volInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if lv, ok := obj.(*v1alpha1.LocalVolume); ok && c.isSuspect(lv.Spec.VGName+"/"+lv.LVName()) {
+				c.queue.Add(c.node)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.queue.Add(c.node) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, n := oldObj.(*v1alpha1.NodeLocalStorage), newObj.(*v1alpha1.NodeLocalStorage)
@@ -150,7 +198,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	defer c.factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+	c.volFactory.Start(ctx.Done())
+	defer c.volFactory.Shutdown()
+	// Before the first pass: with no LocalVolumes known, every LV would
+	// count as an orphan.
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced, c.volSynced) {
 		return ctx.Err()
 	}
 	klog.InfoS("NodeLocalStorage loop started", "node", c.node, "interval", c.opts.Interval, "heartbeat", c.opts.HeartbeatInterval)
@@ -201,9 +253,23 @@ func (c *Controller) sync(ctx context.Context) error {
 		obs.inv, obs.invErr = c.readInventory(ctx)
 	}
 	obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp)
+	// After lvm's report: the agent creates an LV only for a LocalVolume
+	// the API already has, so any LV in the report has its LocalVolume in
+	// the API by now; this lister may still lag the volumes reconciler's.
+	// Then the LV counts as foreign for this pass while the ledger counts
+	// its LocalVolume too: allocatable is under-stated (the safe side),
+	// and the LocalVolume's arrival triggers a new pass (see New).
+	vols, err := c.volumes.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	obs.accounted = discovery.AccountedBy(vols)
 
 	status, warns := desiredStatus(nls, obs)
 	c.emitWarnings(nls, warns)
+	if obs.invErr == nil {
+		c.reportOrphans(nls, status.NodeStorageInfo.VolumeGroups)
+	}
 	now := c.now()
 	due := nls.Status.NodeStorageInfo.State.LastHeartbeatTime == nil ||
 		now.Sub(nls.Status.NodeStorageInfo.State.LastHeartbeatTime.Time) >= c.opts.HeartbeatInterval

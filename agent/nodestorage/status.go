@@ -49,6 +49,8 @@ type observation struct {
 	devices   []v1alpha1.DeviceInfo
 	devErr    error
 	ownership discovery.Ownership
+	// accounted: the LVs the node's LocalVolumes name.
+	accounted discovery.Accounted
 }
 
 // desiredStatus computes the status nls should have after this pass, and
@@ -85,7 +87,7 @@ func desiredStatus(nls *v1alpha1.NodeLocalStorage, obs observation) (v1alpha1.No
 		warns = append(warns, warning{ReasonDiscoveryFailed, "listing LVM volume groups failed: " + obs.invErr.Error()})
 	} else {
 		var err error
-		info.VolumeGroups, err = discovery.VolumeGroups(obs.inv.vgs, obs.inv.lvs, obs.inv.pvs, obs.ownership, reserve,
+		info.VolumeGroups, err = discovery.VolumeGroups(obs.inv.vgs, obs.inv.lvs, obs.inv.pvs, obs.ownership, obs.accounted, reserve,
 			discovery.ThinConfigOf(nls.Spec.ResourceToBeInited.VGs))
 		if err != nil {
 			warns = append(warns, warning{ReasonInvalidThinPoolConfig, err.Error()})

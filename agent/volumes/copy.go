@@ -176,14 +176,14 @@ func copyBlocks(ctx context.Context, src, dst string, total int64, skipZeros boo
 // the copy, reports its progress while it runs, and marks the volume Ready
 // once the data is on disk (the restoring tag removed last).
 func (r *Reconciler) restoreByCopy(ctx context.Context, lv *v1alpha1.LocalVolume, got *lvm.LV, path string, src *restoreSource) error {
-	vg, name := lv.Spec.VGName, LVName(lv)
+	vg, name := lv.Spec.VGName, lv.LVName()
 	if src == nil {
 		return r.fail(ctx, lv, codes.Internal, ReasonRestoreFailed,
 			fmt.Errorf("LV %s/%s is tagged %s but the volume names no source.snapshot", vg, name, restoringTag))
 	}
 	job := r.copies.get(lv.Name)
 	if job == nil {
-		srcPath, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, LVName(src.snapshot))
+		srcPath, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, src.snapshot.LVName())
 		if err != nil {
 			return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate snapshot %s: %w", src.snapshot.Name, err))
 		}

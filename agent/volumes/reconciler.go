@@ -317,19 +317,11 @@ func (r *Reconciler) reconcile(ctx context.Context, name string) error {
 	}
 }
 
-// LVName is the LV of a LocalVolume: spec.lvName, or the object's name.
-func LVName(lv *v1alpha1.LocalVolume) string {
-	if lv.Spec.LVName != "" {
-		return lv.Spec.LVName
-	}
-	return lv.Name
-}
-
 // ensureLV carries out a volume: a thick LV in spec.vgName or a thin LV in
 // spec.thinPool, filled from spec.source.snapshot when it is a restore.
 func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) error {
 	logger := klog.FromContext(ctx).WithValues("localVolume", lv.Name)
-	vg, name, want := lv.Spec.VGName, LVName(lv), uint64(lv.Spec.Size.Value())
+	vg, name, want := lv.Spec.VGName, lv.LVName(), uint64(lv.Spec.Size.Value())
 	got, err := r.opts.LVM.GetLV(ctx, vg, name)
 	// A restore needs its snapshot until its LV is created and filled;
 	// afterwards it is a volume of its own (the snapshot may go).
@@ -413,7 +405,7 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 // both are thin in the same pool (nothing to copy), else an empty LV —
 // tagged restoringTag when a copy must fill it, so a restart knows.
 func (r *Reconciler) createLV(ctx context.Context, lv *v1alpha1.LocalVolume, src *restoreSource) (*lvm.LV, error) {
-	vg, name, want := lv.Spec.VGName, LVName(lv), uint64(lv.Spec.Size.Value())
+	vg, name, want := lv.Spec.VGName, lv.LVName(), uint64(lv.Spec.Size.Value())
 	tags := []string{lvm.OwnedTag}
 	if src != nil {
 		if src.lv.IsThin() && src.lv.Pool == lv.Spec.ThinPool {
@@ -480,7 +472,7 @@ func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error
 	}
 	// A read-only restore is its snapshot's LV: nothing of its own to remove.
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && !lv.Spec.IsReadOnlyRestore() {
-		vg, name := lv.Spec.VGName, LVName(lv)
+		vg, name := lv.Spec.VGName, lv.LVName()
 		got, err := r.opts.LVM.GetLV(ctx, vg, name)
 		switch {
 		case errors.Is(err, lvm.ErrNotFound):

@@ -37,7 +37,7 @@ var errWaiting = errors.New("waiting for the source")
 // would be another point in time).
 func (r *Reconciler) ensureSnapshot(ctx context.Context, lv *v1alpha1.LocalVolume) error {
 	logger := klog.FromContext(ctx).WithValues("snapshot", lv.Name)
-	vg, name := lv.Spec.VGName, LVName(lv)
+	vg, name := lv.Spec.VGName, lv.LVName()
 	got, err := r.opts.LVM.GetLV(ctx, vg, name)
 	switch {
 	case errors.Is(err, lvm.ErrNotFound):
@@ -137,7 +137,7 @@ func snapshotKind(lv *lvm.LV) string {
 
 // takeSnapshot creates the snapshot LV of lv's source volume.
 func (r *Reconciler) takeSnapshot(ctx context.Context, lv *v1alpha1.LocalVolume) (*lvm.LV, error) {
-	vg, name := lv.Spec.VGName, LVName(lv)
+	vg, name := lv.Spec.VGName, lv.LVName()
 	srcName := lv.Spec.Source.Volume
 	src, err := r.lister.Get(srcName)
 	switch {
@@ -155,9 +155,9 @@ func (r *Reconciler) takeSnapshot(ctx context.Context, lv *v1alpha1.LocalVolume)
 		r.setPending(ctx, lv, fmt.Sprintf("waiting for source volume %s to be Ready", srcName))
 		return nil, fmt.Errorf("snapshot %s: %w %s", lv.Name, errWaiting, srcName)
 	}
-	origin, err := r.opts.LVM.GetLV(ctx, vg, LVName(src))
+	origin, err := r.opts.LVM.GetLV(ctx, vg, src.LVName())
 	if err != nil {
-		return nil, fmt.Errorf("look up origin LV %s/%s: %w", vg, LVName(src), err)
+		return nil, fmt.Errorf("look up origin LV %s/%s: %w", vg, src.LVName(), err)
 	}
 	if origin.IsThin() {
 		if lv.Spec.ThinPool != "" && lv.Spec.ThinPool != origin.Pool {
@@ -216,7 +216,7 @@ func (r *Reconciler) ensureReadOnlyRestore(ctx context.Context, lv *v1alpha1.Loc
 	if err != nil {
 		return err
 	}
-	path, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, LVName(src.snapshot))
+	path, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, src.snapshot.LVName())
 	if err != nil {
 		return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate snapshot %s: %w", src.snapshot.Name, err))
 	}
@@ -273,9 +273,9 @@ func (r *Reconciler) restoreSourceOf(ctx context.Context, lv *v1alpha1.LocalVolu
 		return nil, r.fail(ctx, lv, codes.OutOfRange, ReasonRestoreFailed,
 			fmt.Errorf("volume of %s is smaller than snapshot %s (%s)", lv.Spec.Size.String(), name, quantity(uint64(size))))
 	}
-	got, err := r.opts.LVM.GetLV(ctx, snap.Spec.VGName, LVName(snap))
+	got, err := r.opts.LVM.GetLV(ctx, snap.Spec.VGName, snap.LVName())
 	if err != nil {
-		return nil, r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("snapshot %s: LV %s/%s: %w", name, snap.Spec.VGName, LVName(snap), err))
+		return nil, r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("snapshot %s: LV %s/%s: %w", name, snap.Spec.VGName, snap.LVName(), err))
 	}
 	if got.IsInvalidSnapshot() {
 		return nil, r.fail(ctx, lv, codes.DataLoss, ReasonRestoreFailed, fmt.Errorf("snapshot %s was invalidated (its copy-on-write space overflowed)", name))

@@ -293,8 +293,8 @@ func (s *Server) releaseInline(ctx context.Context, id string) error {
 		return nil
 	}
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM {
-		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lvName(lv)); err != nil {
-			return status.Errorf(codes.Internal, "release LV %s/%s of inline volume %s: %v", lv.Spec.VGName, lvName(lv), id, err)
+		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lv.LVName()); err != nil {
+			return status.Errorf(codes.Internal, "release LV %s/%s of inline volume %s: %v", lv.Spec.VGName, lv.LVName(), id, err)
 		}
 	}
 	err = lvs.Delete(ctx, id, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &lv.UID}})

@@ -155,15 +155,6 @@ func statusNote(lv *v1alpha1.LocalVolume) string {
 	return fmt.Sprintf(" (%s %s: %s)", lv.Status.Phase, lv.Status.Code, lv.Status.Message)
 }
 
-// lvName is the LV of a LocalVolume: spec.lvName, or the object's name
-// (docs/localvolume.md).
-func lvName(lv *v1alpha1.LocalVolume) string {
-	if lv.Spec.LVName != "" {
-		return lv.Spec.LVName
-	}
-	return lv.Name
-}
-
 // device returns the volume's block device on this node.
 func (s *Server) device(ctx context.Context, lv *v1alpha1.LocalVolume) (string, error) {
 	switch lv.Spec.VolumeType {
@@ -187,7 +178,7 @@ func (s *Server) device(ctx context.Context, lv *v1alpha1.LocalVolume) (string, 
 // restore, its snapshot's LV (docs/localvolume.md), which it shares.
 func (s *Server) dataLV(ctx context.Context, lv *v1alpha1.LocalVolume) (vg, name string, err error) {
 	if !lv.Spec.IsReadOnlyRestore() {
-		return lv.Spec.VGName, lvName(lv), nil
+		return lv.Spec.VGName, lv.LVName(), nil
 	}
 	snap, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, lv.Spec.Source.Snapshot, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -196,7 +187,7 @@ func (s *Server) dataLV(ctx context.Context, lv *v1alpha1.LocalVolume) (vg, name
 	if err != nil {
 		return "", "", status.Errorf(codes.Unavailable, "get LocalVolume %s: %v", lv.Spec.Source.Snapshot, err)
 	}
-	return snap.Spec.VGName, lvName(snap), nil
+	return snap.Spec.VGName, snap.LVName(), nil
 }
 
 // checkCapability validates a node-side volume capability.
@@ -396,8 +387,8 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	// A read-only restore's LV is its snapshot's, shared with the snapshot
 	// and other restores: it stays active.
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && !lv.Spec.IsReadOnlyRestore() {
-		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lvName(lv)); err != nil {
-			return nil, status.Errorf(codes.Internal, "release LV %s/%s: %v", lv.Spec.VGName, lvName(lv), err)
+		if err := s.opts.Activator.Deactivate(ctx, lv.Spec.VGName, lv.LVName()); err != nil {
+			return nil, status.Errorf(codes.Internal, "release LV %s/%s: %v", lv.Spec.VGName, lv.LVName(), err)
 		}
 	}
 	klog.FromContext(ctx).Info("Unstaged volume", "volume", id, "path", staging)

@@ -179,15 +179,15 @@ func (d *demo) checkSnapshotLV(ctx context.Context, res *StepResult, name string
 	if lv.Status.Phase != v1alpha1.PhaseReady {
 		return fmt.Errorf("LocalVolume %s is %s: %s", name, lv.Status.Phase, lv.Status.Message)
 	}
-	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,origin,lv_size,lv_attr", lv.Spec.VGName+"/"+lvName(lv))
+	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,origin,lv_size,lv_attr", lv.Spec.VGName+"/"+lv.LVName())
 	if err != nil {
 		return err
 	}
 	row := rows[0]
 	if row["origin"] == "" {
-		return fmt.Errorf("LV %s/%s is no snapshot: %v", lv.Spec.VGName, lvName(lv), row)
+		return fmt.Errorf("LV %s/%s is no snapshot: %v", lv.Spec.VGName, lv.LVName(), row)
 	}
 	d.p.check(res, "LocalVolume %s Ready; lvm: %s/%s is a snapshot of %s (attributes %s, copy-on-write area %s)",
-		name, lv.Spec.VGName, lvName(lv), row["origin"], row["lv_attr"], humanBytes(atoi64(row["lv_size"])))
+		name, lv.Spec.VGName, lv.LVName(), row["origin"], row["lv_attr"], humanBytes(atoi64(row["lv_size"])))
 	return nil
 }

@@ -257,24 +257,17 @@ func (d *demo) checkLV(ctx context.Context, res *StepResult, name string, size i
 	if err != nil {
 		return err
 	}
-	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,lv_size,lv_tags", lv.Spec.VGName+"/"+lvName(lv))
+	rows, err := d.lvmOn(lv.Spec.NodeName).Report(ctx, "lvs", "-o", "lv_name,lv_size,lv_tags", lv.Spec.VGName+"/"+lv.LVName())
 	if err != nil {
 		return fmt.Errorf("LV of %s: %w", name, err)
 	}
 	got := atoi64(rows[0]["lv_size"])
 	if got < size || got > size+8*mib {
-		return fmt.Errorf("LV %s/%s is %d bytes, want %d", lv.Spec.VGName, lvName(lv), got, size)
+		return fmt.Errorf("LV %s/%s is %d bytes, want %d", lv.Spec.VGName, lv.LVName(), got, size)
 	}
 	p := d.p
-	p.check(res, "LocalVolume %s Ready on %s; lvm: LV %s/%s of %s", name, lv.Spec.NodeName, lv.Spec.VGName, lvName(lv), humanBytes(got))
+	p.check(res, "LocalVolume %s Ready on %s; lvm: LV %s/%s of %s", name, lv.Spec.NodeName, lv.Spec.VGName, lv.LVName(), humanBytes(got))
 	return nil
-}
-
-func lvName(lv *v1alpha1.LocalVolume) string {
-	if lv.Spec.LVName != "" {
-		return lv.Spec.LVName
-	}
-	return lv.Name
 }
 
 // ---- 3. expansion
@@ -553,10 +546,10 @@ func (d *demo) stepEphemeral(ctx context.Context, res *StepResult) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.lvm.Report(ctx, "lvs", VG+"/"+lvName(lv)); err == nil {
-		return fmt.Errorf("LV %s/%s outlived its pod", VG, lvName(lv))
+	if _, err := d.lvm.Report(ctx, "lvs", VG+"/"+lv.LVName()); err == nil {
+		return fmt.Errorf("LV %s/%s outlived its pod", VG, lv.LVName())
 	}
-	p.check(res, "after the pod: LocalVolume %s and LV %s/%s are gone", lv.Name, VG, lvName(lv))
+	p.check(res, "after the pod: LocalVolume %s and LV %s/%s are gone", lv.Name, VG, lv.LVName())
 	return nil
 }
 

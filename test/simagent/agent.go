@@ -277,11 +277,7 @@ func devicePath(lv *v1alpha1.LocalVolume) string {
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {
 		return lv.Spec.Device
 	}
-	name := lv.Spec.LVName
-	if name == "" {
-		name = lv.Name
-	}
-	return "/dev/" + lv.Spec.VGName + "/" + name
+	return "/dev/" + lv.Spec.VGName + "/" + lv.LVName()
 }
 
 var everything = labels.Everything()

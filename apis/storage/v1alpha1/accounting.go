@@ -38,3 +38,20 @@ func ExtentRounded(size, extent int64) int64 {
 	}
 	return (size + extent - 1) / extent * extent
 }
+
+// LVName is the LV a LocalVolume names in its VG: spec.lvName when set, else
+// the object's name (docs/localvolume.md). The agent, the CSI node plugin and
+// the agent's count of orphan LVs all resolve it so.
+func (lv *LocalVolume) LVName() string {
+	if lv.Spec.LVName != "" {
+		return lv.Spec.LVName
+	}
+	return lv.Name
+}
+
+// CountsThickLV reports whether the LocalVolume accounts for a thick LV of
+// its VG (spec.vgName/LVName()): an LVM volume or classic snapshot outside a
+// thin pool that is not a read-only restore (those own no LV).
+func (s *LocalVolumeSpec) CountsThickLV() bool {
+	return s.VolumeType == VolumeTypeLVM && s.ThinPool == "" && !s.IsReadOnlyRestore()
+}

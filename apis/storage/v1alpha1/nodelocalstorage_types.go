@@ -290,6 +290,11 @@ type LogicalVolume struct {
 	Total     uint64               `json:"total"`
 	ReadOnly  bool                 `json:"readOnly,omitempty"`
 	Condition StorageConditionType `json:"condition,omitempty"`
+	// Orphan: the LV looks like open-local's (tag or name prefix) but no
+	// LocalVolume of the node names it, so the scheduler counts it nowhere;
+	// its space is kept out of the VG's allocatable until an operator
+	// adopts it (a LocalVolume naming it) or removes it. Not in open-local.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 // MountPoint is a mounted filesystem on the node.
