@@ -89,6 +89,14 @@ func loadHostState(dir string) (*hostState, error) {
 // unified one (where the kubelet creates them too on a hybrid host), or the
 // only, unified, one of a cgroup v2 host.
 func kubeletCgroups() ([]string, error) {
+	hierarchies, err := cgroupHierarchies()
+	if err != nil {
+		return nil, err
+	}
+	return kubeletCgroupsIn(hierarchies), nil
+}
+
+func cgroupHierarchies() ([]string, error) {
 	roots, err := mountinfo.CgroupRoots()
 	if err != nil {
 		return nil, err
@@ -96,21 +104,29 @@ func kubeletCgroups() ([]string, error) {
 	if len(roots) == 0 {
 		return nil, errors.New("no cgroup hierarchy is mounted")
 	}
-	out := make([]string, len(roots))
-	for i, r := range roots {
+	return roots, nil
+}
+
+func kubeletCgroupsIn(hierarchies []string) []string {
+	out := make([]string, len(hierarchies))
+	for i, r := range hierarchies {
 		out[i] = filepath.Join(r, "kubepods")
 	}
-	return out, nil
+	return out
 }
 
 // preflightHost refuses to start where another kubelet's state is present:
 // the demo's kubelet would share (and its teardown would remove) it.
 func preflightHost() error {
-	cgs, err := kubeletCgroups()
+	hierarchies, err := cgroupHierarchies()
 	if err != nil {
 		return err
 	}
-	for _, cg := range cgs {
+	return preflightCgroups(hierarchies)
+}
+
+func preflightCgroups(hierarchies []string) error {
+	for _, cg := range kubeletCgroupsIn(hierarchies) {
 		if _, err := os.Stat(cg); err == nil {
 			return fmt.Errorf("%s exists: another kubelet runs (or ran) on this machine; the demo's kubelet would share its pod cgroups. "+
 				"Stop it, or remove its leftovers, first", cg)
