@@ -90,7 +90,7 @@ func (d *demo) setUp(ctx context.Context) error {
 	// The VM's root is an overlay of this machine's: it shows the host's
 	// kubelet files, but its kubelet writes over them, in a world of its own.
 	if !capability.InVM() {
-		if err := preflightHost(); err != nil {
+		if err := preflightHost(cgroupRootFor(d.cfg.Dir)); err != nil {
 			return err
 		}
 	}
@@ -132,7 +132,7 @@ func (d *demo) setUpParts(ctx context.Context, parts []setUpPart) error {
 func (d *demo) initNode(name, kubeletAddress string, kubeletPort int) error {
 	d.nodeName, d.kubeletAddress = name, kubeletAddress
 	d.kubeletRoot = d.path("kubelet")
-	d.host = &hostState{Dir: d.cfg.Dir}
+	d.host = &hostState{Dir: d.cfg.Dir, CgroupRoot: cgroupRootFor(d.cfg.Dir)}
 	if err := d.host.save(); err != nil {
 		return err
 	}
@@ -281,6 +281,8 @@ imageServiceEndpoint: unix://%s
 # procruntime makes container cgroups the way runc does with cgroupfs.
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
+# The demo's own tree: another kubelet on this host has its own.
+cgroupRoot: %s
 enforceNodeAllocatable: []
 # This machine has cgroup v1 and may have swap.
 failCgroupV1: false
@@ -292,7 +294,7 @@ syncFrequency: 10s
 volumeStatsAggPeriod: 10s
 # The host's disk may be fuller than a dedicated node's: evict only when it is really full.
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
-`, d.kubeletAddress, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.path("pod-logs"))
+`, d.kubeletAddress, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.host.CgroupRoot, d.path("pod-logs"))
 }
 
 // daemon is one process of open-local (or a CSI sidecar) to start.
@@ -404,7 +406,7 @@ func (d *demo) nodeDaemons() []daemon {
 		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
 			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
 			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
-			"--cgroup-driver=cgroupfs", "--io-limit-state-dir=" + d.path("node", "io-limits"),
+			"--cgroup-driver=cgroupfs", "--cgroup-root=" + d.host.CgroupRoot, "--io-limit-state-dir=" + d.path("node", "io-limits"),
 			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
 	}
 }

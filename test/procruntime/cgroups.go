@@ -22,9 +22,7 @@ import (
 
 // createContainerCgroups makes <root>/<parent>/<id> in every hierarchy in
 // which the kubelet made the pod's cgroup <root>/<parent>, as runc does for
-// a container, and returns their paths. v1 cpuset children start with no
-// CPUs and no memory nodes (joining one fails with ENOSPC), so they get the
-// parent's.
+// a container (MakeCgroup), and returns their paths.
 func createContainerCgroups(parent, id string) ([]string, error) {
 	if parent == "" {
 		return nil, nil // the kubelet without --cgroups-per-qos: stay where we are
@@ -43,26 +41,37 @@ func createContainerCgroups(parent, id string) ([]string, error) {
 			continue // a hierarchy the kubelet does not manage
 		}
 		dir := filepath.Join(pod, id)
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return made, fmt.Errorf("create cgroup %s: %w", dir, err)
-		}
-		made = append(made, dir)
-		// v1 only: a v2 child has no cpuset files unless its parent enables the
-		// controller for it, and then inherits the CPUs (writing would create
-		// a file in cgroupfs: EACCES).
-		if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err == nil {
-			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				v, err := os.ReadFile(filepath.Join(pod, f))
-				if err != nil {
-					return made, err
-				}
-				if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
-					return made, fmt.Errorf("%s/%s: %w", dir, f, err)
-				}
-			}
+		made = append(made, dir) // removed on error, whatever MakeCgroup got to
+		if err := MakeCgroup(pod, dir); err != nil {
+			return made, err
 		}
 	}
 	return made, nil
+}
+
+// MakeCgroup creates the cgroup dir below parent (in one hierarchy) unless
+// it exists. A v1 cpuset child starts with no CPUs and no memory nodes
+// (joining one fails with ENOSPC), so it gets the parent's, as runc does.
+func MakeCgroup(parent, dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	// v1 only: a v2 child has no cpuset files unless its parent enables the
+	// controller for it, and then inherits the CPUs (writing would create
+	// a file in cgroupfs: EACCES).
+	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+		return nil
+	}
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		v, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+			return fmt.Errorf("%s/%s: %w", dir, f, err)
+		}
+	}
+	return nil
 }
 
 // joinCgroups moves the calling process into every cgroup in dirs. The
