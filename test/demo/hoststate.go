@@ -166,7 +166,7 @@ func (h *hostState) recordKubeletPaths() error {
 		return err
 	}
 	for i, cg := range h.Cgroups {
-		if err := procruntime.MakeCgroup(hierarchies[i], cg); err != nil {
+		if err := procruntime.MakeKubeletCgroupRoot(hierarchies[i], cg); err != nil {
 			return err
 		}
 	}

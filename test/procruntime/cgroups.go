@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,6 +71,47 @@ func MakeCgroup(parent, dir string) error {
 		if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
 			return fmt.Errorf("%s/%s: %w", dir, f, err)
 		}
+	}
+	return nil
+}
+
+// MakeKubeletCgroupRoot creates the kubelet's cgroupRoot dir below parent
+// (in one hierarchy). The kubelet refuses a cgroupRoot that does not exist
+// or, in a cgroup v2 hierarchy, that lacks a controller it needs; a v2
+// child has the controllers its parent enables for it, so parent enables
+// all of its own (as runc does for the cgroups it creates).
+func MakeKubeletCgroupRoot(parent, dir string) error {
+	if err := enableControllers(parent); err != nil {
+		return err
+	}
+	return MakeCgroup(parent, dir)
+}
+
+// enableControllers enables, in a v2 cgroup, every controller it has for
+// its children; a v1 cgroup (no cgroup.subtree_control) is left alone.
+func enableControllers(cg string) error {
+	have, err := os.ReadFile(filepath.Join(cg, "cgroup.controllers"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	enabled, err := os.ReadFile(filepath.Join(cg, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	on := strings.Fields(string(enabled))
+	var add []string
+	for _, c := range strings.Fields(string(have)) {
+		if !slices.Contains(on, c) {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.subtree_control"), []byte(strings.Join(add, " ")), 0o644); err != nil {
+		return fmt.Errorf("enable controllers %v in %s: %w", add, cg, err)
 	}
 	return nil
 }
