@@ -23,7 +23,7 @@ func TestUpdateOnConflict(t *testing.T) {
 	ctx := t.Context()
 	cms := c.Client().CoreV1().ConfigMaps("default")
 	name := "update-on-conflict"
-	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"created": "yes"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cms.Delete(context.Background(), name, metav1.DeleteOptions{}) })
@@ -34,6 +34,9 @@ func TestUpdateOnConflict(t *testing.T) {
 		cm, err := cms.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
 		}
 		cm.Data["beat"] = strconv.Itoa(beats)
 		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
