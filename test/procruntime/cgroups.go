@@ -57,11 +57,13 @@ func MakeCgroup(parent, dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
-	// v1 only: a v2 child has no cpuset files unless its parent enables the
-	// controller for it, and then inherits the CPUs (writing would create
-	// a file in cgroupfs: EACCES).
-	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+	// v1 only: a v2 child with no CPUs of its own uses its parent's (and the
+	// v2 root has no cpuset.cpus to copy).
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.controllers")); err == nil {
 		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+		return nil // not the cpuset hierarchy
 	}
 	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
 		v, err := os.ReadFile(filepath.Join(parent, f))

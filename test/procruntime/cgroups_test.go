@@ -60,3 +60,40 @@ func write(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMakeCgroupCpuset: a v1 cpuset child gets its parent's CPUs and
+// memory nodes (it starts with none); a v2 child is left to inherit them,
+// also below the v2 root, which has no cpuset.cpus to copy. (mkdir in a
+// temp dir makes no files, so the test writes the ones cgroupfs would.)
+func TestMakeCgroupCpuset(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		v2       bool
+		wantCPUs string
+	}{
+		{"v1", false, "0-1\n"},
+		{"v2 below the root", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "open-local-demo-x")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(dir, "cpuset.cpus"), "")
+			write(t, filepath.Join(dir, "cpuset.mems"), "")
+			if tc.v2 {
+				write(t, filepath.Join(dir, "cgroup.controllers"), "cpuset cpu\n")
+			} else {
+				write(t, filepath.Join(parent, "cpuset.cpus"), "0-1\n")
+				write(t, filepath.Join(parent, "cpuset.mems"), "0\n")
+			}
+			if err := MakeCgroup(parent, dir); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(filepath.Join(dir, "cpuset.cpus")); string(got) != tc.wantCPUs {
+				t.Errorf("cpuset.cpus = %q, want %q", got, tc.wantCPUs)
+			}
+		})
+	}
+}
