@@ -143,12 +143,8 @@ func (n *node) createConfig(spec v1alpha1.NodeLocalStorageInitConfigSpec) {
 func (n *node) updateConfig(edit func(*v1alpha1.GlobalConfig)) {
 	n.t.Helper()
 	api := n.c.OpenLocalClient().CsiV1alpha1().NodeLocalStorageInitConfigs()
-	cfg, err := api.Get(n.t.Context(), n.config, metav1.GetOptions{})
+	_, err := cluster.Update(n.t.Context(), api.Get, api.Update, n.config, func(cfg *v1alpha1.NodeLocalStorageInitConfig) { edit(&cfg.Spec.GlobalConfig) })
 	if err != nil {
-		n.t.Fatal(err)
-	}
-	edit(&cfg.Spec.GlobalConfig)
-	if _, err := api.Update(n.t.Context(), cfg, metav1.UpdateOptions{}); err != nil {
 		n.t.Fatal(err)
 	}
 }
@@ -326,11 +322,8 @@ func (n *node) waitEvent(reason string, parts ...string) corev1.Event {
 func (n *node) annotate(value string) {
 	n.t.Helper()
 	api := n.c.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
-	for {
-		nls, err := api.Get(n.t.Context(), n.name, metav1.GetOptions{})
-		if err != nil {
-			n.t.Fatal(err)
-		}
+	// The agent writes the status meanwhile.
+	_, err := cluster.Update(n.t.Context(), api.Get, api.Update, n.name, func(nls *v1alpha1.NodeLocalStorage) {
 		if nls.Annotations == nil {
 			nls.Annotations = map[string]string{}
 		}
@@ -339,12 +332,9 @@ func (n *node) annotate(value string) {
 		} else {
 			nls.Annotations[discovery.ReserveAnnotation] = value
 		}
-		if _, err = api.Update(n.t.Context(), nls, metav1.UpdateOptions{}); err == nil {
-			return
-		}
-		if !strings.Contains(err.Error(), "modified") {
-			n.t.Fatal(err)
-		}
+	})
+	if err != nil {
+		n.t.Fatal(err)
 	}
 }
 

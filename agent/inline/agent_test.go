@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/open-local/open-local/agent/inline"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -101,15 +100,7 @@ func TestAgentCollectsInlineVolumes(t *testing.T) {
 	waitFor(t, "the deleted pod's inline volume to be collected", func() bool { return gone(collectNow.Name) })
 
 	// kwok runs the pod (sets it Running) meanwhile: retry on conflicts.
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := pods.Get(ctx, finished.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		cur.Status.Phase = corev1.PodSucceeded
-		_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-		return err
-	})
+	_, err := cluster.Update(ctx, pods.Get, pods.UpdateStatus, finished.Name, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,8 +78,8 @@ func (e *decisionEnv) pod(t *testing.T, name, nodeName string, phase corev1.PodP
 		_ = pods.Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	})
 	if phase != "" {
-		p.Status.Phase = phase
-		if p, err = pods.UpdateStatus(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		// kwok may be writing the pod's status meanwhile.
+		if p, err = cluster.Update(t.Context(), pods.Get, pods.UpdateStatus, name, func(p *corev1.Pod) { p.Status.Phase = phase }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,7 +92,7 @@ func (e *decisionEnv) pod(t *testing.T, name, nodeName string, phase corev1.PodP
 func (e *decisionEnv) volume(t *testing.T, name, node string, ref *v1alpha1.ObjectReference, devicePath string) {
 	t.Helper()
 	lvs := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
-	lv, err := lvs.Create(t.Context(), &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+	_, err := lvs.Create(t.Context(), &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1alpha1.LocalVolumeSpec{NodeName: node, VolumeType: v1alpha1.VolumeTypeLVM, VGName: "vg",
 			Size: *resource.NewQuantity(1<<20, resource.BinarySI), PodRef: ref}}, metav1.CreateOptions{})
 	if err != nil {
@@ -100,8 +100,10 @@ func (e *decisionEnv) volume(t *testing.T, name, node string, ref *v1alpha1.Obje
 	}
 	t.Cleanup(func() { _ = lvs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	if devicePath != "" {
-		lv.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: devicePath}
-		if _, err := lvs.UpdateStatus(t.Context(), lv, metav1.UpdateOptions{}); err != nil {
+		_, err := cluster.Update(t.Context(), lvs.Get, lvs.UpdateStatus, name, func(lv *v1alpha1.LocalVolume) {
+			lv.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: devicePath}
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

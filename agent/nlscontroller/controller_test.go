@@ -96,17 +96,19 @@ func (f *fixture) node(t *testing.T, name string, lbls map[string]string) string
 
 func (f *fixture) setLabels(t *testing.T, node string, set map[string]string, remove ...string) {
 	t.Helper()
-	n, err := f.kube.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
+	nodes := f.kube.CoreV1().Nodes()
+	_, err := cluster.Update(t.Context(), nodes.Get, nodes.Update, node, func(n *corev1.Node) {
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		for k, v := range set {
+			n.Labels[k] = v
+		}
+		for _, k := range remove {
+			delete(n.Labels, k)
+		}
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range set {
-		n.Labels[k] = v
-	}
-	for _, k := range remove {
-		delete(n.Labels, k)
-	}
-	if _, err := f.kube.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -125,12 +127,9 @@ func (f *fixture) createConfig(t *testing.T, spec v1alpha1.NodeLocalStorageInitC
 
 func (f *fixture) updateConfig(t *testing.T, edit func(*v1alpha1.NodeLocalStorageInitConfigSpec)) {
 	t.Helper()
-	cfg, err := f.ol.CsiV1alpha1().NodeLocalStorageInitConfigs().Get(t.Context(), f.config, metav1.GetOptions{})
+	api := f.ol.CsiV1alpha1().NodeLocalStorageInitConfigs()
+	_, err := cluster.Update(t.Context(), api.Get, api.Update, f.config, func(cfg *v1alpha1.NodeLocalStorageInitConfig) { edit(&cfg.Spec) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	edit(&cfg.Spec)
-	if _, err := f.ol.CsiV1alpha1().NodeLocalStorageInitConfigs().Update(t.Context(), cfg, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -244,12 +243,9 @@ func TestSpecsFollowConfigAndLabels(t *testing.T) {
 	f.wantVG(t, tierA, "tier-a")
 
 	// Drift is repaired: a hand-edited spec is rewritten, a deleted NLS comes back.
-	nls, err := f.ol.CsiV1alpha1().NodeLocalStorages().Get(t.Context(), plain, metav1.GetOptions{})
+	nlsAPI := f.ol.CsiV1alpha1().NodeLocalStorages()
+	_, err := cluster.Update(t.Context(), nlsAPI.Get, nlsAPI.Update, plain, func(nls *v1alpha1.NodeLocalStorage) { nls.Spec.ListConfig = listCfg("hand-edited") })
 	if err != nil {
-		t.Fatal(err)
-	}
-	nls.Spec.ListConfig = listCfg("hand-edited")
-	if _, err := f.ol.CsiV1alpha1().NodeLocalStorages().Update(t.Context(), nls, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.wantVG(t, plain, "global-2")

@@ -109,8 +109,7 @@ func (n *node) cleanup(t *testing.T) {
 	})
 	list, _ = lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
 	for _, lv := range list.Items {
-		lv.Finalizers = nil
-		_, _ = lvs.Update(ctx, &lv, metav1.UpdateOptions{})
+		_, _ = cluster.Update(ctx, lvs.Get, lvs.Update, lv.Name, func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil })
 	}
 	n.stop(t)
 }
@@ -209,9 +208,10 @@ func TestLifecycle(t *testing.T) {
 	// out by the next one.
 	n.stop(t)
 	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
-	lv, _ = lvs.Get(ctx, "life-1", metav1.GetOptions{})
-	lv.Spec.Size = *resource.NewQuantity(48*mib, resource.BinarySI)
-	if _, err := lvs.Update(ctx, lv, metav1.UpdateOptions{}); err != nil {
+	_, err = cluster.Update(ctx, lvs.Get, lvs.Update, "life-1", func(lv *v1alpha1.LocalVolume) {
+		lv.Spec.Size = *resource.NewQuantity(48*mib, resource.BinarySI)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	n.start(t)
@@ -316,9 +316,7 @@ func TestTouchesOnlyItsOwnLV(t *testing.T) {
 		t.Fatalf("LVs after deleting own-a and own-foreign: %v, want [foreign own-b]", names)
 	}
 	// The operator's way out: drop the finalizer; the foreign LV stays.
-	lv, _ := lvs.Get(ctx, "own-foreign", metav1.GetOptions{})
-	lv.Finalizers = nil
-	if _, err := lvs.Update(ctx, lv, metav1.UpdateOptions{}); err != nil {
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, "own-foreign", func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil }); err != nil {
 		t.Fatal(err)
 	}
 	n.waitFor(t, "own-foreign", "gone", gone)
@@ -367,11 +365,8 @@ func TestIgnoresOtherNodes(t *testing.T) {
 	t.Cleanup(func() {
 		// No agent runs for that node: drop the finalizer as an operator would.
 		lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
-		if lv, err := lvs.Get(context.Background(), "other-1", metav1.GetOptions{}); err == nil {
-			lv.Finalizers = nil
-			_, _ = lvs.Update(context.Background(), lv, metav1.UpdateOptions{})
-			_ = lvs.Delete(context.Background(), "other-1", metav1.DeleteOptions{})
-		}
+		_, _ = cluster.Update(context.Background(), lvs.Get, lvs.Update, "other-1", func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil })
+		_ = lvs.Delete(context.Background(), "other-1", metav1.DeleteOptions{})
 	})
 	n.create(t, "mine-1", lvmSpec("olvmine", 8*mib))
 	n.waitFor(t, "mine-1", "Ready", ready(8*mib))

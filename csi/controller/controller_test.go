@@ -54,10 +54,29 @@ func newFixture(t *testing.T, node string, vgs map[string]int64, devices map[str
 	c := cluster.ForTest(t)
 	f := &fixture{ol: c.OpenLocalClient(), srv: controller.New(c.OpenLocalClient(), c.Client()), c: c, node: node}
 	ctx := t.Context()
-	nls, err := f.ol.CsiV1alpha1().NodeLocalStorages().Create(ctx, &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{})
+	nlsAPI := f.ol.CsiV1alpha1().NodeLocalStorages()
+	if _, err := nlsAPI.Create(ctx, &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cluster.Update(ctx, nlsAPI.Get, nlsAPI.UpdateStatus, node, func(nls *v1alpha1.NodeLocalStorage) { setStatus(nls, vgs, devices) })
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = nlsAPI.Delete(ctx, node, metav1.DeleteOptions{})
+		lvs := f.ol.CsiV1alpha1().LocalVolumes()
+		list, _ := lvs.List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		for _, lv := range list.Items {
+			_, _ = cluster.Update(ctx, lvs.Get, lvs.Update, lv.Name, func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil })
+			_ = lvs.Delete(ctx, lv.Name, metav1.DeleteOptions{})
+		}
+	})
+	return f
+}
+
+// setStatus is what the agent's discovery would report for the VGs and devices.
+func setStatus(nls *v1alpha1.NodeLocalStorage, vgs map[string]int64, devices map[string]int64) {
 	for name, size := range vgs {
 		nls.Status.NodeStorageInfo.VolumeGroups = append(nls.Status.NodeStorageInfo.VolumeGroups,
 			v1alpha1.VolumeGroup{Name: name, PhysicalVolumes: []string{"/dev/pv-of-" + name}, Total: uint64(size), Allocatable: uint64(size), Available: uint64(size)})
@@ -72,20 +91,6 @@ func newFixture(t *testing.T, node string, vgs map[string]int64, devices map[str
 			v1alpha1.DeviceInfo{Name: name, MediaType: media, Total: uint64(size)})
 		nls.Status.FilteredStorageInfo.Devices = append(nls.Status.FilteredStorageInfo.Devices, name)
 	}
-	if _, err := f.ol.CsiV1alpha1().NodeLocalStorages().UpdateStatus(ctx, nls, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_ = f.ol.CsiV1alpha1().NodeLocalStorages().Delete(ctx, node, metav1.DeleteOptions{})
-		list, _ := f.ol.CsiV1alpha1().LocalVolumes().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
-		for _, lv := range list.Items {
-			lv.Finalizers = nil
-			_, _ = f.ol.CsiV1alpha1().LocalVolumes().Update(ctx, &lv, metav1.UpdateOptions{})
-			_ = f.ol.CsiV1alpha1().LocalVolumes().Delete(ctx, lv.Name, metav1.DeleteOptions{})
-		}
-	})
-	return f
 }
 
 // agent plays the node agent for one volume: it waits for the record and
@@ -389,8 +394,9 @@ func TestDeleteVolume(t *testing.T) {
 	if err != nil || lv.DeletionTimestamp == nil {
 		t.Fatalf("LocalVolume during deletion: %v %v", lv, err)
 	}
-	lv.Finalizers = nil // what the agent does after lvremove
-	if _, err := f.ol.CsiV1alpha1().LocalVolumes().Update(ctx, lv, metav1.UpdateOptions{}); err != nil {
+	lvs := f.ol.CsiV1alpha1().LocalVolumes()
+	// What the agent does after lvremove.
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, lv.Name, func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/test/cluster"
 )
 
 // The snapshot and restore paths of the controller against the real API
@@ -35,18 +36,17 @@ import (
 // VG vg of the fixture's NodeLocalStorage.
 func (f *fixture) withThinPool(t *testing.T, vg, pool string, allocatable int64) {
 	t.Helper()
-	nls, err := f.ol.CsiV1alpha1().NodeLocalStorages().Get(t.Context(), f.node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range nls.Status.NodeStorageInfo.VolumeGroups {
-		g := &nls.Status.NodeStorageInfo.VolumeGroups[i]
-		if g.Name == vg {
-			g.ThinPools = append(g.ThinPools, v1alpha1.ThinPool{Name: pool, Total: uint64(allocatable / 2),
-				OverprovisionRatio: resource.MustParse("2"), Allocatable: uint64(allocatable)})
+	api := f.ol.CsiV1alpha1().NodeLocalStorages()
+	_, err := cluster.Update(t.Context(), api.Get, api.UpdateStatus, f.node, func(nls *v1alpha1.NodeLocalStorage) {
+		for i := range nls.Status.NodeStorageInfo.VolumeGroups {
+			g := &nls.Status.NodeStorageInfo.VolumeGroups[i]
+			if g.Name == vg {
+				g.ThinPools = append(g.ThinPools, v1alpha1.ThinPool{Name: pool, Total: uint64(allocatable / 2),
+					OverprovisionRatio: resource.MustParse("2"), Allocatable: uint64(allocatable)})
+			}
 		}
-	}
-	if _, err := f.ol.CsiV1alpha1().NodeLocalStorages().UpdateStatus(t.Context(), nls, metav1.UpdateOptions{}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -179,22 +179,24 @@ func (n *Node) createObjects(t testing.TB, ctx context.Context) {
 		t.Fatal(err)
 	}
 	nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: n.Name}, Spec: v1alpha1.NodeLocalStorageSpec{NodeName: n.Name}}
-	created, err := ol.CsiV1alpha1().NodeLocalStorages().Create(ctx, nls, metav1.CreateOptions{})
-	if err != nil {
+	api := ol.CsiV1alpha1().NodeLocalStorages()
+	if _, err := api.Create(ctx, nls, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var pvs []string
 	for _, d := range n.VG.Devices {
 		pvs = append(pvs, d.Path)
 	}
-	created.Status = v1alpha1.NodeLocalStorageStatus{
-		NodeStorageInfo: v1alpha1.NodeStorageInfo{VolumeGroups: []v1alpha1.VolumeGroup{{
-			Name: n.VG.Name, PhysicalVolumes: pvs, Total: vgInfo.Size, Available: vgInfo.Free, Allocatable: vgInfo.Size,
-			Condition: v1alpha1.StorageReady,
-		}}},
-		FilteredStorageInfo: v1alpha1.FilteredStorageInfo{VolumeGroups: []string{n.VG.Name}},
-	}
-	if _, err := ol.CsiV1alpha1().NodeLocalStorages().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	_, err = cluster.Update(ctx, api.Get, api.UpdateStatus, n.Name, func(nls *v1alpha1.NodeLocalStorage) {
+		nls.Status = v1alpha1.NodeLocalStorageStatus{
+			NodeStorageInfo: v1alpha1.NodeStorageInfo{VolumeGroups: []v1alpha1.VolumeGroup{{
+				Name: n.VG.Name, PhysicalVolumes: pvs, Total: vgInfo.Size, Available: vgInfo.Free, Allocatable: vgInfo.Size,
+				Condition: v1alpha1.StorageReady,
+			}}},
+			FilteredStorageInfo: v1alpha1.FilteredStorageInfo{VolumeGroups: []string{n.VG.Name}},
+		}
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -218,20 +220,18 @@ func (n *Node) AddThinPool(t testing.TB, name string, size int64, ratio int64) {
 		t.Fatal(err)
 	}
 	api := n.cluster.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
-	nls, err := api.Get(ctx, n.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range nls.Status.NodeStorageInfo.VolumeGroups {
-		g := &nls.Status.NodeStorageInfo.VolumeGroups[i]
-		if g.Name != n.VG.Name {
-			continue
+	_, err = cluster.Update(ctx, api.Get, api.UpdateStatus, n.Name, func(nls *v1alpha1.NodeLocalStorage) {
+		for i := range nls.Status.NodeStorageInfo.VolumeGroups {
+			g := &nls.Status.NodeStorageInfo.VolumeGroups[i]
+			if g.Name != n.VG.Name {
+				continue
+			}
+			g.Available, g.Allocatable = vgInfo.Free, vgInfo.Free
+			g.ThinPools = append(g.ThinPools, v1alpha1.ThinPool{Name: name, Total: pool.Size,
+				OverprovisionRatio: *resource.NewQuantity(ratio, resource.DecimalSI), Allocatable: pool.Size * uint64(ratio)})
 		}
-		g.Available, g.Allocatable = vgInfo.Free, vgInfo.Free
-		g.ThinPools = append(g.ThinPools, v1alpha1.ThinPool{Name: name, Total: pool.Size,
-			OverprovisionRatio: *resource.NewQuantity(ratio, resource.DecimalSI), Allocatable: pool.Size * uint64(ratio)})
-	}
-	if _, err := api.UpdateStatus(ctx, nls, metav1.UpdateOptions{}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -103,9 +103,11 @@ func (e *env) volume(t *testing.T, name string, size int64) *v1alpha1.LocalVolum
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lvs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	created.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: dev,
-		CurrentSize: resource.NewQuantity(int64(lv.Size), resource.BinarySI), ObservedGeneration: created.Generation}
-	if created, err = lvs.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	created, err = cluster.Update(ctx, lvs.Get, lvs.UpdateStatus, name, func(cur *v1alpha1.LocalVolume) {
+		cur.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: dev,
+			CurrentSize: resource.NewQuantity(int64(lv.Size), resource.BinarySI), ObservedGeneration: cur.Generation}
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return created
@@ -124,12 +126,10 @@ func (e *env) extend(t *testing.T, name string, size int64) {
 		t.Fatal(err)
 	}
 	lvs := e.ol.CsiV1alpha1().LocalVolumes()
-	obj, err := lvs.Get(ctx, name, metav1.GetOptions{})
+	_, err = cluster.Update(ctx, lvs.Get, lvs.UpdateStatus, name, func(obj *v1alpha1.LocalVolume) {
+		obj.Status.CurrentSize = resource.NewQuantity(int64(lv.Size), resource.BinarySI)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	obj.Status.CurrentSize = resource.NewQuantity(int64(lv.Size), resource.BinarySI)
-	if _, err := lvs.UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -114,18 +114,17 @@ func setup(t *testing.T) *env {
 func (e *env) configureThinPool(t *testing.T) {
 	t.Helper()
 	api := e.c.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
-	nls, err := api.Get(t.Context(), e.node.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var devs []string
 	for _, d := range e.node.VG.Devices {
 		devs = append(devs, d.Path)
 	}
 	ratio := resource.MustParse("3")
-	nls.Spec.ResourceToBeInited.VGs = []v1alpha1.VGToBeInited{{Name: e.node.VG.Name, Devices: devs,
-		ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "tp", Size: "512Mi", OverprovisionRatio: &ratio}}}
-	if _, err := api.Update(t.Context(), nls, metav1.UpdateOptions{}); err != nil {
+	// The agent writes the status meanwhile.
+	_, err := cluster.Update(t.Context(), api.Get, api.Update, e.node.Name, func(nls *v1alpha1.NodeLocalStorage) {
+		nls.Spec.ResourceToBeInited.VGs = []v1alpha1.VGToBeInited{{Name: e.node.VG.Name, Devices: devs,
+			ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "tp", Size: "512Mi", OverprovisionRatio: &ratio}}}
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	err = wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {

@@ -184,9 +184,9 @@ func (e *env) addNode(n nodeSpec) error {
 // would report.
 func (e *env) setStorage(node string, vgs, devices map[string]int64) error {
 	api := e.ol.CsiV1alpha1().NodeLocalStorages()
-	nls, err := api.Get(e.ctx, node, metav1.GetOptions{})
+	_, err := api.Get(e.ctx, node, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		nls, err = api.Create(e.ctx, &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: node},
+		_, err = api.Create(e.ctx, &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: node},
 			Spec: v1alpha1.NodeLocalStorageSpec{NodeName: node}}, metav1.CreateOptions{})
 	}
 	if err != nil {
@@ -208,8 +208,7 @@ func (e *env) setStorage(node string, vgs, devices map[string]int64) error {
 		st.FilteredStorageInfo.Devices = append(st.FilteredStorageInfo.Devices, d)
 	}
 	st.FilteredStorageInfo.UpdateStatus = v1alpha1.UpdateStatusInfo{LastUpdateTime: &now, Status: v1alpha1.UpdateStatusAccepted}
-	nls.Status = st
-	_, err = api.UpdateStatus(e.ctx, nls, metav1.UpdateOptions{})
+	_, err = cluster.Update(e.ctx, api.Get, api.UpdateStatus, node, func(nls *v1alpha1.NodeLocalStorage) { nls.Status = st })
 	return err
 }
 
@@ -472,9 +471,9 @@ func (e *env) cleanup() {
 	}
 	for _, lv := range lvs.Items {
 		if strings.HasPrefix(lv.Spec.NodeName, e.id+"-") {
-			lv.Finalizers = nil
-			_, _ = e.ol.CsiV1alpha1().LocalVolumes().Update(ctx, &lv, metav1.UpdateOptions{})
-			_ = e.ol.CsiV1alpha1().LocalVolumes().Delete(ctx, lv.Name, metav1.DeleteOptions{})
+			api := e.ol.CsiV1alpha1().LocalVolumes()
+			_, _ = cluster.Update(ctx, api.Get, api.Update, lv.Name, func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil })
+			_ = api.Delete(ctx, lv.Name, metav1.DeleteOptions{})
 		}
 	}
 }

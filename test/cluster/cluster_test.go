@@ -53,19 +53,20 @@ func TestOpenLocalNLSCAppliesUnchanged(t *testing.T) {
 	// A NodeLocalStorage with agent status shows in kubectl's printer columns.
 	nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: "crd-test-node"}, Spec: v1alpha1.NodeLocalStorageSpec{NodeName: "crd-test-node"}}
 	nlsClient := c.OpenLocalClient().CsiV1alpha1().NodeLocalStorages()
-	created, err := nlsClient.Create(ctx, nls, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := nlsClient.Create(ctx, nls, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nlsClient.Delete(context.Background(), nls.Name, metav1.DeleteOptions{}) })
 	now := metav1.Now()
-	created.Status.NodeStorageInfo = v1alpha1.NodeStorageInfo{
-		Phase: v1alpha1.NodeStorageRunning,
-		State: v1alpha1.StorageState{Type: v1alpha1.StorageReady, Status: v1alpha1.ConditionTrue, LastHeartbeatTime: &now},
-		VolumeGroups: []v1alpha1.VolumeGroup{{Name: "open-local-pool-0", PhysicalVolumes: []string{"/dev/vdb"},
-			Total: 10 << 30, Available: 10 << 30, Allocatable: 10 << 30, Condition: v1alpha1.StorageReady}},
-	}
-	if _, err := nlsClient.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	_, err = cluster.Update(ctx, nlsClient.Get, nlsClient.UpdateStatus, nls.Name, func(nls *v1alpha1.NodeLocalStorage) {
+		nls.Status.NodeStorageInfo = v1alpha1.NodeStorageInfo{
+			Phase: v1alpha1.NodeStorageRunning,
+			State: v1alpha1.StorageState{Type: v1alpha1.StorageReady, Status: v1alpha1.ConditionTrue, LastHeartbeatTime: &now},
+			VolumeGroups: []v1alpha1.VolumeGroup{{Name: "open-local-pool-0", PhysicalVolumes: []string{"/dev/vdb"},
+				Total: 10 << 30, Available: 10 << 30, Allocatable: 10 << 30, Condition: v1alpha1.StorageReady}},
+		}
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	out := kubectl(t, c, "get", "nlsc,nls")
@@ -131,8 +132,9 @@ func TestLocalVolumeValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = api.Delete(context.Background(), obj.Name, metav1.DeleteOptions{}) })
-		obj.Spec.NodeName, obj.Spec.VGName, obj.Spec.ThinPool = "node-b", "pool1", "tp"
-		_, err = api.Update(ctx, obj, metav1.UpdateOptions{})
+		_, err = cluster.Update(ctx, api.Get, api.Update, obj.Name, func(obj *v1alpha1.LocalVolume) {
+			obj.Spec.NodeName, obj.Spec.VGName, obj.Spec.ThinPool = "node-b", "pool1", "tp"
+		})
 		if err == nil || !strings.Contains(err.Error(), "nodeName is immutable") || !strings.Contains(err.Error(), "vgName is immutable") {
 			t.Fatalf("update error = %v, want nodeName and vgName immutable", err)
 		}
@@ -143,17 +145,13 @@ func TestLocalVolumeValidation(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = api.Delete(context.Background(), thin.Name, metav1.DeleteOptions{}) })
 		for _, pool := range []string{"other", ""} {
-			thin.Spec.ThinPool = pool
-			if _, err := api.Update(ctx, thin, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
+			_, err := cluster.Update(ctx, api.Get, api.Update, thin.Name, func(thin *v1alpha1.LocalVolume) { thin.Spec.ThinPool = pool })
+			if err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
 				t.Fatalf("update to pool %q: %v, want thinPool immutable", pool, err)
 			}
 		}
-		obj, err = api.Get(ctx, obj.Name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj.Spec.ThinPool = "tp"
-		if _, err := api.Update(ctx, obj, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
+		_, err = cluster.Update(ctx, api.Get, api.Update, obj.Name, func(obj *v1alpha1.LocalVolume) { obj.Spec.ThinPool = "tp" })
+		if err == nil || !strings.Contains(err.Error(), "thinPool is immutable") {
 			t.Fatalf("thick to thin: %v, want thinPool immutable", err)
 		}
 	})

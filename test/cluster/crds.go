@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
 	"github.com/open-local/open-local/deploy"
@@ -50,14 +51,21 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
 	}
 	api := client.ApiextensionsV1().CustomResourceDefinitions()
 	for _, crd := range crds {
-		existing, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = api.Create(ctx, crd, metav1.CreateOptions{})
-		case err == nil:
-			crd.ResourceVersion = existing.ResourceVersion
-			_, err = api.Update(ctx, crd, metav1.UpdateOptions{})
-		}
+		// The apiserver writes a CRD's conditions after each change, and test
+		// packages sharing a cluster install at the same time: on a conflict
+		// (or a create that lost the race) get it afresh and go again.
+		raced := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+		err := retry.OnError(retry.DefaultRetry, raced, func() error {
+			existing, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				_, err = api.Create(ctx, crd, metav1.CreateOptions{})
+			case err == nil:
+				crd.ResourceVersion = existing.ResourceVersion
+				_, err = api.Update(ctx, crd, metav1.UpdateOptions{})
+			}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("install CRD %s: %w", crd.Name, err)
 		}

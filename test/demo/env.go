@@ -90,7 +90,7 @@ func (d *demo) setUp(ctx context.Context) error {
 	// The VM's root is an overlay of this machine's: it shows the host's
 	// kubelet files, but its kubelet writes over them, in a world of its own.
 	if !capability.InVM() {
-		if err := preflightHost(); err != nil {
+		if err := preflightHost(cgroupRootFor(d.cfg.Dir)); err != nil {
 			return err
 		}
 	}
@@ -131,7 +131,8 @@ func (d *demo) setUpParts(ctx context.Context, parts []setUpPart) error {
 // 0 picks a free one) and picks the daemons' ports.
 func (d *demo) initNode(name, kubeletAddress string, kubeletPort int) error {
 	d.nodeName, d.kubeletAddress = name, kubeletAddress
-	d.host = &hostState{Dir: d.cfg.Dir}
+	d.kubeletRoot = d.path("kubelet")
+	d.host = &hostState{Dir: d.cfg.Dir, CgroupRoot: cgroupRootFor(d.cfg.Dir)}
 	if err := d.host.save(); err != nil {
 		return err
 	}
@@ -226,7 +227,6 @@ const kubeVersion = "v1.37.2"
 
 // setUpNode starts the node: procruntime and the real kubelet.
 func (d *demo) setUpNode(ctx context.Context) (string, error) {
-	d.kubeletRoot = d.path("kubelet")
 	runtimeSock := d.path("node", "procruntime.sock")
 	if err := d.host.recordKubeletPaths(); err != nil {
 		return "", err
@@ -242,9 +242,7 @@ func (d *demo) setUpNode(ctx context.Context) (string, error) {
 	if err := os.WriteFile(cfgPath, []byte(d.kubeletConfig(runtimeSock)), 0o600); err != nil {
 		return "", err
 	}
-	if err := d.cluster.StartDaemon("kubelet", filepath.Join(d.cfg.ToolsDir, "kubelet"), nil,
-		"--config="+cfgPath, "--kubeconfig="+d.cluster.Kubeconfig, "--root-dir="+d.kubeletRoot,
-		"--cert-dir="+filepath.Join(d.kubeletRoot, "pki"), "--hostname-override="+d.nodeName, "-v=2"); err != nil {
+	if err := d.cluster.StartDaemon("kubelet", filepath.Join(d.cfg.ToolsDir, "kubelet"), nil, d.kubeletArgs(cfgPath)...); err != nil {
 		return "", err
 	}
 	err := d.poll(ctx, 2*time.Minute, "kubelet", func(ctx context.Context) (bool, string, error) {
@@ -256,6 +254,11 @@ func (d *demo) setUpNode(ctx context.Context) (string, error) {
 	return fmt.Sprintf("node %s Ready: kubelet %s (built from source) with procruntime, a CRI runtime whose images are this "+
 		"host's root filesystem, read-only: containers are host processes in their own mount namespace, in the kubelet's pod cgroups, "+
 		"sharing the host network", d.nodeName, kubeVersion), nil
+}
+
+func (d *demo) kubeletArgs(cfgPath string) []string {
+	return []string{"--config=" + cfgPath, "--kubeconfig=" + d.cluster.Kubeconfig, "--root-dir=" + d.kubeletRoot,
+		"--cert-dir=" + filepath.Join(d.kubeletRoot, "pki"), "--hostname-override=" + d.nodeName, "-v=2"}
 }
 
 func (d *demo) kubeletConfig(runtimeSock string) string {
@@ -278,6 +281,8 @@ imageServiceEndpoint: unix://%s
 # procruntime makes container cgroups the way runc does with cgroupfs.
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
+# The demo's own tree: another kubelet on this host has its own.
+cgroupRoot: %s
 enforceNodeAllocatable: []
 # This machine has cgroup v1 and may have swap.
 failCgroupV1: false
@@ -289,7 +294,7 @@ syncFrequency: 10s
 volumeStatsAggPeriod: 10s
 # The host's disk may be fuller than a dedicated node's: evict only when it is really full.
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
-`, d.kubeletAddress, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.path("pod-logs"))
+`, d.kubeletAddress, d.ports.kubelet, d.ports.kubeletHealthz, runtimeSock, runtimeSock, d.host.CgroupRoot, d.path("pod-logs"))
 }
 
 // daemon is one process of open-local (or a CSI sidecar) to start.
@@ -361,6 +366,27 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 // DaemonSet): the agent and the CSI node plugin, which registers with
 // this node's kubelet.
 func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
+	if err := d.startDaemons(d.nodeDaemons()); err != nil {
+		return "", err
+	}
+	if err := d.waitHTTP(ctx, "agent", "http://"+loopback(d.ports.agent)+"/healthz"); err != nil {
+		return "", err
+	}
+	// The real kubelet found our registration socket, called NodeGetInfo and
+	// wrote the CSINode entry (what node-driver-registrar is for).
+	err := d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
+		return csiNodeRegistered(ctx, d.kube, d.nodeName)
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("agent and CSI node plugin on %s, registered with its kubelet (CSINode %s lists %s, topology key %s)",
+		d.nodeName, d.nodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
+}
+
+// nodeDaemons are open-local's node daemons, with this node's own paths
+// (kubelet root, lvm configuration, loop lock) and ports.
+func (d *demo) nodeDaemons() []daemon {
 	kc := "--kubeconfig=" + d.cluster.Kubeconfig
 	lock := "--loop-lock-file=" + d.path("node", "loop-activator.lock")
 	// No udevd runs here: in full mode lvm must make its device nodes itself
@@ -373,32 +399,16 @@ func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
 		}
 	}
 	csiSock := filepath.Join(d.kubeletRoot, "plugins", identity.DefaultDriverName, "csi.sock")
-	err := d.startDaemons([]daemon{
+	return []daemon{
 		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + d.nodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
 			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
 			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
 		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
 			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
 			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
-			"--cgroup-driver=cgroupfs", "--io-limit-state-dir=" + d.path("node", "io-limits"),
+			"--cgroup-driver=cgroupfs", "--cgroup-root=" + d.host.CgroupRoot, "--io-limit-state-dir=" + d.path("node", "io-limits"),
 			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
-	})
-	if err != nil {
-		return "", err
 	}
-	if err := d.waitHTTP(ctx, "agent", "http://"+loopback(d.ports.agent)+"/healthz"); err != nil {
-		return "", err
-	}
-	// The real kubelet found our registration socket, called NodeGetInfo and
-	// wrote the CSINode entry (what node-driver-registrar is for).
-	err = d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
-		return csiNodeRegistered(ctx, d.kube, d.nodeName)
-	})
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("agent and CSI node plugin on %s, registered with its kubelet (CSINode %s lists %s, topology key %s)",
-		d.nodeName, d.nodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
 }
 
 // nodeReady says whether the node is registered and Ready.

@@ -9,10 +9,13 @@ package demo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +29,7 @@ import (
 
 	"github.com/open-local/open-local/test/loopvg"
 	"github.com/open-local/open-local/test/mountinfo"
+	"github.com/open-local/open-local/test/procruntime"
 )
 
 // hostState records everything the demo changes on the host outside its own
@@ -41,8 +45,12 @@ type hostState struct {
 	// /var/lib/kubelet whatever its --root-dir says (its device-plugin
 	// socket), which did not exist before the demo.
 	KubeletVarLibCreated []string `json:"kubeletVarLibCreated,omitempty"`
-	// Cgroups lists the kubelet's top-level cgroups (<hierarchy>/kubepods)
-	// the demo's kubelet creates; none existed before.
+	// CgroupRoot is the demo kubelet's cgroupRoot (cgroupRootFor): a tree
+	// of its own, so that another kubelet on the host (a second demo, as
+	// TestDemo beside `make demo`) neither counts nor tears down its pods.
+	CgroupRoot string `json:"cgroupRoot"`
+	// Cgroups lists that tree in every hierarchy (<hierarchy><CgroupRoot>);
+	// the demo creates it (the kubelet requires its cgroupRoot to exist).
 	Cgroups []string `json:"cgroups,omitempty"`
 	// ContainerLogLinks is the directory where the kubelet links container
 	// logs whatever its podLogsDir says; links into Dir are the demo's.
@@ -84,11 +92,15 @@ func loadHostState(dir string) (*hostState, error) {
 	return h, nil
 }
 
-// kubeletCgroups are the kubelet's top-level cgroups (cgroupfs driver,
-// cgroup root /) in every cgroup hierarchy mounted: the v1 ones and the
-// unified one (where the kubelet creates them too on a hybrid host), or the
-// only, unified, one of a cgroup v2 host.
-func kubeletCgroups() ([]string, error) {
+// cgroupRootFor is the kubelet's cgroupRoot for the demo in dir, one
+// level below each hierarchy's root and named after dir, so that demos in
+// different dirs never share it.
+func cgroupRootFor(dir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
+	return "/open-local-demo-" + hex.EncodeToString(sum[:6])
+}
+
+func cgroupHierarchies() ([]string, error) {
 	roots, err := mountinfo.CgroupRoots()
 	if err != nil {
 		return nil, err
@@ -96,48 +108,69 @@ func kubeletCgroups() ([]string, error) {
 	if len(roots) == 0 {
 		return nil, errors.New("no cgroup hierarchy is mounted")
 	}
-	out := make([]string, len(roots))
-	for i, r := range roots {
-		out[i] = filepath.Join(r, "kubepods")
-	}
-	return out, nil
+	return roots, nil
 }
 
-// preflightHost refuses to start where another kubelet's state is present:
-// the demo's kubelet would share (and its teardown would remove) it.
-func preflightHost() error {
-	cgs, err := kubeletCgroups()
+// kubeletCgroupsIn is the kubelet's cgroup root in every hierarchy
+// mounted: the v1 ones and the unified one (a hybrid host), or the only,
+// unified, one of a cgroup v2 host.
+func kubeletCgroupsIn(hierarchies []string, cgroupRoot string) []string {
+	out := make([]string, len(hierarchies))
+	for i, h := range hierarchies {
+		out[i] = filepath.Join(h, cgroupRoot)
+	}
+	return out
+}
+
+// preflightHost refuses to start where the demo's cgroup tree exists
+// already: the teardown of a demo in the same dir, whose record is gone,
+// did not finish; the new kubelet would adopt (and its teardown remove)
+// whatever runs there. Other kubelets on the host are no obstacle: each has
+// its own cgroupRoot, root dir, pod logs dir and ports. (Every kubelet
+// takes over /var/lib/kubelet/device-plugins/kubelet.sock, whatever its
+// --root-dir; no demo step uses device plugins.)
+func preflightHost(cgroupRoot string) error {
+	hierarchies, err := cgroupHierarchies()
 	if err != nil {
 		return err
 	}
-	for _, cg := range cgs {
+	return preflightCgroups(hierarchies, cgroupRoot)
+}
+
+func preflightCgroups(hierarchies []string, cgroupRoot string) error {
+	for _, cg := range kubeletCgroupsIn(hierarchies, cgroupRoot) {
 		if _, err := os.Stat(cg); err == nil {
-			return fmt.Errorf("%s exists: another kubelet runs (or ran) on this machine; the demo's kubelet would share its pod cgroups. "+
-				"Stop it, or remove its leftovers, first", cg)
+			return fmt.Errorf("%s exists: left by a demo in the same dir whose teardown did not finish; "+
+				"remove it (its pods' processes first, then the cgroups, deepest first)", cg)
 		}
-	}
-	sock := filepath.Join(varLibKubelet, "device-plugins", "kubelet.sock")
-	if _, err := os.Stat(sock); err == nil {
-		return fmt.Errorf("%s exists: another kubelet runs (or ran) on this machine (every kubelet uses this socket whatever its --root-dir)", sock)
 	}
 	return nil
 }
 
 // recordKubeletPaths notes, before the kubelet starts, which of the paths it
-// creates outside its root dir do not exist yet (those are the demo's to remove).
+// creates outside its root dir do not exist yet (those are the demo's to
+// remove) and the kubelet's cgroup tree, then creates that tree.
 func (h *hostState) recordKubeletPaths() error {
 	for _, p := range []string{varLibKubelet, filepath.Join(varLibKubelet, "device-plugins")} {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 			h.KubeletVarLibCreated = append(h.KubeletVarLibCreated, p)
 		}
 	}
-	cgs, err := kubeletCgroups()
+	hierarchies, err := cgroupHierarchies()
 	if err != nil {
 		return err
 	}
-	h.Cgroups = cgs
+	h.Cgroups = kubeletCgroupsIn(hierarchies, h.CgroupRoot)
 	h.ContainerLogLinks = varLogContainers
-	return h.save()
+	if err := h.save(); err != nil {
+		return err
+	}
+	for i, cg := range h.Cgroups {
+		if err := procruntime.MakeKubeletCgroupRoot(hierarchies[i], cg); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // teardown removes what the record names, in dependency order: mounts
@@ -186,8 +219,10 @@ func (h *hostState) teardown(ctx context.Context, report func(string)) error {
 	} else if n > 0 {
 		report(fmt.Sprintf("removed %d container log links from %s", n, h.ContainerLogLinks))
 	}
-	if err := removeKubeletVarLib(h.KubeletVarLibCreated); err != nil {
+	if note, err := removeKubeletVarLib(h.KubeletVarLibCreated); err != nil {
 		errs = append(errs, err)
+	} else if note != "" {
+		report(note)
 	}
 	return errors.Join(errs...)
 }
@@ -370,18 +405,25 @@ func removeLinksInto(linkDir, dir string) (int, error) {
 }
 
 // removeKubeletVarLib removes the kubelet's device-plugin socket and the
-// directories the demo's kubelet created; a directory that holds anything
-// else is left (and named).
-func removeKubeletVarLib(created []string) error {
-	if len(created) == 0 {
-		return nil
+// directories the demo's kubelet created, unless another kubelet serves
+// that socket now (every kubelet takes it over on start, whatever its
+// --root-dir): then they are its, and left. A socket no one serves is
+// removed even when the demo did not create the directories (its kubelet
+// took it over from the kubelet that did). A directory that holds
+// anything else is left too (and named).
+func removeKubeletVarLib(created []string) (string, error) {
+	sock := filepath.Join(varLibKubelet, "device-plugins", "kubelet.sock")
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return "another kubelet serves " + sock + " now: left it and " + varLibKubelet + " in place", nil
 	}
-	_ = os.Remove(filepath.Join(varLibKubelet, "device-plugins", "kubelet.sock"))
+	// No one serves it: a stopped kubelet's, this demo's or another's.
+	_ = os.Remove(sock)
 	var errs []error
 	for _, p := range slices.Backward(created) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("%s was created by the demo's kubelet but holds other files now: left in place (%w)", p, err))
 		}
 	}
-	return errors.Join(errs...)
+	return "", errors.Join(errs...)
 }

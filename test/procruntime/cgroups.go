@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,9 +23,7 @@ import (
 
 // createContainerCgroups makes <root>/<parent>/<id> in every hierarchy in
 // which the kubelet made the pod's cgroup <root>/<parent>, as runc does for
-// a container, and returns their paths. v1 cpuset children start with no
-// CPUs and no memory nodes (joining one fails with ENOSPC), so they get the
-// parent's.
+// a container (MakeCgroup), and returns their paths.
 func createContainerCgroups(parent, id string) ([]string, error) {
 	if parent == "" {
 		return nil, nil // the kubelet without --cgroups-per-qos: stay where we are
@@ -43,26 +42,80 @@ func createContainerCgroups(parent, id string) ([]string, error) {
 			continue // a hierarchy the kubelet does not manage
 		}
 		dir := filepath.Join(pod, id)
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return made, fmt.Errorf("create cgroup %s: %w", dir, err)
-		}
-		made = append(made, dir)
-		// v1 only: a v2 child has no cpuset files unless its parent enables the
-		// controller for it, and then inherits the CPUs (writing would create
-		// a file in cgroupfs: EACCES).
-		if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err == nil {
-			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				v, err := os.ReadFile(filepath.Join(pod, f))
-				if err != nil {
-					return made, err
-				}
-				if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
-					return made, fmt.Errorf("%s/%s: %w", dir, f, err)
-				}
-			}
+		made = append(made, dir) // removed on error, whatever MakeCgroup got to
+		if err := MakeCgroup(pod, dir); err != nil {
+			return made, err
 		}
 	}
 	return made, nil
+}
+
+// MakeCgroup creates the cgroup dir below parent (in one hierarchy) unless
+// it exists. A v1 cpuset child starts with no CPUs and no memory nodes
+// (joining one fails with ENOSPC), so it gets the parent's, as runc does.
+func MakeCgroup(parent, dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	// v1 only: a v2 child with no CPUs of its own uses its parent's (and the
+	// v2 root has no cpuset.cpus to copy).
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.controllers")); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+		return nil // not the cpuset hierarchy
+	}
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		v, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+			return fmt.Errorf("%s/%s: %w", dir, f, err)
+		}
+	}
+	return nil
+}
+
+// MakeKubeletCgroupRoot creates the kubelet's cgroupRoot dir below parent
+// (in one hierarchy). The kubelet refuses a cgroupRoot that does not exist
+// or, in a cgroup v2 hierarchy, that lacks a controller it needs; a v2
+// child has the controllers its parent enables for it, so parent enables
+// all of its own (as runc does for the cgroups it creates).
+func MakeKubeletCgroupRoot(parent, dir string) error {
+	if err := enableControllers(parent); err != nil {
+		return err
+	}
+	return MakeCgroup(parent, dir)
+}
+
+// enableControllers enables, in a v2 cgroup, every controller it has for
+// its children; a v1 cgroup (no cgroup.subtree_control) is left alone.
+func enableControllers(cg string) error {
+	have, err := os.ReadFile(filepath.Join(cg, "cgroup.controllers"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	enabled, err := os.ReadFile(filepath.Join(cg, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	on := strings.Fields(string(enabled))
+	var add []string
+	for _, c := range strings.Fields(string(have)) {
+		if !slices.Contains(on, c) {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.subtree_control"), []byte(strings.Join(add, " ")), 0o644); err != nil {
+		return fmt.Errorf("enable controllers %v in %s: %w", add, cg, err)
+	}
+	return nil
 }
 
 // joinCgroups moves the calling process into every cgroup in dirs. The
