@@ -44,6 +44,19 @@ func NewDevices(t testing.TB, sizes ...int64) []Device {
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 			defer cancel()
+			// The code under test may have stacked loop devices on ours
+			// (the loop Activator: an LV as a loop device at its extent
+			// offset); they hold ours busy, so its detach would only set
+			// autoclear and both would stay attached for ever.
+			stacked, err := LoopDevicesOf(ctx, d.Path)
+			if err != nil {
+				t.Errorf("loopvg: loop devices on %s: %v", d.Path, err)
+			}
+			for _, s := range stacked {
+				if _, err := run(ctx, nil, "losetup", "--detach", s); err != nil {
+					t.Errorf("loopvg: detach %s (stacked on %s): %v", s, d.Path, err)
+				}
+			}
 			if err := d.Detach(ctx); err != nil {
 				t.Errorf("loopvg: detach %s: %v", d.Path, err)
 			}
