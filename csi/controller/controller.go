@@ -34,9 +34,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // DefaultVolumeSize is the size of a volume whose request names none.

@@ -26,8 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // DefaultInlineReadyTimeout bounds NodePublishVolume's wait for the agent to
