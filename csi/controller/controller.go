@@ -389,6 +389,8 @@ func volumeContext(params map[string]string, lv *v1alpha1.LocalVolume, fsType st
 	return ctx
 }
 
+// requestedSize is the size a capacity range asks for, within
+// parameters.MaxVolumeSize (a size near 2^63 would wrap in any sum).
 func requestedSize(r *csi.CapacityRange) (int64, error) {
 	req, limit := r.GetRequiredBytes(), r.GetLimitBytes()
 	switch {
@@ -397,6 +399,9 @@ func requestedSize(r *csi.CapacityRange) (int64, error) {
 	case limit > 0 && req > limit:
 		return 0, status.Errorf(codes.InvalidArgument, "required_bytes %d exceeds limit_bytes %d", req, limit)
 	case req > 0:
+		if err := parameters.CheckSize(req); err != nil {
+			return 0, status.Errorf(codes.OutOfRange, "required_bytes: %v", err)
+		}
 		return req, nil
 	case limit > 0:
 		return min(limit, DefaultVolumeSize), nil

@@ -11,6 +11,8 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
 // MaxVolumeSize (1 EiB) bounds every size open-local parses: PVC requests,
@@ -19,7 +21,7 @@ import (
 // resource.Quantity.Value() would wrap at 2^63 (2^64 − 200Gi becomes −200Gi,
 // negative space in the ledger). LocalVolume.spec.size has the same bound
 // in its CRD.
-const MaxVolumeSize int64 = 1 << 60
+const MaxVolumeSize = v1alpha1.MaxSize
 
 // MaxBPS (1 PiB/s) and MaxIOPS (10^9) bound the IO limits: beyond any
 // device, and cgroup io.max takes them as they are.
