@@ -169,6 +169,10 @@ func TestValidateArgs(t *testing.T) {
 		}, want: []string{`args.provisioners[0]: Invalid value: "Local_CSI"`, `args.provisioners[2]: Duplicate value`}},
 		{name: "zero inline size", modify: func(a *config.OpenLocalArgs) { a.DefaultInlineVolumeSize = resource.Quantity{} },
 			want: []string{"args.defaultInlineVolumeSize: Invalid value"}},
+		{name: "inline size past 1Ei", modify: func(a *config.OpenLocalArgs) { a.DefaultInlineVolumeSize = resource.MustParse("18446743858961186816") },
+			want: []string{"args.defaultInlineVolumeSize: Invalid value", "more than 1Ei"}},
+		{name: "inline size in milli-bytes", modify: func(a *config.OpenLocalArgs) { a.DefaultInlineVolumeSize = resource.MustParse("1m") },
+			want: []string{"less than one byte"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := defaults()

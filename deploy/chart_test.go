@@ -29,13 +29,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/open-local/open-local/agent/discovery"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	olconfig "github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/config/profile"
 	_ "github.com/open-local/open-local/config/scheme"
 	"github.com/open-local/open-local/config/validation"
 	"github.com/open-local/open-local/csi/identity"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/deploy"
 	"github.com/open-local/open-local/test/cluster"
 )

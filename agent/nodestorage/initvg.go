@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 )
@@ -120,16 +121,16 @@ func planThinPool(want v1alpha1.VGToBeInited, vg *lvm.VG, lvs []lvm.LV) (vgActio
 func ThinPoolSize(size string, vgSize uint64) (uint64, error) {
 	if p, ok := strings.CutSuffix(size, "%"); ok {
 		pct, err := strconv.ParseFloat(p, 64)
-		if err != nil || pct <= 0 || pct > 100 {
+		if err != nil || !(pct > 0 && pct <= 100) { // NaN fails both
 			return 0, fmt.Errorf("thin pool size %q: want a percentage in (0, 100]: %w", size, lvm.ErrInvalidArgument)
 		}
 		return uint64(float64(vgSize) * pct / 100), nil
 	}
-	q, err := resource.ParseQuantity(size)
-	if err != nil || q.Sign() <= 0 {
-		return 0, fmt.Errorf("thin pool size %q: want a positive quantity such as 100Gi, or a percentage of the VG: %w", size, lvm.ErrInvalidArgument)
+	n, err := parameters.ParseSizeString(size)
+	if err != nil {
+		return 0, fmt.Errorf("thin pool size %q: %v (want a quantity such as 100Gi, or a percentage of the VG): %w", size, err, lvm.ErrInvalidArgument)
 	}
-	return uint64(q.Value()), nil
+	return uint64(n), nil
 }
 
 func isPVOf(device, vg string, pvs []lvm.PV, rdev func(string) (uint32, uint32, error)) bool {

@@ -94,6 +94,13 @@ func TestThinPoolSize(t *testing.T) {
 		{in: "101%", wantErr: true},
 		{in: "0", wantErr: true},
 		{in: "lots", wantErr: true},
+		// Hostile sizes (issue 13): Value() wraps past 2^63.
+		{in: "18446743858961186816", wantErr: true}, // 2^64 − 200Gi
+		{in: "9223372036854775808", wantErr: true},  // 2^63
+		{in: "1e30", wantErr: true},
+		{in: "-1Gi", wantErr: true},
+		{in: "1m", wantErr: true}, // milli-bytes
+		{in: "NaN%", wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := ThinPoolSize(tt.in, 10*gib)

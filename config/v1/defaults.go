@@ -4,6 +4,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config"
 )
 
@@ -30,7 +31,6 @@ func SetDefaults_OpenLocalArgs(obj *OpenLocalArgs) {
 		obj.Provisioners = []string{config.ProvisionerName, config.LegacyProvisionerName}
 	}
 	if obj.DefaultInlineVolumeSize == nil {
-		q := resource.MustParse("1Gi")
-		obj.DefaultInlineVolumeSize = &q
+		obj.DefaultInlineVolumeSize = resource.NewQuantity(parameters.DefaultInlineSize, resource.BinarySI)
 	}
 }

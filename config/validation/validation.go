@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config"
 )
 
@@ -48,8 +49,8 @@ func ValidateOpenLocalArgs(path *field.Path, args *config.OpenLocalArgs) error {
 		}
 		seen[name] = true
 	}
-	if args.DefaultInlineVolumeSize.Sign() <= 0 {
-		errs = append(errs, field.Invalid(path.Child("defaultInlineVolumeSize"), args.DefaultInlineVolumeSize.String(), "must be positive"))
+	if _, err := parameters.ParseSize(args.DefaultInlineVolumeSize); err != nil {
+		errs = append(errs, field.Invalid(path.Child("defaultInlineVolumeSize"), args.DefaultInlineVolumeSize.String(), err.Error()))
 	}
 	return errs.ToAggregate()
 }

@@ -34,9 +34,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // DefaultVolumeSize is the size of a volume whose request names none.
@@ -395,6 +395,8 @@ func volumeContext(params map[string]string, lv *v1alpha1.LocalVolume, fsType st
 	return ctx
 }
 
+// requestedSize is the size a capacity range asks for, within
+// parameters.MaxVolumeSize (a size near 2^63 would wrap in any sum).
 func requestedSize(r *csi.CapacityRange) (int64, error) {
 	req, limit := r.GetRequiredBytes(), r.GetLimitBytes()
 	switch {
@@ -403,6 +405,9 @@ func requestedSize(r *csi.CapacityRange) (int64, error) {
 	case limit > 0 && req > limit:
 		return 0, status.Errorf(codes.InvalidArgument, "required_bytes %d exceeds limit_bytes %d", req, limit)
 	case req > 0:
+		if err := parameters.CheckSize(req); err != nil {
+			return 0, status.Errorf(codes.OutOfRange, "required_bytes: %v", err)
+		}
 		return req, nil
 	case limit > 0:
 		return min(limit, DefaultVolumeSize), nil

@@ -9,6 +9,7 @@ package controller_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/controller"
 	"github.com/open-local/open-local/test/cluster"
@@ -496,6 +498,27 @@ func TestControllerBadInput(t *testing.T) {
 				"csi.storage.k8s.io/pvc/name": "nope", "csi.storage.k8s.io/pvc/namespace": "default"}))
 			return err
 		}, codes.NotFound, "PVC default/nope"},
+		{"required near 2^63", func() error {
+			_, err := f.srv.CreateVolume(ctx, createReq("x", f.node, math.MaxInt64, nil))
+			return err
+		}, codes.OutOfRange, "more than 1Ei"},
+		{"required just past 1Ei", func() error {
+			_, err := f.srv.CreateVolume(ctx, createReq("x", f.node, parameters.MaxVolumeSize+1, nil))
+			return err
+		}, codes.OutOfRange, "more than 1Ei"},
+		{"expand to 2^63-1", func() error {
+			_, err := f.srv.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: "x",
+				CapacityRange: &csi.CapacityRange{RequiredBytes: math.MaxInt64}})
+			return err
+		}, codes.OutOfRange, "more than 1Ei"},
+		{"iops past int64", func() error {
+			_, err := f.srv.CreateVolume(ctx, createReq("x", f.node, gib, map[string]string{"iops": "9223372036854775808"}))
+			return err
+		}, codes.InvalidArgument, `"iops"`},
+		{"bps in milli-bytes", func() error {
+			_, err := f.srv.CreateVolume(ctx, createReq("x", f.node, gib, map[string]string{"bps": "1m"}))
+			return err
+		}, codes.InvalidArgument, "less than one byte"},
 		{"expand without capacity", func() error {
 			_, err := f.srv.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: "x"})
 			return err

@@ -36,12 +36,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/open-local/open-local/agent/volumes"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/controller"
 	"github.com/open-local/open-local/csi/grpcserver"
 	"github.com/open-local/open-local/csi/identity"
 	"github.com/open-local/open-local/csi/node"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"

@@ -25,9 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config/profile"
 	"github.com/open-local/open-local/csi/identity"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/lvm"
 )
 

@@ -26,8 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // DefaultInlineReadyTimeout bounds NodePublishVolume's wait for the agent to
@@ -50,7 +50,7 @@ func (s *Server) publishEphemeral(ctx context.Context, req *csi.NodePublishVolum
 	if len(validation.IsDNS1123Subdomain(id)) > 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume ID %q is not a valid LocalVolume name (kubelet's handles are csi-<sha256>)", id)
 	}
-	attrs, err := parameters.ParseInline(req.GetVolumeContext())
+	attrs, err := parameters.ParseInline(req.GetVolumeContext(), parameters.DefaultInlineSize)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", id, err)
 	}

@@ -27,12 +27,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/csi/node"
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/csi/node/iolimit/iolimittest"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/csi/node/iolimit"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // setIOLimits enforces the volume's bps/iops (StorageClass parameters in

@@ -22,10 +22,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/csi/node"
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/csi/node/iolimit/iolimittest"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/test/capability"
 )
 

@@ -36,10 +36,10 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
 	"github.com/open-local/open-local/csi/node/iolimit"
-	"github.com/open-local/open-local/csi/parameters"
 )
 
 // Activator resolves an LV to a block device on this node.

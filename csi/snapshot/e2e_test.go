@@ -44,11 +44,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config/profile"
 	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/csi/identity"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 )

@@ -9,26 +9,14 @@ import (
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/component-helpers/storage/ephemeral"
 	storagehelpers "k8s.io/component-helpers/storage/volume"
 	fwk "k8s.io/kube-scheduler/framework"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/scheduler/ledger"
-)
-
-// StorageClass parameters, as open-local names them.
-const (
-	paramVolumeType = "volumeType"
-	paramVGName     = "vgName"
-	paramMediaType  = "mediaType"
-	paramLVMType    = "lvmType"
-	paramThinPool   = "thinPool"
-	// CSI inline volume attributes.
-	attrVGName = "vgName"
-	attrSize   = "size"
 )
 
 // volumeSpec is one local volume of the pod and what its LocalVolume will say.
@@ -222,17 +210,28 @@ func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, 
 		// Immediate binding: provisioned before scheduling, without us.
 		return nil, nil
 	}
-	size := pvc.Spec.Resources.Requests[v1.ResourceStorage]
-	if size.Sign() <= 0 {
-		return nil, unresolvable("%s requests no storage", desc)
+	request := pvc.Spec.Resources.Requests[v1.ResourceStorage]
+	size, err := parameters.ParseSize(request)
+	if err != nil {
+		return nil, unresolvable("%s: storage request: %v", desc, err)
 	}
 	spec := &volumeSpec{
-		Volume:    ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size.Value()},
-		Requested: size.Value(),
+		Volume:    ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size},
+		Requested: size,
 		ClaimRef:  &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
 	}
-	if err := applyClassParameters(spec, sc); err != nil {
-		return nil, unresolvable("%s: storageclass %s: %s", desc, sc.Name, err.Error())
+	// The parser CreateVolume runs: a class it would refuse must not get
+	// space reserved and a LocalVolume written first.
+	params, err := parameters.Parse(sc.Parameters)
+	if err != nil {
+		return nil, unresolvable("%s: storageclass %s: %v", desc, sc.Name, err)
+	}
+	spec.Type = params.VolumeType
+	switch params.VolumeType {
+	case v1alpha1.VolumeTypeLVM:
+		spec.VG, spec.ThinPool, spec.LVMType = params.VGName, params.ThinPool, params.LVMType
+	case v1alpha1.VolumeTypeDevice:
+		spec.MediaType = params.MediaType
 	}
 	if src := dataSourceOf(pvc); src != nil {
 		if spec.Type != v1alpha1.VolumeTypeLVM {
@@ -262,57 +261,24 @@ func dataSourceOf(pvc *v1.PersistentVolumeClaim) *v1.TypedObjectReference {
 	return nil
 }
 
-// applyClassParameters reads open-local's StorageClass parameters.
-func applyClassParameters(spec *volumeSpec, sc *storagev1.StorageClass) error {
-	p := sc.Parameters
-	switch t := p[paramVolumeType]; t {
-	case "", string(v1alpha1.VolumeTypeLVM):
-		// open-local requires volumeType; LVM is what nearly every class means.
-		spec.Type = v1alpha1.VolumeTypeLVM
-		spec.VG = p[paramVGName]
-		spec.ThinPool = p[paramThinPool]
-		switch lt := p[paramLVMType]; lt {
-		case "", string(v1alpha1.LVMTypeLinear):
-			spec.LVMType = v1alpha1.LVMTypeLinear
-		case string(v1alpha1.LVMTypeStriping):
-			if spec.ThinPool != "" {
-				return fmt.Errorf("lvmType striping and thinPool %s exclude each other (a thin volume's layout is its pool's)", spec.ThinPool)
-			}
-			spec.LVMType = v1alpha1.LVMTypeStriping
-		default:
-			return fmt.Errorf("lvmType %q is not linear or striping", lt)
-		}
-	case string(v1alpha1.VolumeTypeDevice):
-		spec.Type = v1alpha1.VolumeTypeDevice
-		switch m := p[paramMediaType]; m {
-		case "ssd", "hdd":
-			spec.MediaType = m
-		default:
-			return fmt.Errorf("volumeType Device needs mediaType ssd or hdd, not %q", m)
-		}
-	case "MountPoint":
-		return fmt.Errorf("volumeType MountPoint is not supported (use LVM or Device)")
-	default:
-		return fmt.Errorf("volumeType %q is not LVM or Device", t)
-	}
-	return nil
-}
-
 // inlineNeed is a CSI ephemeral inline volume of our driver (always LVM).
 func (pl *OpenLocal) inlineNeed(pod *v1.Pod, vol *v1.Volume) (*volumeSpec, *needError) {
 	desc := fmt.Sprintf("inline volume %s of pod %s/%s", vol.Name, pod.Namespace, pod.Name)
-	size := pl.args.DefaultInlineVolumeSize
-	if s, ok := vol.CSI.VolumeAttributes[attrSize]; ok {
-		q, err := resource.ParseQuantity(s)
-		if err != nil || q.Sign() <= 0 {
-			return nil, unresolvable("%s: size %q is not a positive quantity", desc, s)
+	// The parser the CSI node runs at NodePublishVolume: what it would
+	// refuse must not get space first.
+	attrs, err := parameters.ParseInline(vol.CSI.VolumeAttributes, pl.defaultInlineSize)
+	if err != nil {
+		return nil, unresolvable("%s: %v", desc, err)
+	}
+	if vol.CSI.FSType != nil {
+		if _, err := parameters.ParseFSType(*vol.CSI.FSType); err != nil {
+			return nil, unresolvable("%s: %v", desc, err)
 		}
-		size = q
 	}
 	return &volumeSpec{
 		Volume: ledger.Volume{Name: InlineVolumeHandle(string(pod.UID), vol.Name), Desc: desc,
-			Type: v1alpha1.VolumeTypeLVM, VG: vol.CSI.VolumeAttributes[attrVGName], Size: size.Value()},
-		Requested: size.Value(),
+			Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size},
+		Requested: attrs.Size,
 		LVMType:   v1alpha1.LVMTypeLinear,
 		PodRef:    &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 	}, nil

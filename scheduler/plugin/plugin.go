@@ -31,6 +31,7 @@ import (
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions"
 	ollisters "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	_ "github.com/open-local/open-local/config/scheme" // registers OpenLocalArgs with the scheduler's scheme
@@ -52,11 +53,13 @@ const persistedGrace = 2 * time.Minute
 
 // OpenLocal is the plugin.
 type OpenLocal struct {
-	handle   fwk.Handle
-	args     *config.OpenLocalArgs
-	strategy ledger.Strategy
-	weights  ledger.Weights
-	ours     map[string]bool
+	handle fwk.Handle
+	args   *config.OpenLocalArgs
+	// defaultInlineSize is args.DefaultInlineVolumeSize in bytes (validated).
+	defaultInlineSize int64
+	strategy          ledger.Strategy
+	weights           ledger.Weights
+	ours              map[string]bool
 
 	ledger    *ledger.Ledger
 	client    olclient.Interface
@@ -110,15 +113,20 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	if err != nil {
 		return nil, err
 	}
+	inlineSize, err := parameters.ParseSize(args.DefaultInlineVolumeSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: defaultInlineVolumeSize: %w", Name, err)
+	}
 	pl := &OpenLocal{
-		handle:   h,
-		args:     args,
-		strategy: ledger.Binpack,
-		weights:  ledger.Weights{LVM: int64(args.ScoreWeights.LVM), Device: int64(args.ScoreWeights.Device)},
-		ours:     map[string]bool{},
-		ledger:   ledger.New(),
-		client:   client,
-		waiting:  newWaitingPods(h),
+		handle:            h,
+		args:              args,
+		defaultInlineSize: inlineSize,
+		strategy:          ledger.Binpack,
+		weights:           ledger.Weights{LVM: int64(args.ScoreWeights.LVM), Device: int64(args.ScoreWeights.Device)},
+		ours:              map[string]bool{},
+		ledger:            ledger.New(),
+		client:            client,
+		waiting:           newWaitingPods(h),
 	}
 	if args.Strategy == config.StrategySpread {
 		pl.strategy = ledger.Spread

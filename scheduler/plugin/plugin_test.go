@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	olfake "github.com/open-local/open-local/apis/client/clientset/versioned/fake"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 )
@@ -67,10 +68,10 @@ func podWith(name string, claims ...string) *v1.Pod {
 func inline(name, vg, size string) v1.Volume {
 	attrs := map[string]string{}
 	if vg != "" {
-		attrs[attrVGName] = vg
+		attrs[parameters.VGName] = vg
 	}
 	if size != "" {
-		attrs[attrSize] = size
+		attrs[parameters.InlineSize] = size
 	}
 	return v1.Volume{Name: name, VolumeSource: v1.VolumeSource{CSI: &v1.CSIVolumeSource{Driver: ourDriver, VolumeAttributes: attrs}}}
 }
@@ -283,11 +284,11 @@ func TestPreFilterAndFilter(t *testing.T) {
 		},
 		{
 			name: "bad volumeType", objs: []runtime.Object{claim("a", "bad-type", 5)}, pod: podWith("p", "a"),
-			want: `prefilter: UnschedulableAndUnresolvable pvc default/a: storageclass bad-type: volumeType "Quota" is not LVM or Device`,
+			want: `prefilter: UnschedulableAndUnresolvable pvc default/a: storageclass bad-type: StorageClass parameter "volumeType"="Quota": want LVM or Device (MountPoint is not supported)`,
 		},
 		{
 			name: "Device without mediaType", objs: []runtime.Object{claim("a", "device-no-media", 5)}, pod: podWith("p", "a"),
-			want: `prefilter: UnschedulableAndUnresolvable pvc default/a: storageclass device-no-media: volumeType Device needs mediaType ssd or hdd, not ""`,
+			want: `prefilter: UnschedulableAndUnresolvable pvc default/a: storageclass device-no-media: StorageClass parameter "mediaType"="": required for volumeType Device`,
 		},
 		{
 			name: "generic ephemeral volume", objs: []runtime.Object{ephemeralPVC}, pod: ephemeralPod,
@@ -299,7 +300,7 @@ func TestPreFilterAndFilter(t *testing.T) {
 		},
 		{
 			name: "CSI inline volume with a bad size", pod: st.MakePod().Name("i").Namespace(ns).UID("pod-i").Volume(inline("scratch", "", "lots")).Obj(),
-			want: `prefilter: UnschedulableAndUnresolvable inline volume scratch of pod default/i: size "lots" is not a positive quantity`,
+			want: `prefilter: UnschedulableAndUnresolvable inline volume scratch of pod default/i: inline volume attribute "size"="lots": want a quantity such as 10Gi`,
 		},
 		{
 			name: "an allocated PVC pins the pod to its node", objs: []runtime.Object{claim("a", "lvm", 5), claim("b", "lvm", 5)},
@@ -432,7 +433,7 @@ func TestThinClass(t *testing.T) {
 	if !strings.Contains(got, "n2 ok") || !strings.Contains(got, "n1 UnschedulableAndUnresolvable: node(s) had no thin pool tp") {
 		t.Errorf("thin: %s", got)
 	}
-	if _, got := h.filterAll(podWith("p2", "ts")); !strings.Contains(got, "lvmType striping and thinPool tp exclude each other") {
+	if _, got := h.filterAll(podWith("p2", "ts")); !strings.Contains(got, `"thinPool"="tp": a thin volume's layout is its pool's: not with lvmType striping`) {
 		t.Errorf("striped thin: %s", got)
 	}
 }

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -110,6 +111,23 @@ func TestLocalVolumeValidation(t *testing.T) {
 		{"thin device", lv("val-thindev", func(s *v1alpha1.LocalVolumeSpec) {
 			s.VolumeType, s.VGName, s.Device, s.ThinPool = v1alpha1.VolumeTypeDevice, "", "/dev/vdc", "tp"
 		}), "thinPool needs volumeType LVM"},
+	}
+	// spec.size is bounded (issue 13): a size that wraps int64 would count
+	// as negative space.
+	for i, size := range []string{"18446743858961186816", "9223372036854775808", "1e30", "2Ei", "0", "-1Gi", "0.5", "1m"} {
+		cases = append(cases, struct {
+			name    string
+			obj     *v1alpha1.LocalVolume
+			wantErr string
+		}{"size " + size, lv(fmt.Sprintf("val-size-%d", i), func(s *v1alpha1.LocalVolumeSpec) { s.Size = resource.MustParse(size) }),
+			"size must be a quantity from 1 byte to 1Ei"})
+	}
+	for i, size := range []string{"1", "1Ei", "1.5Gi"} {
+		cases = append(cases, struct {
+			name    string
+			obj     *v1alpha1.LocalVolume
+			wantErr string
+		}{"size " + size, lv(fmt.Sprintf("val-size-ok-%d", i), func(s *v1alpha1.LocalVolumeSpec) { s.Size = resource.MustParse(size) }), ""})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

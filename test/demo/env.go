@@ -31,9 +31,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config/profile"
 	"github.com/open-local/open-local/csi/identity"
-	"github.com/open-local/open-local/csi/parameters"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/loopvg"

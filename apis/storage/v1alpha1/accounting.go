@@ -1,15 +1,35 @@
 package v1alpha1
 
-import "math"
+import (
+	"math"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// MaxSize (1 EiB) is the largest size of a volume: LocalVolume.spec.size's
+// CRD maximum and parameters.MaxVolumeSize, which every parsed size is
+// checked against. It keeps sizes far from 2^63, where
+// resource.Quantity.Value() wraps (2^64 − 200Gi reads as −200Gi), and sums
+// of many volumes inside int64.
+const MaxSize int64 = 1 << 60
+
+// maxSize is MaxSize as a quantity, for comparisons that cannot wrap.
+var maxSize = *resource.NewQuantity(MaxSize, resource.BinarySI)
 
 // CountedSize is how many bytes an LVM LocalVolume takes on its node, the
 // one rule the scheduler's ledger and the CSI controller both count by: from
 // spec.thinPool (virtual size) when it is set, else from spec.vgName. It is
 // spec.size, except for a volume restored read-only from a snapshot, which
-// is that snapshot's LV and takes nothing of its own.
+// is that snapshot's LV and takes nothing of its own. A size outside
+// (0, MaxSize], which the CRD refuses but an object written before that
+// rule may hold, counts as MaxSize: a record nobody can trust holds space
+// rather than freeing it.
 func (s *LocalVolumeSpec) CountedSize() int64 {
 	if s.IsReadOnlyRestore() {
 		return 0
+	}
+	if s.Size.Sign() <= 0 || s.Size.Cmp(maxSize) > 0 {
+		return MaxSize
 	}
 	return s.Size.Value()
 }
@@ -29,14 +49,22 @@ const DefaultExtentSize = 4 << 20
 // counting bare sizes would let many odd-sized volumes over-commit a VG by
 // up to an extent each. The scheduler's ledger and the CSI controller both
 // count thick LVs so.
+//
+// 0 is 0 (a read-only restore takes nothing). A negative size or one past
+// MaxSize is never a real LV: it counts as MaxSize, so it can only fill a
+// VG, never add free space to it (a negative count would).
 func ExtentRounded(size, extent int64) int64 {
-	if extent <= 0 {
+	if extent <= 0 || extent > MaxSize {
 		extent = DefaultExtentSize
 	}
-	if size <= 0 || size > math.MaxInt64-extent {
-		return size
+	switch {
+	case size == 0:
+		return 0
+	case size < 0 || size > MaxSize:
+		return MaxSize
 	}
-	return (size + extent - 1) / extent * extent
+	// size, extent ≤ 2^60: the sum cannot wrap.
+	return min((size+extent-1)/extent*extent, math.MaxInt64)
 }
 
 // LVName is the LV a LocalVolume names in its VG: spec.lvName when set, else

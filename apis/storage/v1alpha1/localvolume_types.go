@@ -125,6 +125,9 @@ type LocalVolumeSpec struct {
 	// For a classic snapshot it is its copy-on-write space, which the agent
 	// grows by snapshotPolicy; for a thin snapshot, the origin's virtual size.
 	// A readOnly volume takes no space of its own (it is its snapshot).
+	// From 1 byte to 1Ei (MaxSize): past 2^63 Quantity.Value() wraps, and a
+	// wrapped size would count as negative space.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('1')) >= 0 && quantity(string(self)).compareTo(quantity('1Ei')) <= 0",message="size must be a quantity from 1 byte to 1Ei"
 	Size resource.Quantity `json:"size"`
 	// LVMType is the LV layout: linear (default) or striping (across all PVs that fit).
 	// +optional

@@ -49,7 +49,7 @@ func TestParseInline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseInline(tt.in)
+			got, err := ParseInline(tt.in, DefaultInlineSize)
 			if tt.wantErr != "" {
 				var pe *Error
 				if !errors.As(err, &pe) || pe.Key != tt.wantErr {

@@ -38,8 +38,9 @@ const (
 )
 
 // DefaultInlineSize is the size of an inline volume without a size
-// attribute (open-local's default).
-var DefaultInlineSize = resource.MustParse("1Gi")
+// attribute (open-local's default; the scheduler's defaultInlineVolumeSize
+// defaults to it).
+const DefaultInlineSize int64 = 1 << 30
 
 // Pod is the pod a volume is published to, from podInfoOnMount.
 type Pod struct {
@@ -87,16 +88,16 @@ func ParseIOLimits(volumeContext map[string]string) (IOLimits, error) {
 
 func parseBPS(v string) (int64, error) {
 	q, err := resource.ParseQuantity(v)
-	if err != nil || q.Sign() <= 0 {
+	if err != nil {
 		return 0, fmt.Errorf("want a positive quantity such as 10Mi")
 	}
-	return q.Value(), nil
+	return boundedBytes(q, MaxBPS)
 }
 
 func parseIOPS(v string) (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("want a positive integer")
+	if err != nil || n <= 0 || n > MaxIOPS {
+		return 0, fmt.Errorf("want a positive integer up to %d", MaxIOPS)
 	}
 	return n, nil
 }
@@ -106,7 +107,7 @@ type Inline struct {
 	// VGName is the VG to create the LV in ("" when not given: then only a
 	// LocalVolume the scheduler wrote can serve the volume).
 	VGName string
-	// Size in bytes (DefaultInlineSize when not given).
+	// Size in bytes: the caller's default when not given.
 	Size int64
 	// FSType is the attribute's filesystem ("" when not given).
 	FSType string
@@ -118,8 +119,10 @@ var inlineKnown = []string{VGName, InlineSize, InlineFSType, BPS, IOPS}
 // ParseInline validates an inline volume's attributes. The keys kubelet
 // adds (csi.storage.k8s.io/*) are accepted; any other unknown key is an
 // error naming it, so a typo ("vgname") is not silently ignored.
-func ParseInline(attrs map[string]string) (Inline, error) {
-	in := Inline{Size: DefaultInlineSize.Value()}
+// defaultSize is the size without a size attribute: DefaultInlineSize on
+// the node, the scheduler's configured defaultInlineVolumeSize there.
+func ParseInline(attrs map[string]string, defaultSize int64) (Inline, error) {
+	in := Inline{Size: defaultSize}
 	keys := make([]string, 0, len(attrs))
 	for k := range attrs {
 		keys = append(keys, k)
@@ -137,11 +140,11 @@ func ParseInline(attrs map[string]string) (Inline, error) {
 			}
 			in.VGName = v
 		case InlineSize:
-			q, err := resource.ParseQuantity(v)
-			if err != nil || q.Sign() <= 0 {
-				return in, bad("want a positive quantity such as 1Gi")
+			n, err := ParseSizeString(v)
+			if err != nil {
+				return in, bad(err.Error())
 			}
-			in.Size = q.Value()
+			in.Size = n
 		case InlineFSType:
 			fs, err := ParseFSType(v)
 			if err != nil {

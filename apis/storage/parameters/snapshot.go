@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // VolumeSnapshotClass parameters (open-local's names).
@@ -82,14 +80,14 @@ func ParseSnapshot(in map[string]string) (SnapshotParams, error) {
 			}
 			p.ReadOnly = b
 		case SnapshotInitialSize, SnapshotExpansionSize:
-			q, err := resource.ParseQuantity(v)
-			if err != nil || q.Sign() <= 0 {
-				return p, bad("want a positive quantity such as 4Gi")
+			n, err := ParseSizeString(v)
+			if err != nil {
+				return p, bad("%v", err)
 			}
 			if k == SnapshotInitialSize {
-				p.InitialSize = q.Value()
+				p.InitialSize = n
 			} else {
-				p.ExpansionSize = q.Value()
+				p.ExpansionSize = n
 			}
 		case SnapshotExpansionThreshold:
 			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "%")))
