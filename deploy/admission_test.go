@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/open-local/open-local/csi/parameters"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/test/cluster"
 )
 
