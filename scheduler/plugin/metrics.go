@@ -7,7 +7,7 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 
-	"github.com/open-local/open-local/scheduler/ledger"
+	"github.com/open-local/open-local/apis/storage/ledger"
 )
 
 // Metrics on the scheduler's standard /metrics endpoint (legacyregistry),

@@ -15,8 +15,8 @@ import (
 	storagehelpers "k8s.io/component-helpers/storage/volume"
 	fwk "k8s.io/kube-scheduler/framework"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/scheduler/ledger"
 )
 
 // StorageClass parameters, as open-local names them.

@@ -31,12 +31,12 @@ import (
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions"
 	ollisters "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	_ "github.com/open-local/open-local/config/scheme" // registers OpenLocalArgs with the scheduler's scheme
 	configv1 "github.com/open-local/open-local/config/v1"
 	"github.com/open-local/open-local/config/validation"
-	"github.com/open-local/open-local/scheduler/ledger"
 )
 
 // Name is the plugin's name in scheduler profiles.
