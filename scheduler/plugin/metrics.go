@@ -60,6 +60,7 @@ var (
 		ledger.NoStorage: "no_storage", ledger.NoSuchVG: "no_such_vg", ledger.VGFull: "vg_full",
 		ledger.NoVGFits: "no_vg_fits", ledger.NoDevice: "no_device", ledger.HeldElsewhere: "held_elsewhere",
 		ledger.NoSuchPool: "no_such_thin_pool", ledger.PoolFull: "thin_pool_full",
+		ledger.NodeUnavailable: "node_unavailable",
 	}
 )
 

@@ -80,7 +80,7 @@ func (l *Ledger) Reserve(owner types.UID, nodeName string, req *Request, strateg
 	s := getScratch()
 	defer putScratch(s)
 	n := l.nodes[nodeName]
-	if sf := plan(n, sub, strategy, s); sf != nil {
+	if sf := l.plan(n, sub, strategy, s); sf != nil {
 		return nil, sf
 	}
 	r := &Reservation{Owner: owner, Node: nodeName}

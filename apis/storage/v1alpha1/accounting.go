@@ -38,3 +38,15 @@ func ExtentRounded(size, extent int64) int64 {
 	}
 	return (size + extent - 1) / extent * extent
 }
+
+// ExtentFloor is the largest multiple of extent (0: DefaultExtentSize) not
+// above free: the biggest LV that fits in free bytes of a VG.
+func ExtentFloor(free, extent int64) int64 {
+	if extent <= 0 {
+		extent = DefaultExtentSize
+	}
+	if free <= 0 {
+		return 0
+	}
+	return free / extent * extent
+}
