@@ -18,6 +18,8 @@ import (
 
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -173,8 +175,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	}
 	pl.ledger.OnFreed(pl.waiting.kick)
 	go pl.waiting.run(ctx)
-	go wait.UntilWithContext(ctx, func(context.Context) {
-		if n := pl.ledger.ExpirePersisted(time.Now().Add(-persistedGrace)); n > 0 {
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if n := pl.ledger.ExpirePersisted(time.Now().Add(-persistedGrace), pl.localVolumeGone(ctx)); n > 0 {
 			logger.Info("Dropped reservations whose LocalVolumes never appeared", "count", n)
 		}
 	}, persistedGrace/2)
@@ -251,5 +253,14 @@ func (pl *OpenLocal) podDeleted(obj any) {
 	if pod, ok := obj.(*v1.Pod); ok {
 		pl.ledger.Release(pod.UID)
 		pl.waiting.remove(pod)
+	}
+}
+
+// localVolumeGone asks the API (not the informer, which is what lags)
+// whether a LocalVolume is gone; any error other than NotFound keeps it.
+func (pl *OpenLocal) localVolumeGone(ctx context.Context) func(name string) bool {
+	return func(name string) bool {
+		_, err := pl.client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
 	}
 }
