@@ -241,36 +241,36 @@ func preferredNode(req *csi.TopologyRequirement) (string, error) {
 func (s *Server) createLocalVolume(ctx context.Context, id, node string, size int64, p parameters.Params, claim *v1alpha1.ObjectReference) (*v1alpha1.LocalVolume, error) {
 	s.allocate.Lock()
 	defer s.allocate.Unlock()
-	var pl placement
+	var nodes []*nodeStorage
 	if node != "" {
 		ns, err := s.readNode(ctx, node)
 		if err != nil {
 			return nil, err
 		}
-		if pl, err = ns.place(p, size); err != nil {
-			return nil, err
-		}
+		nodes = append(nodes, ns)
 	} else {
-		nodes, err := s.readAllNodes(ctx)
-		if err != nil {
+		var err error
+		if nodes, err = s.readAllNodes(ctx); err != nil {
 			return nil, err
 		}
-		var bestFree int64 = -1
-		var lastErr error = status.Error(codes.ResourceExhausted, "no node has a NodeLocalStorage")
-		for _, ns := range nodes {
-			cand, err := ns.place(p, size)
-			if err != nil {
-				lastErr = err
-				continue
-			}
-			_, free := ns.capacity(p)
-			if free > bestFree {
-				pl, bestFree = cand, free
-			}
+	}
+	l := ledgerOf(nodes...)
+	var pl placement
+	var bestFree int64 = -1
+	var lastErr error = status.Error(codes.ResourceExhausted, "no node has a NodeLocalStorage")
+	for _, ns := range nodes {
+		cand, err := ns.place(l, id, p, size)
+		if err != nil {
+			lastErr = err
+			continue
 		}
-		if bestFree < 0 {
-			return nil, lastErr
+		// Without a node from the CO: the node with the most room.
+		if _, free := ns.capacity(l, p); free > bestFree {
+			pl, bestFree = cand, free
 		}
+	}
+	if bestFree < 0 {
+		return nil, lastErr
 	}
 	lv := &v1alpha1.LocalVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
@@ -613,35 +613,10 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 	if err != nil {
 		return err
 	}
-	if lv.Spec.ThinPool != "" {
-		// The difference, by virtual size, in the volume's pool.
-		var pool *poolSpace
-		for _, p := range ns.pools(lv.Name) {
-			if p.vg == lv.Spec.VGName && p.name == lv.Spec.ThinPool {
-				pool = &p
-			}
-		}
-		switch {
-		case pool == nil:
-			return status.Errorf(codes.FailedPrecondition, "thin pool %s/%s on node %s is not in the node's NodeLocalStorage status: cannot check room for expansion", lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.NodeName)
-		case pool.free() < size:
-			return status.Errorf(codes.ResourceExhausted, "thin pool %s/%s on node %s: need %s of virtual size for volume %s, free %s (besides the volume's current %s)",
-				lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.NodeName, quantity(size), lv.Name, quantity(pool.free()), lv.Spec.Size.String())
-		}
-		return s.setSize(ctx, lv.Name, size)
-	}
-	var vg *vgSpace
-	for _, v := range ns.vgs(lv.Name) {
-		if v.name == lv.Spec.VGName {
-			vg = &v
-		}
-	}
-	switch {
-	case vg == nil:
-		return status.Errorf(codes.FailedPrecondition, "VG %s on node %s is not in the node's NodeLocalStorage status: cannot check room for expansion", lv.Spec.VGName, lv.Spec.NodeName)
-	case vg.free() < size:
-		return status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s for volume %s, free %s (besides the volume's current %s)",
-			vg.name, lv.Spec.NodeName, quantity(size), lv.Name, quantity(vg.free()), lv.Spec.Size.String())
+	// The new size must fit besides the volume's own current share (whole
+	// extents of a thick LV, virtual size in a thin pool).
+	if sf := ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
+		return shortfallError(sf, codes.FailedPrecondition)
 	}
 	return s.setSize(ctx, lv.Name, size)
 }
@@ -729,9 +704,10 @@ func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	} else if nodes, err = s.readAllNodes(ctx); err != nil {
 		return nil, err
 	}
+	l := ledgerOf(nodes...)
 	var total, maxVol int64
 	for _, ns := range nodes {
-		t, m := ns.capacity(p)
+		t, m := ns.capacity(l, p)
 		total += t
 		maxVol = max(maxVol, m)
 	}

@@ -223,7 +223,7 @@ func TestCreateVolumePlacement(t *testing.T) {
 			wantCode: codes.ResourceExhausted, wantInMsg: "no free ssd device"},
 		{name: "unknown parameter", size: gib, params: map[string]string{"vgname": "big"}, wantCode: codes.InvalidArgument, wantInMsg: `"vgname"`},
 		{name: "the only hdd is taken", size: gib, params: map[string]string{"volumeType": "Device", "mediaType": "hdd"},
-			wantCode: codes.ResourceExhausted, wantInMsg: "in use"},
+			wantCode: codes.ResourceExhausted, wantInMsg: "no free hdd device of at least 1Gi"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,10 +9,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"sort"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
@@ -78,130 +75,39 @@ func (s *Server) readAllNodes(ctx context.Context) ([]*nodeStorage, error) {
 	return nodes, nil
 }
 
-// vgSpace is the room left in one VG of a node.
-type vgSpace struct {
-	name              string
-	allocatable, used int64
+// strategy is how the controller chooses among a node's VGs (and among
+// nodes, when the CO names none) for volumes the scheduler did not place:
+// spread keeps the most room everywhere for the scheduler, which placed
+// everything else (its own strategy is its configuration, not known here).
+const strategy = ledger.Spread
+
+// ledgerOf builds a ledger of the nodes read: the same capacity model the
+// scheduler keeps (StorageFault and filtered-out VGs, extents, thin pools,
+// devices, DiskFault and silent nodes), over what the API says now.
+func ledgerOf(nodes ...*nodeStorage) *ledger.Ledger {
+	l := ledger.New()
+	for _, n := range nodes {
+		if n.nls != nil {
+			nls := n.nls.DeepCopy()
+			nls.Spec.NodeName = n.name
+			l.SetNodeStorage(nls)
+		}
+		for i := range n.volumes {
+			l.SetVolume(&n.volumes[i])
+		}
+	}
+	return l
 }
 
-func (v vgSpace) free() int64 { return max(v.allocatable-v.used, 0) }
-
-// vgs returns the VGs open-local may use on the node (the NodeLocalStorage's
-// filtered list), with allocations subtracted (whole extents, as the
-// scheduler counts them); exclude is a LocalVolume whose own size must not
-// count (the one being expanded).
-func (n *nodeStorage) vgs(exclude string) []vgSpace {
-	if n.nls == nil {
-		return nil
-	}
-	var out []vgSpace
-	for _, vg := range n.nls.Status.NodeStorageInfo.VolumeGroups {
-		if !slices.Contains(n.nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
-			continue
-		}
-		sp := vgSpace{name: vg.Name, allocatable: int64(min(vg.Allocatable, 1<<62))}
-		for _, v := range n.volumes {
-			if v.Name != exclude && v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == vg.Name && v.Spec.ThinPool == "" {
-				sp.used += v1alpha1.ExtentRounded(v.Spec.CountedSize(), int64(min(vg.ExtentSize, 1<<62)))
-			}
-		}
-		out = append(out, sp)
-	}
-	return out
-}
-
-// poolSpace is the virtual room left in one thin pool of a node.
-type poolSpace struct {
-	vg, name          string
-	allocatable, used int64
-}
-
-func (p poolSpace) free() int64 { return max(p.allocatable-p.used, 0) }
-
-// pools returns the thin pools of the VGs open-local may use on the node,
-// with the virtual sizes of their volumes subtracted (the same count as
-// the scheduler's: v1alpha1.LocalVolumeSpec.CountedSize); exclude is not
-// counted.
-func (n *nodeStorage) pools(exclude string) []poolSpace {
-	if n.nls == nil {
-		return nil
-	}
-	var out []poolSpace
-	for _, vg := range n.nls.Status.NodeStorageInfo.VolumeGroups {
-		if !slices.Contains(n.nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
-			continue
-		}
-		for _, p := range vg.ThinPools {
-			sp := poolSpace{vg: vg.Name, name: p.Name, allocatable: int64(min(p.Allocatable, 1<<62))}
-			for _, v := range n.volumes {
-				if v.Name != exclude && v.Spec.VGName == vg.Name && v.Spec.ThinPool == p.Name {
-					sp.used += v.Spec.CountedSize()
-				}
-			}
-			out = append(out, sp)
-		}
-	}
-	return out
-}
-
-// deviceSpace is a whole device open-local may hand out.
-type deviceSpace struct {
-	name      string
-	mediaType string
-	size      int64
-	used      bool
-}
-
-func (n *nodeStorage) devices() []deviceSpace {
-	if n.nls == nil {
-		return nil
-	}
-	var out []deviceSpace
-	for _, d := range n.nls.Status.NodeStorageInfo.DeviceInfos {
-		if !slices.Contains(n.nls.Status.FilteredStorageInfo.Devices, d.Name) || d.ReadOnly {
-			continue
-		}
-		ds := deviceSpace{name: d.Name, mediaType: d.MediaType, size: int64(d.Total)}
-		for _, v := range n.volumes {
-			if v.Spec.VolumeType == v1alpha1.VolumeTypeDevice && v.Spec.Device == d.Name {
-				ds.used = true
-			}
-		}
-		out = append(out, ds)
-	}
-	return out
+// want is the ledger's view of a volume of class p and size bytes.
+func want(id string, p parameters.Params, size int64) ledger.Volume {
+	return ledger.Volume{Name: id, Desc: "volume " + id, Type: p.VolumeType, VG: p.VGName,
+		ThinPool: p.ThinPool, MediaType: p.MediaType, Size: size}
 }
 
 // capacity is what GetCapacity reports for one node and StorageClass.
-func (n *nodeStorage) capacity(p parameters.Params) (total, maxVolume int64) {
-	if p.VolumeType == v1alpha1.VolumeTypeDevice {
-		for _, d := range n.devices() {
-			if !d.used && d.mediaType == p.MediaType {
-				total += d.size
-				maxVolume = max(maxVolume, d.size)
-			}
-		}
-		return total, maxVolume
-	}
-	if p.ThinPool != "" {
-		// Virtual sizes, as the scheduler counts them.
-		for _, pool := range n.pools("") {
-			if pool.name == p.ThinPool && (p.VGName == "" || pool.vg == p.VGName) {
-				total += pool.free()
-				maxVolume = max(maxVolume, pool.free())
-			}
-		}
-		return total, maxVolume
-	}
-	for _, vg := range n.vgs("") {
-		if p.VGName != "" && vg.name != p.VGName {
-			continue
-		}
-		total += vg.free()
-		// An LV lives in one VG: the largest volume is the largest free VG.
-		maxVolume = max(maxVolume, vg.free())
-	}
-	return total, maxVolume
+func (n *nodeStorage) capacity(l *ledger.Ledger, p parameters.Params) (total, maxVolume int64) {
+	return l.Capacity(n.name, want("", p, 0))
 }
 
 // placement is where a new volume goes.
@@ -213,83 +119,73 @@ type placement struct {
 	size     int64 // device volumes: the whole device
 }
 
-// place chooses a VG (the one with the most free space: it keeps the most
-// room for later volumes everywhere) or a device (the smallest that fits:
-// big disks stay for big requests). ResourceExhausted explains why nothing fits.
-func (n *nodeStorage) place(p parameters.Params, size int64) (placement, error) {
-	if n.nls == nil {
-		return placement{}, status.Errorf(codes.ResourceExhausted,
-			"node %s has no NodeLocalStorage: open-local's agent does not run there", n.name)
+// place chooses a VG, thin pool or device for a new volume on the node
+// (see strategy; devices: the smallest that fits, big disks stay for big
+// requests). ResourceExhausted explains why nothing fits.
+func (n *nodeStorage) place(l *ledger.Ledger, id string, p parameters.Params, size int64) (placement, error) {
+	a, sf := l.Place(n.name, want(id, p, size), strategy)
+	if sf != nil {
+		return placement{}, shortfallError(sf, codes.ResourceExhausted)
 	}
-	if p.VolumeType == v1alpha1.VolumeTypeDevice {
-		var fits []deviceSpace
-		var seen []string
-		for _, d := range n.devices() {
-			if d.mediaType != p.MediaType {
-				continue
-			}
-			seen = append(seen, fmt.Sprintf("%s %s%s", d.name, quantity(d.size), map[bool]string{true: " (in use)"}[d.used]))
-			if !d.used && d.size >= size {
-				fits = append(fits, d)
+	pl := placement{node: n.name, vg: a.VG, thinPool: a.ThinPool, device: a.Device, size: size}
+	if a.Device != "" {
+		for _, d := range n.nls.Status.NodeStorageInfo.DeviceInfos {
+			if d.Name == a.Device {
+				pl.size = int64(min(d.Total, 1<<62))
 			}
 		}
-		if len(fits) == 0 {
-			return placement{}, status.Errorf(codes.ResourceExhausted,
-				"node %s: no free %s device of at least %s (devices: %s)", n.name, p.MediaType, quantity(size), listOrNone(seen))
-		}
-		sort.Slice(fits, func(i, j int) bool { return fits[i].size < fits[j].size })
-		return placement{node: n.name, device: fits[0].name, size: fits[0].size}, nil
 	}
-	if p.ThinPool != "" {
-		return n.placeThin(p, size)
-	}
-	var best *vgSpace
-	var seen []string
-	vgs := n.vgs("")
-	for i, vg := range vgs {
-		if p.VGName != "" && vg.name != p.VGName {
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("VG %s free %s", vg.name, quantity(vg.free())))
-		if vg.free() >= size && (best == nil || vg.free() > best.free()) {
-			best = &vgs[i]
-		}
-	}
-	if best == nil {
-		if p.VGName != "" {
-			if len(seen) == 0 {
-				return placement{}, status.Errorf(codes.ResourceExhausted,
-					"VG %s on node %s: not in the node's NodeLocalStorage status (missing, or filtered out by the NodeLocalStorageInitConfig)", p.VGName, n.name)
-			}
-			return placement{}, status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s, %s", p.VGName, n.name, quantity(size), seen[0])
-		}
-		return placement{}, status.Errorf(codes.ResourceExhausted, "node %s: no VG has %s free (%s)", n.name, quantity(size), listOrNone(seen))
-	}
-	return placement{node: n.name, vg: best.name, size: size}, nil
+	return pl, nil
 }
 
-// placeThin chooses the pool named p.ThinPool (in p.VGName, if set) with
-// the most virtual room.
-func (n *nodeStorage) placeThin(p parameters.Params, size int64) (placement, error) {
-	var best *poolSpace
-	var seen []string
-	pools := n.pools("")
-	for i, pool := range pools {
-		if pool.name != p.ThinPool || (p.VGName != "" && pool.vg != p.VGName) {
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("thin pool %s/%s free %s", pool.vg, pool.name, quantity(pool.free())))
-		if pool.free() >= size && (best == nil || pool.free() > best.free()) {
-			best = &pools[i]
-		}
+// checkVG fails with ResourceExhausted when vg lacks size bytes (whole
+// extents) for what, a new LV.
+func (n *nodeStorage) checkVG(l *ledger.Ledger, vg string, size int64, what string) error {
+	v := ledger.Volume{Name: what, Desc: what, Type: v1alpha1.VolumeTypeLVM, VG: vg, Size: size}
+	if _, sf := l.Place(n.name, v, strategy); sf != nil {
+		return shortfallError(sf, codes.FailedPrecondition)
 	}
-	if best == nil {
-		if len(seen) == 0 {
-			return placement{}, status.Errorf(codes.ResourceExhausted, "node %s has no thin pool %s%s in its NodeLocalStorage status", n.name, p.ThinPool, inVG(p.VGName))
-		}
-		return placement{}, status.Errorf(codes.ResourceExhausted, "node %s: no thin pool %s has %s of virtual size free (%s)", n.name, p.ThinPool, quantity(size), strings.Join(seen, ", "))
+	return nil
+}
+
+// checkPool fails with ResourceExhausted when thin pool vg/pool lacks size
+// bytes of virtual room for what.
+func (n *nodeStorage) checkPool(l *ledger.Ledger, vg, pool string, size int64, what string) error {
+	v := ledger.Volume{Name: what, Desc: what, Type: v1alpha1.VolumeTypeLVM, VG: vg, ThinPool: pool, Size: size}
+	if _, sf := l.Place(n.name, v, strategy); sf != nil {
+		return shortfallError(sf, codes.FailedPrecondition)
 	}
-	return placement{node: n.name, vg: best.vg, thinPool: best.name, size: size}, nil
+	return nil
+}
+
+// shortfallError is the gRPC error for a ledger shortfall: ResourceExhausted
+// when space is short (csi-provisioner reschedules), missing the code the
+// caller gives for a VG or pool the node does not offer.
+func shortfallError(sf *ledger.Shortfall, missing codes.Code) error {
+	what := sf.Volume.Desc
+	switch sf.Kind {
+	case ledger.NoStorage:
+		return status.Errorf(codes.ResourceExhausted, "node %s has no NodeLocalStorage: open-local's agent does not run there", sf.Node)
+	case ledger.NodeUnavailable:
+		return status.Errorf(codes.ResourceExhausted, "%s: no new volumes go there", sf.Detail())
+	case ledger.NoSuchVG:
+		return status.Errorf(missing, "VG %s on node %s: not in the node's NodeLocalStorage status (missing, DiskFault, or filtered out by the NodeLocalStorageInitConfig): cannot place %s", sf.VG, sf.Node, what)
+	case ledger.NoSuchPool:
+		return status.Errorf(missing, "node %s has no thin pool %s%s in its NodeLocalStorage status: cannot place %s", sf.Node, sf.Pool, inVG(sf.VG), what)
+	case ledger.VGFull:
+		return status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s for %s, free %s (whole extents)", sf.VG, sf.Node, quantity(sf.Need), what, quantity(sf.Free))
+	case ledger.NoVGFits:
+		return status.Errorf(codes.ResourceExhausted, "node %s: no VG has %s free for %s (largest free %s)", sf.Node, quantity(sf.Need), what, quantity(sf.Free))
+	case ledger.PoolFull:
+		pool := sf.Pool
+		if sf.VG != "" {
+			pool = sf.VG + "/" + sf.Pool
+		}
+		return status.Errorf(codes.ResourceExhausted, "thin pool %s on node %s: need %s of virtual size for %s, free %s", pool, sf.Node, quantity(sf.Need), what, quantity(sf.Free))
+	case ledger.NoDevice:
+		return status.Errorf(codes.ResourceExhausted, "node %s: no free %s device of at least %s for %s (largest free %s)", sf.Node, sf.MediaType, quantity(sf.Need), what, quantity(sf.Free))
+	}
+	return status.Errorf(codes.ResourceExhausted, "%s", sf.Detail())
 }
 
 func inVG(vg string) string {
@@ -297,13 +193,6 @@ func inVG(vg string) string {
 		return ""
 	}
 	return " in VG " + vg
-}
-
-func listOrNone(s []string) string {
-	if len(s) == 0 {
-		return "none in the node's NodeLocalStorage status"
-	}
-	return strings.Join(s, ", ")
 }
 
 func quantity(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }

@@ -9,7 +9,12 @@ package controller
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,25 +63,92 @@ func benchNode(vgs, n int) *nodeStorage {
 
 func TestPlaceSpreadsToMostFree(t *testing.T) {
 	ns := benchNode(3, 5) // vg0 and vg1 hold two volumes, vg2 one
-	p, err := ns.place(parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}, 1<<30)
+	l := ledgerOf(ns)
+	p, err := ns.place(l, "new", parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}, 1<<30)
 	if err != nil || p.vg != "vg2" {
 		t.Fatalf("place = %+v, %v; want vg2", p, err)
 	}
 	// Each 1 MiB volume takes a whole extent (LVM's default 4 MiB: the
 	// NLS gives no extent size).
-	total, maxVol := ns.capacity(parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM})
+	total, maxVol := ns.capacity(l, parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM})
 	if total != 300<<30-5*(4<<20) || maxVol != 100<<30-4<<20 {
 		t.Fatalf("capacity = %d, %d", total, maxVol)
 	}
 }
 
+// The controller's arithmetic is the scheduler's ledger: the cases where
+// the old hand-written copy (placement.go's vgs/place) disagreed with it.
+func TestControllerCountsLikeTheLedger(t *testing.T) {
+	const mi = int64(1) << 20
+	lvmClass := parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}
+	node := func(alloc int64, mutate func(*v1alpha1.NodeLocalStorage), sizes ...int64) *nodeStorage {
+		ns := &nodeStorage{name: "n", nls: &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: "n"}}}
+		ns.nls.Status.NodeStorageInfo.VolumeGroups = []v1alpha1.VolumeGroup{{Name: "vg0", Allocatable: uint64(alloc), Condition: v1alpha1.StorageReady}}
+		ns.nls.Status.FilteredStorageInfo.VolumeGroups = []string{"vg0"}
+		for i, sz := range sizes {
+			ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+				Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: "vg0",
+					Size: *resource.NewQuantity(sz, resource.BinarySI)}})
+		}
+		if mutate != nil {
+			mutate(ns.nls)
+		}
+		return ns
+	}
+	tests := []struct {
+		name              string
+		ns                *nodeStorage
+		size              int64
+		wantTotal, wantMx int64
+		wantErr           string // "" = placed
+	}{
+		{name: "healthy VG", ns: node(100*mi, nil), size: 8 * mi, wantTotal: 100 * mi, wantMx: 100 * mi},
+		{name: "StorageFault VG is not free", ns: node(100*mi, func(o *v1alpha1.NodeLocalStorage) {
+			o.Status.NodeStorageInfo.VolumeGroups[0].Condition = v1alpha1.StorageFault
+		}), size: 8 * mi, wantErr: "no VG has 8Mi free for volume new (largest free 0)"},
+		{name: "DiskFault node takes nothing", ns: node(100*mi, func(o *v1alpha1.NodeLocalStorage) {
+			o.Status.NodeStorageInfo.State = v1alpha1.StorageState{Type: v1alpha1.StorageFault, Reason: "DiscoveryFailed"}
+		}), size: 8 * mi, wantErr: "NodeLocalStorage state DiskFault (DiscoveryFailed)"},
+		{name: "silent agent takes nothing", ns: node(100*mi, func(o *v1alpha1.NodeLocalStorage) {
+			old := metav1.NewTime(time.Now().Add(-time.Hour))
+			o.Status.NodeStorageInfo.State = v1alpha1.StorageState{Type: v1alpha1.StorageReady, LastHeartbeatTime: &old}
+		}), size: 8 * mi, wantErr: "has not reported for 1h"},
+		// 10 MiB allocatable holds two 4 MiB extents: a 9 MiB LV needs
+		// three. The old check compared the bare size to the free bytes.
+		{name: "request rounded to extents", ns: node(10*mi, nil), size: 9 * mi, wantTotal: 10 * mi, wantMx: 8 * mi,
+			wantErr: "no VG has 9Mi free for volume new (largest free 10Mi)"},
+		{name: "odd sizes do not over-commit", ns: node(16*mi, nil, 5*mi), size: 5 * mi, wantTotal: 8 * mi, wantMx: 8 * mi},
+		{name: "odd sizes do not over-commit, full", ns: node(16*mi, nil, 5*mi, 5*mi), size: 1, wantErr: "free 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := ledgerOf(tt.ns)
+			total, mx := tt.ns.capacity(l, lvmClass)
+			if total != tt.wantTotal || mx != tt.wantMx {
+				t.Errorf("capacity = %d, %d; want %d, %d", total, mx, tt.wantTotal, tt.wantMx)
+			}
+			pl, err := tt.ns.place(l, "new", lvmClass, tt.size)
+			if tt.wantErr == "" {
+				if err != nil || pl.vg != "vg0" {
+					t.Fatalf("place = %+v, %v; want vg0", pl, err)
+				}
+				return
+			}
+			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("place = %+v, %v; want ResourceExhausted mentioning %q", pl, err, tt.wantErr)
+			}
+		})
+	}
+}
+
 // BenchmarkPlace: the controller's placement on a node with 4 VGs and
-// 1000 volumes (the API reads around it are not included).
+// 1000 volumes, building the one-node ledger included (the API reads
+// around it are not).
 func BenchmarkPlace(b *testing.B) {
 	ns := benchNode(4, 1000)
 	p := parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}
 	for b.Loop() {
-		if _, err := ns.place(p, 1<<30); err != nil {
+		if _, err := ns.place(ledgerOf(ns), "new", p, 1<<30); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -163,13 +163,13 @@ func (s *Server) createSnapshotVolume(ctx context.Context, id string, src *v1alp
 		// A thin snapshot can diverge from its origin completely: counted
 		// at the origin's virtual size in the pool, like any thin volume.
 		size := src.Spec.Size.Value()
-		if err := ns.checkPool(src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
+		if err := ns.checkPool(ledgerOf(ns), src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(size, resource.BinarySI)
 	} else {
 		cow := min(p.InitialSize, src.Spec.Size.Value())
-		if err := ns.checkVG(src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
+		if err := ns.checkVG(ledgerOf(ns), src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(cow, resource.BinarySI)
@@ -180,33 +180,6 @@ func (s *Server) createSnapshotVolume(ctx context.Context, id string, src *v1alp
 		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
 		Spec:       spec,
 	})
-}
-
-// checkVG fails with ResourceExhausted when vg lacks size bytes.
-func (n *nodeStorage) checkVG(vg string, size int64, what string) error {
-	for _, v := range n.vgs("") {
-		if v.name == vg {
-			if v.free() < size {
-				return status.Errorf(codes.ResourceExhausted, "VG %s on node %s: need %s for %s, free %s", vg, n.name, quantity(size), what, quantity(v.free()))
-			}
-			return nil
-		}
-	}
-	return status.Errorf(codes.FailedPrecondition, "VG %s on node %s is not in the node's NodeLocalStorage status: cannot check room for %s", vg, n.name, what)
-}
-
-// checkPool fails with ResourceExhausted when thin pool vg/pool lacks size
-// bytes of virtual room.
-func (n *nodeStorage) checkPool(vg, pool string, size int64, what string) error {
-	for _, p := range n.pools("") {
-		if p.vg == vg && p.name == pool {
-			if p.free() < size {
-				return status.Errorf(codes.ResourceExhausted, "thin pool %s/%s on node %s: need %s of virtual size for %s, free %s", vg, pool, n.name, quantity(size), what, quantity(p.free()))
-			}
-			return nil
-		}
-	}
-	return status.Errorf(codes.FailedPrecondition, "thin pool %s/%s on node %s is not in the node's NodeLocalStorage status: cannot check room for %s", vg, pool, n.name, what)
 }
 
 // csiSnapshot describes a snapshot LocalVolume: size_bytes is what a
@@ -460,9 +433,9 @@ func (s *Server) createRestore(ctx context.Context, id, node string, r *restoreP
 		}
 		if p.ThinPool != "" {
 			spec.ThinPool = p.ThinPool
-			err = ns.checkPool(snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
+			err = ns.checkPool(ledgerOf(ns), snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
 		} else {
-			err = ns.checkVG(snap.Spec.VGName, r.size, "volume "+id)
+			err = ns.checkVG(ledgerOf(ns), snap.Spec.VGName, r.size, "volume "+id)
 		}
 		if err != nil {
 			return nil, err

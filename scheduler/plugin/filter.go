@@ -9,7 +9,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
-	"github.com/open-local/open-local/scheduler/ledger"
+	"github.com/open-local/open-local/apis/storage/ledger"
 )
 
 // SignPod lets pods share cached scheduling results only when our answer

@@ -7,7 +7,7 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 
-	"github.com/open-local/open-local/scheduler/ledger"
+	"github.com/open-local/open-local/apis/storage/ledger"
 )
 
 // Metrics on the scheduler's standard /metrics endpoint (legacyregistry),
@@ -60,6 +60,7 @@ var (
 		ledger.NoStorage: "no_storage", ledger.NoSuchVG: "no_such_vg", ledger.VGFull: "vg_full",
 		ledger.NoVGFits: "no_vg_fits", ledger.NoDevice: "no_device", ledger.HeldElsewhere: "held_elsewhere",
 		ledger.NoSuchPool: "no_such_thin_pool", ledger.PoolFull: "thin_pool_full",
+		ledger.NodeUnavailable: "node_unavailable",
 	}
 )
 

@@ -14,9 +14,9 @@ import (
 	storagehelpers "k8s.io/component-helpers/storage/volume"
 	fwk "k8s.io/kube-scheduler/framework"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/scheduler/ledger"
 )
 
 // volumeSpec is one local volume of the pod and what its LocalVolume will say.

@@ -18,6 +18,8 @@ import (
 
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -31,13 +33,13 @@ import (
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions"
 	ollisters "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	_ "github.com/open-local/open-local/config/scheme" // registers OpenLocalArgs with the scheduler's scheme
 	configv1 "github.com/open-local/open-local/config/v1"
 	"github.com/open-local/open-local/config/validation"
-	"github.com/open-local/open-local/scheduler/ledger"
 )
 
 // Name is the plugin's name in scheduler profiles.
@@ -181,8 +183,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	}
 	pl.ledger.OnFreed(pl.waiting.kick)
 	go pl.waiting.run(ctx)
-	go wait.UntilWithContext(ctx, func(context.Context) {
-		if n := pl.ledger.ExpirePersisted(time.Now().Add(-persistedGrace)); n > 0 {
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if n := pl.ledger.ExpirePersisted(time.Now().Add(-persistedGrace), pl.localVolumeGone(ctx)); n > 0 {
 			logger.Info("Dropped reservations whose LocalVolumes never appeared", "count", n)
 		}
 	}, persistedGrace/2)
@@ -259,5 +261,14 @@ func (pl *OpenLocal) podDeleted(obj any) {
 	if pod, ok := obj.(*v1.Pod); ok {
 		pl.ledger.Release(pod.UID)
 		pl.waiting.remove(pod)
+	}
+}
+
+// localVolumeGone asks the API (not the informer, which is what lags)
+// whether a LocalVolume is gone; any error other than NotFound keeps it.
+func (pl *OpenLocal) localVolumeGone(ctx context.Context) func(name string) bool {
+	return func(name string) bool {
+		_, err := pl.client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
 	}
 }

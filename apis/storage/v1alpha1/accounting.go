@@ -83,3 +83,15 @@ func (lv *LocalVolume) LVName() string {
 func (s *LocalVolumeSpec) CountsThickLV() bool {
 	return s.VolumeType == VolumeTypeLVM && s.ThinPool == "" && !s.IsReadOnlyRestore()
 }
+
+// ExtentFloor is the largest multiple of extent (0: DefaultExtentSize) not
+// above free: the biggest LV that fits in free bytes of a VG.
+func ExtentFloor(free, extent int64) int64 {
+	if extent <= 0 {
+		extent = DefaultExtentSize
+	}
+	if free <= 0 {
+		return 0
+	}
+	return free / extent * extent
+}

@@ -80,7 +80,7 @@ func (l *Ledger) Reserve(owner types.UID, nodeName string, req *Request, strateg
 	s := getScratch()
 	defer putScratch(s)
 	n := l.nodes[nodeName]
-	if sf := plan(n, sub, strategy, s); sf != nil {
+	if sf := l.plan(n, sub, strategy, s); sf != nil {
 		return nil, sf
 	}
 	r := &Reservation{Owner: owner, Node: nodeName}
@@ -233,17 +233,39 @@ func (l *Ledger) Reservation(owner types.UID) (node string, assignments []Assign
 }
 
 // ExpirePersisted drops items persisted before cutoff whose LocalVolume
-// never showed up: it was deleted before the informer delivered it, so
-// there is nothing left to hold. It returns how many were dropped.
-func (l *Ledger) ExpirePersisted(cutoff time.Time) int {
-	l.mu.Lock()
-	dropped, freed := 0, false
+// never showed up, once gone confirms it is not in the API (it was deleted
+// before the informer delivered it, so there is nothing left to hold). An
+// item whose LocalVolume exists but has not been delivered yet (a lagging
+// or broken watch) keeps its space: dropping it would free space the
+// LocalVolume holds. gone is called without the ledger lock (it may do an
+// API request) and must say true only on a definite NotFound. It returns
+// how many were dropped.
+func (l *Ledger) ExpirePersisted(cutoff time.Time, gone func(name string) bool) int {
+	l.mu.RLock()
+	var due []*item
 	for _, it := range l.items {
 		if it.persisted && it.persistedAt.Before(cutoff) {
-			freed = freed || it.counted
-			l.dropItem(it)
-			dropped++
+			due = append(due, it)
 		}
+	}
+	l.mu.RUnlock()
+	var confirmed []*item
+	for _, it := range due {
+		if gone(it.volume.Name) {
+			confirmed = append(confirmed, it)
+		}
+	}
+	l.mu.Lock()
+	dropped, freed := 0, false
+	for _, it := range confirmed {
+		// Still the same item, and the informer did not deliver its
+		// LocalVolume meanwhile (that drops it the ordinary way).
+		if l.items[it.volume.Name] != it {
+			continue
+		}
+		freed = freed || it.counted
+		l.dropItem(it)
+		dropped++
 	}
 	l.unlockAndNotify(freed)
 	return dropped

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -126,6 +127,9 @@ const (
 	NoSuchPool
 	// PoolFull: no such thin pool has room for the volume's virtual size.
 	PoolFull
+	// NodeUnavailable: the node's NodeLocalStorage says DiskFault, or its
+	// agent's heartbeat is stale.
+	NodeUnavailable
 )
 
 // Shortfall explains why a request does not fit a node.
@@ -141,6 +145,10 @@ type Shortfall struct {
 	Need, Free int64
 	// OtherNode holds the volume (HeldElsewhere).
 	OtherNode string
+	// Fault is the NLS state (NodeUnavailable by DiskFault), Stale the
+	// heartbeat's age (NodeUnavailable by a silent agent).
+	Fault string
+	Stale time.Duration
 }
 
 // Deficit is how much is missing, for ranking near misses.
@@ -172,6 +180,11 @@ func (s *Shortfall) Reason() string {
 		return fmt.Sprintf("node(s) had no thin pool %s%s (thinPool of %s)", s.Pool, inVG(s.VG), s.Volume.Desc)
 	case PoolFull:
 		return fmt.Sprintf("node(s) had no thin pool %s%s with %s of virtual size free for %s", s.Pool, inVG(s.VG), Bytes(s.Need), s.Volume.Desc)
+	case NodeUnavailable:
+		if s.Fault != "" {
+			return "node(s) had NodeLocalStorage state " + s.Fault
+		}
+		return "node(s) had a stale NodeLocalStorage heartbeat (open-local agent not reporting)"
 	}
 	return "unknown storage shortfall"
 }
@@ -196,6 +209,11 @@ func (s *Shortfall) Detail() string {
 		return fmt.Sprintf("node %s has no thin pool %s%s (thinPool of %s)", s.Node, s.Pool, inVG(s.VG), s.Volume.Desc)
 	case PoolFull:
 		return fmt.Sprintf("thin pool %s%s on %s: need %s, free %s (virtual sizes, overprovision ratio included)", s.Pool, inVG(s.VG), s.Node, Bytes(s.Need), Bytes(s.Free))
+	case NodeUnavailable:
+		if s.Fault != "" {
+			return fmt.Sprintf("node %s: NodeLocalStorage state %s", s.Node, s.Fault)
+		}
+		return fmt.Sprintf("node %s: the open-local agent has not reported for %s", s.Node, s.Stale)
 	}
 	return s.Reason()
 }
@@ -274,13 +292,16 @@ func (s *scratch) init(n *node, nvol int) {
 // plan places every volume of req on n, or says why it cannot. On success
 // s.targets holds each volume's VG or device index and s.free/s.taken the
 // state after placement.
-func plan(n *node, req *Request, strategy Strategy, s *scratch) *Shortfall {
+func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Shortfall {
 	if n == nil || !n.hasNLS {
 		name := ""
 		if n != nil {
 			name = n.name
 		}
 		return &Shortfall{Kind: NoStorage, Node: name}
+	}
+	if sf := l.unavailable(n); sf != nil {
+		return sf
 	}
 	s.init(n, len(req.Volumes))
 	for vi := range req.Volumes {
@@ -385,7 +406,7 @@ func (l *Ledger) Fit(nodeName string, req *Request, strategy Strategy) *Shortfal
 	defer putScratch(s)
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return plan(l.nodes[nodeName], req, strategy, s)
+	return l.plan(l.nodes[nodeName], req, strategy, s)
 }
 
 // Weights weigh the LVM and device parts of a score.
@@ -405,7 +426,7 @@ func (l *Ledger) Score(nodeName string, req *Request, strategy Strategy, w Weigh
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	n := l.nodes[nodeName]
-	if plan(n, req, strategy, s) != nil {
+	if l.plan(n, req, strategy, s) != nil {
 		return 0, false
 	}
 	var total, weights int64
@@ -486,7 +507,7 @@ func (l *Ledger) Closest(nodes []string, req *Request, strategy Strategy) *Short
 		if n == nil || !n.hasNLS {
 			continue
 		}
-		sf := plan(n, req, strategy, s)
+		sf := l.plan(n, req, strategy, s)
 		if sf == nil || sf.Deficit() >= 1<<62 {
 			continue
 		}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -308,7 +309,7 @@ func TestReleaseAndHeldVolumes(t *testing.T) {
 		t.Fatal(sf.Detail())
 	}
 	l.MarkPersisted("pod-d", "pvc-d", time.Now().Add(-time.Hour))
-	if n := l.ExpirePersisted(time.Now().Add(-time.Minute)); n != 1 {
+	if n := l.ExpirePersisted(time.Now().Add(-time.Minute), func(string) bool { return true }); n != 1 {
 		t.Errorf("ExpirePersisted = %d, want 1", n)
 	}
 	if s := l.Stats(); s.Reservations != 0 {
@@ -660,5 +661,131 @@ func TestExtentRounding(t *testing.T) {
 	l.Release("pod-y")
 	if u, r := used(l); u != 0 || r != 0 {
 		t.Errorf("after removal: used %d, reserved %d; want 0, 0", u, r)
+	}
+}
+
+// A node whose NLS says DiskFault, or whose agent stopped writing it, takes
+// no new volumes whatever its free space, and says why.
+func TestNodeUnavailable(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(-d)); return &t }
+	tests := []struct {
+		name  string
+		state v1alpha1.StorageState
+		want  string // "" = fits
+	}{
+		{name: "ready, fresh heartbeat", state: v1alpha1.StorageState{Type: v1alpha1.StorageReady, LastHeartbeatTime: at(time.Minute)}},
+		{name: "no heartbeat written yet", state: v1alpha1.StorageState{}},
+		{name: "heartbeat just within 3 intervals", state: v1alpha1.StorageState{Type: v1alpha1.StorageReady, LastHeartbeatTime: at(DefaultStaleAfter)}},
+		{name: "stale heartbeat", state: v1alpha1.StorageState{Type: v1alpha1.StorageReady, LastHeartbeatTime: at(DefaultStaleAfter + time.Second)},
+			want: "node(s) had a stale NodeLocalStorage heartbeat (open-local agent not reporting)"},
+		{name: "DiskFault", state: v1alpha1.StorageState{Type: v1alpha1.StorageFault, Status: v1alpha1.ConditionFalse, Reason: "DiscoveryFailed", LastHeartbeatTime: at(0)},
+			want: "node(s) had NodeLocalStorage state DiskFault (DiscoveryFailed)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			l.SetClock(func() time.Time { return now }, DefaultStaleAfter)
+			o := nls("n1", []vgSpec{{name: "vg", gib: 100, filtered: true}}, []devSpec{{name: "/dev/sdb", media: "ssd", gib: 10, filtered: true}})
+			o.Status.NodeStorageInfo.State = tt.state
+			l.SetNodeStorage(o)
+			req := NewRequest([]Volume{lvm("a", "", 1), dev("b", "ssd", 1)})
+			sf := l.Fit("n1", req, Binpack)
+			_, rsf := l.Reserve("pod", "n1", NewRequest([]Volume{lvm("a", "", 1)}), Binpack)
+			total, _ := l.Capacity("n1", lvm("", "", 0))
+			if tt.want == "" {
+				if sf != nil || rsf != nil || total != 99*gi {
+					t.Fatalf("Fit = %v, Reserve = %v, Capacity = %d; want a fit and 99Gi (1Gi reserved)", sf, rsf, total)
+				}
+				return
+			}
+			if sf == nil || sf.Kind != NodeUnavailable || sf.Reason() != tt.want {
+				t.Fatalf("Fit = %+v; want NodeUnavailable %q", sf, tt.want)
+			}
+			if rsf == nil || rsf.Kind != NodeUnavailable || total != 0 {
+				t.Fatalf("Reserve = %+v, Capacity = %d; want refused, 0", rsf, total)
+			}
+			// The node recovers: the agent writes a good state again.
+			o.Status.NodeStorageInfo.State = v1alpha1.StorageState{Type: v1alpha1.StorageReady, LastHeartbeatTime: at(0)}
+			l.SetNodeStorage(o)
+			if sf := l.Fit("n1", req, Binpack); sf != nil {
+				t.Fatalf("after recovery Fit = %v", sf.Detail())
+			}
+		})
+	}
+}
+
+// Growth is checked against the VG's free space besides the volume's own
+// current extents (thin: virtual size in its pool).
+func TestFitGrowth(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("n1", []vgSpec{{name: "vg", gib: 10, filtered: true}}, nil))
+	l.SetVolume(lvmLV("a", "n1", "vg", 4))
+	l.SetVolume(lvmLV("b", "n1", "vg", 4))
+	tests := []struct {
+		name string
+		vol  string
+		size int64
+		want ShortfallKind // -1 = fits
+	}{
+		{name: "into all free and its own", vol: "a", size: 6 * gi, want: -1},
+		{name: "one byte past", vol: "a", size: 6*gi + 1, want: VGFull},
+		{name: "unknown volume", vol: "nope", size: gi, want: NoSuchVG},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sf := l.FitGrowth(tt.vol, tt.size)
+			if tt.want < 0 {
+				if sf != nil {
+					t.Fatalf("FitGrowth = %s", sf.Detail())
+				}
+				return
+			}
+			if sf == nil || sf.Kind != tt.want {
+				t.Fatalf("FitGrowth = %+v; want kind %d", sf, tt.want)
+			}
+		})
+	}
+}
+
+// A persisted reservation past its grace is dropped only when the API says
+// its LocalVolume is gone: an informer that lags (or lost its watch) must
+// not free space a LocalVolume holds.
+func TestExpirePersistedAsksTheAPI(t *testing.T) {
+	tests := []struct {
+		name     string
+		gone     bool
+		wantDrop int
+		wantRes  string
+	}{
+		{name: "LocalVolume exists, informer lags: kept", gone: false, wantDrop: 0, wantRes: "reserved=8"},
+		{name: "LocalVolume deleted before the informer saw it: dropped", gone: true, wantDrop: 1, wantRes: "reserved=0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 10, filtered: true}}, nil))
+			if _, sf := l.Reserve("pod", "n1", NewRequest([]Volume{lvm("pvc-d", "", 8)}), Binpack); sf != nil {
+				t.Fatal(sf.Detail())
+			}
+			l.MarkPersisted("pod", "pvc-d", time.Now().Add(-time.Hour))
+			var asked []string
+			n := l.ExpirePersisted(time.Now().Add(-time.Minute), func(name string) bool {
+				// Asked outside the ledger lock: reading it here must not block.
+				l.Stats()
+				asked = append(asked, name)
+				return tt.gone
+			})
+			if n != tt.wantDrop || fmt.Sprint(asked) != "[pvc-d]" {
+				t.Fatalf("ExpirePersisted = %d (asked %v), want %d (asked [pvc-d])", n, asked, tt.wantDrop)
+			}
+			if got := fmt.Sprint(usage(l)); !strings.Contains(got, tt.wantRes) {
+				t.Fatalf("usage = %s, want %s", got, tt.wantRes)
+			}
+			// A fresh reservation is never asked about.
+			if n := l.ExpirePersisted(time.Now().Add(-2*time.Hour), func(string) bool { t.Fatal("asked about a fresh item"); return true }); n != 0 {
+				t.Fatalf("ExpirePersisted(fresh) = %d", n)
+			}
+		})
 	}
 }

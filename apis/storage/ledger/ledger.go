@@ -3,6 +3,7 @@ package ledger
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -25,12 +26,28 @@ type Ledger struct {
 	// freed, when set, is called (outside the lock) after a change that may
 	// let a waiting pod fit: space released, capacity grown.
 	freed func()
+
+	// now and staleAfter judge heartbeats: a node whose agent has not
+	// written its NodeLocalStorage for staleAfter is unschedulable.
+	now        func() time.Time
+	staleAfter time.Duration
 }
+
+// DefaultStaleAfter is three of the agent's default heartbeat intervals
+// (agent/nodestorage.DefaultHeartbeatInterval, 2m): one missed write is
+// noise, three mean the agent or its lvm is stuck, and volumes placed
+// there would only time out in CreateVolume.
+const DefaultStaleAfter = 3 * 2 * time.Minute
 
 type node struct {
 	name string
 	// hasNLS: the node's NodeLocalStorage exists.
 	hasNLS bool
+	// fault is why the NLS says the node's storage is broken (state
+	// DiskFault), "" if it does not; heartbeat is its lastHeartbeatTime
+	// (zero: never written, e.g. an NLS an operator made by hand).
+	fault     string
+	heartbeat time.Time
 	// vgs and devices are sorted by name, pools by VG and name. Entries
 	// the NLS does not list are kept (unschedulable) while LocalVolumes or
 	// reservations use them.
@@ -124,7 +141,32 @@ func New() *Ledger {
 		volumes:      map[string]volume{},
 		reservations: map[types.UID]*Reservation{},
 		items:        map[string]*item{},
+		now:          time.Now,
+		staleAfter:   DefaultStaleAfter,
 	}
+}
+
+// SetClock sets the time source and the heartbeat age after which a node
+// is unschedulable (<= 0: heartbeats are not judged). For tests and for
+// agents run with a non-default heartbeat interval.
+func (l *Ledger) SetClock(now func() time.Time, staleAfter time.Duration) {
+	l.mu.Lock()
+	l.now, l.staleAfter = now, staleAfter
+	l.mu.Unlock()
+}
+
+// unavailable says why a node with an NLS cannot take new volumes whatever
+// its free space (nil: it can).
+func (l *Ledger) unavailable(n *node) *Shortfall {
+	if n.fault != "" {
+		return &Shortfall{Kind: NodeUnavailable, Node: n.name, Fault: n.fault}
+	}
+	if l.staleAfter > 0 && !n.heartbeat.IsZero() {
+		if age := l.now().Sub(n.heartbeat); age > l.staleAfter {
+			return &Shortfall{Kind: NodeUnavailable, Node: n.name, Stale: age.Truncate(time.Second)}
+		}
+	}
+	return nil
 }
 
 // OnFreed registers f to be called after any change that may let a waiting
@@ -225,6 +267,22 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 	n.hasNLS = true
 
 	st := &nls.Status
+	state := &st.NodeStorageInfo.State
+	fault := ""
+	if state.Type == v1alpha1.StorageFault {
+		fault = string(v1alpha1.StorageFault)
+		if state.Reason != "" {
+			fault += " (" + state.Reason + ")"
+		}
+	}
+	var heartbeat time.Time
+	if state.LastHeartbeatTime != nil {
+		heartbeat = state.LastHeartbeatTime.Time
+	}
+	if (n.fault != "" && fault == "") || heartbeat.After(n.heartbeat) {
+		grew = true // a node coming back may let waiting pods fit
+	}
+	n.fault, n.heartbeat = fault, heartbeat
 	wantVG := map[string]*v1alpha1.VolumeGroup{}
 	for i := range st.NodeStorageInfo.VolumeGroups {
 		g := &st.NodeStorageInfo.VolumeGroups[i]
@@ -311,7 +369,7 @@ func (l *Ledger) RemoveNodeStorage(nodeName string) {
 	if n == nil {
 		return
 	}
-	n.hasNLS = false
+	n.hasNLS, n.fault, n.heartbeat = false, "", time.Time{}
 	for i := range n.vgs {
 		n.vgs[i].schedulable, n.vgs[i].capacity = false, 0
 	}

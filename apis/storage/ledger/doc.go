@@ -1,4 +1,6 @@
-// Package ledger is the scheduler's account of node-local storage.
+// Package ledger is the account of node-local storage: the scheduler keeps
+// one for all nodes, the CSI controller builds a one-node ledger per call.
+// It imports only apimachinery and the storage API, so both can share it.
 //
 // Capacity of a VG is its allocatable in the node's NodeLocalStorage status
 // (only VGs listed in filteredStorageInfo count); devices listed there are
