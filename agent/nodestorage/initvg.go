@@ -58,7 +58,7 @@ func (a vgAction) key() string {
 // planInit compares resourceToBeInited.vgs with the inventory: a VG that
 // does not exist is to be created from its devices; an existing VG that
 // lacks some of its listed devices is to be extended (open-local never did,
-// issue #256). Devices are compared by device number, so /dev/disk/by-id
+// alibaba/open-local#256). Devices are compared by device number, so /dev/disk/by-id
 // links and kernel names are the same device. A listed path that does not
 // exist keeps the step in the plan: it fails with a reason the user sees.
 func planInit(spec []v1alpha1.VGToBeInited, inv inventory, rdev func(string) (uint32, uint32, error)) []vgAction {

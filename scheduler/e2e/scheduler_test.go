@@ -82,7 +82,7 @@ func TestSchedulerPlacesAndBinds(t *testing.T) {
 		t.Logf("event: %s", msg)
 	})
 
-	t.Run("volumes of a pod must fit together (#158)", func(t *testing.T) {
+	t.Run("volumes of a pod must fit together (alibaba/open-local#158)", func(t *testing.T) {
 		e.claim("big1", "lvm-pool0", 60)
 		e.claim("big2", "lvm-pool0", 60)
 		e.pod("p5", "big1", "big2")
@@ -108,7 +108,7 @@ func TestSchedulerPlacesAndBinds(t *testing.T) {
 		t.Logf("event: %s", msg)
 	})
 
-	t.Run("a missing StorageClass fails only its pod (#211)", func(t *testing.T) {
+	t.Run("a missing StorageClass fails only its pod (alibaba/open-local#211)", func(t *testing.T) {
 		if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(e.ctx, podClaim(e.ns, "orphan", "no-such-class", 1), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -46,7 +46,7 @@ func (pl *OpenLocal) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.P
 func (pl *OpenLocal) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 
 // Filter checks that all the pod's unallocated volumes fit the node
-// together (#158), with every reservation in flight counted. The reason is
+// together (alibaba/open-local#158), with every reservation in flight counted. The reason is
 // node-independent so the FailedScheduling event aggregates it; PostFilter
 // adds the specific near miss.
 func (pl *OpenLocal) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {

@@ -86,7 +86,7 @@ func getState(cs fwk.CycleState) (*podState, error) {
 }
 
 // needError is a problem with one of the pod's volumes: the pod (only
-// this pod, #211) is unschedulable until the object is fixed.
+// this pod, alibaba/open-local#211) is unschedulable until the object is fixed.
 type needError struct {
 	code fwk.Code
 	msg  string

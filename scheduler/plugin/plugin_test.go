@@ -260,7 +260,7 @@ func TestPreFilterAndFilter(t *testing.T) {
 			want: "n1 UnschedulableAndUnresolvable: node(s) had no VG with 60Gi free for pvc default/a\nn2 ok\nn3 UnschedulableAndUnresolvable: node(s) had no NodeLocalStorage",
 		},
 		{
-			name: "all PVCs of a pod must fit together (#158)",
+			name: "all PVCs of a pod must fit together (alibaba/open-local#158)",
 			objs: []runtime.Object{claim("a", "lvm", 35), claim("b", "lvm", 35), claim("c", "lvm", 35)}, pod: podWith("p", "a", "b", "c"),
 			want: "n1 UnschedulableAndUnresolvable: node(s) had no VG with 35Gi free for pvc default/b\n" +
 				"n2 UnschedulableAndUnresolvable: node(s) had no VG with 35Gi free for pvc default/c\n" +
@@ -279,7 +279,7 @@ func TestPreFilterAndFilter(t *testing.T) {
 			want: "n1 UnschedulableAndUnresolvable: node(s) had no free ssd device of at least 40Gi for pvc default/d1\nn2 ok\nn3 UnschedulableAndUnresolvable: node(s) had no NodeLocalStorage",
 		},
 		{
-			name: "missing StorageClass fails only its pod (#211)", objs: []runtime.Object{claim("a", "deleted-class", 5)}, pod: podWith("p", "a"),
+			name: "missing StorageClass fails only its pod (alibaba/open-local#211)", objs: []runtime.Object{claim("a", "deleted-class", 5)}, pod: podWith("p", "a"),
 			want: `prefilter: UnschedulableAndUnresolvable pvc default/a: storageclass "deleted-class" not found`,
 		},
 		{

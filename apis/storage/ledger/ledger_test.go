@@ -148,7 +148,7 @@ func TestFit(t *testing.T) {
 	}{
 		{name: "fits pinned", vols: []Volume{lvm("a", "pool0", 12)}, wantTargets: map[string]string{"a": "pool0"}},
 		{
-			name: "pinned volumes must fit together (#158)", vols: []Volume{lvm("a", "pool0", 10), lvm("b", "pool0", 20)},
+			name: "pinned volumes must fit together (alibaba/open-local#158)", vols: []Volume{lvm("a", "pool0", 10), lvm("b", "pool0", 20)},
 			wantReason: "node(s) had less than 30Gi free in VG pool0", wantDetail: "VG pool0 on n1: need 30Gi, free 12Gi",
 		},
 		{name: "missing VG", vols: []Volume{lvm("a", "pool9", 1)},
