@@ -86,7 +86,7 @@ var nodeControllers = []struct {
 	}},
 	{"volumes", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
 		return volumes.New(volumes.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube,
-			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder, SnapshotCheck: o.snapshotCheck})
+			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder, SnapshotCheck: o.snapshotCheck, ZeroNewLVs: o.zeroNewLVs})
 	}},
 	{"inline", func(env *nodeagent.Env, _ *options) (nodeagent.Controller, error) {
 		return inline.New(inline.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube, Recorder: env.Recorder})
@@ -116,6 +116,7 @@ type options struct {
 	activation        string
 	loopLockFile      string
 	snapshotCheck     time.Duration
+	zeroNewLVs        bool
 
 	// controller mode
 	initConfig    string
@@ -150,6 +151,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.lvmSystemDir, "lvm-system-dir", "", "[agent] LVM_SYSTEM_DIR for every lvm command (a directory with lvm.conf); lvm's default when empty")
 	fs.StringVar(&o.activation, "activation", string(lvm.ModeAuto), "[agent] how LVs become block devices: device-mapper (/dev/<vg>/<lv>), loop (a loop device over the LV's extents, for kernels without device-mapper) or auto")
 	fs.StringVar(&o.loopLockFile, "loop-lock-file", "/run/lock/open-local/loop-activator.lock", "[agent] lock file serialising loop-device setup between processes (loop activation only)")
+	fs.BoolVar(&o.zeroNewLVs, "zero-new-lvs", true, "[agent] zero all of a new thick LV before it is Ready, so a raw block volume cannot read the data of the LV that used its extents before (lvcreate zeroes only 4 KiB); the kernel offloads it where the device can (WRITE ZEROES), else it costs a full write of the LV")
 	fs.DurationVar(&o.snapshotCheck, "snapshot-check-interval", 30*time.Second, "[agent] how often a snapshot's copy-on-write usage is compared with its expansion threshold (open-local's Expand_Snapshot_Interval)")
 
 	fs.StringVar(&o.initConfig, "initconfig", "open-local", "[controller] name of the NodeLocalStorageInitConfig")

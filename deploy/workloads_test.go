@@ -98,10 +98,11 @@ func TestAgentDaemonSet(t *testing.T) {
 	for _, tc := range []struct {
 		name, kubeletDir, lvmDir string
 		set                      []string
+		zero                     string // --zero-new-lvs
 	}{
-		{"default", "/var/lib/kubelet", "", nil},
-		{"own lvm config, other kubelet dir", "/var/lib/k0s/kubelet", "/etc/open-local/lvm",
-			[]string{"kubeletDir=/var/lib/k0s/kubelet/", "agent.lvm.useHostConfig=false"}},
+		{"default", "/var/lib/kubelet", "", nil, "true"},
+		{"own lvm config, other kubelet dir, no zeroing", "/var/lib/k0s/kubelet", "/etc/open-local/lvm",
+			[]string{"kubeletDir=/var/lib/k0s/kubelet/", "agent.lvm.useHostConfig=false", "agent.zeroNewLVs=false"}, "false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
@@ -122,6 +123,9 @@ func TestAgentDaemonSet(t *testing.T) {
 					out[vm.MountPath] = vm
 				}
 				return out
+			}
+			if got := flagValue(slices.Concat(container(t, spec, "agent").Command, container(t, spec, "agent").Args), "--zero-new-lvs"); got != tc.zero {
+				t.Errorf("agent --zero-new-lvs=%q, want %q", got, tc.zero)
 			}
 			for _, name := range []string{"agent", "csi-plugin"} {
 				c := container(t, spec, name)

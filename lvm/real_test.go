@@ -40,7 +40,7 @@ type env struct {
 	devs []loopvg.Device
 }
 
-func newEnv(t *testing.T, sizes ...int64) *env {
+func newEnv(t testing.TB, sizes ...int64) *env {
 	t.Helper()
 	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
 	devs := loopvg.NewDevices(t, sizes...)
@@ -59,7 +59,7 @@ func newEnv(t *testing.T, sizes ...int64) *env {
 	return e
 }
 
-func (e *env) removeAllVGs(t *testing.T) {
+func (e *env) removeAllVGs(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rows, err := e.cfg.Report(ctx, "vgs", "-o", "vg_name")

@@ -16,9 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -156,7 +154,7 @@ func copyBlocks(ctx context.Context, src, dst string, total int64, skipZeros boo
 			}
 			j.wroteBytes.Add(int64(n))
 		case skipZeros:
-		case zeroOut(out, off, int64(n)) == nil:
+		case lvm.ZeroRange(out, off, int64(n)) == nil:
 			// The device zeroes the range itself (WRITE ZEROES, or a hole
 			// punched in a loop device's file): no data moves.
 		default:
@@ -170,15 +168,6 @@ func copyBlocks(ctx context.Context, src, dst string, total int64, skipZeros boo
 	}
 	if err := out.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", dst, err)
-	}
-	return nil
-}
-
-// zeroOut asks the block device f to zero [off, off+n) (BLKZEROOUT).
-func zeroOut(f *os.File, off, n int64) error {
-	r := [2]uint64{uint64(off), uint64(n)}
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r))); errno != 0 {
-		return errno
 	}
 	return nil
 }

@@ -112,6 +112,11 @@ type Options struct {
 	// CopyProgress is how often a restore by block copy reports its
 	// progress in the status (default 5 s).
 	CopyProgress time.Duration
+	// ZeroNewLVs zeroes all of a new thick LV before it is reported Ready:
+	// lvcreate leaves the previous owner's data in the extents, readable
+	// through a raw block volume. Thin LVs read zeros where nothing was
+	// written, and restores are filled by their copy: neither needs it.
+	ZeroNewLVs bool
 }
 
 // Reconciler reconciles the LocalVolumes of one node.
@@ -364,10 +369,19 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 	if err != nil {
 		return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("activate LV %s/%s: %w", vg, name, err))
 	}
-	// lvcreate cannot wipe old signatures without device-mapper. Wipe here,
-	// but only an LV that was never reported Ready (so no pod has used it):
-	// just created, or created before a crash that came before the status.
-	if r.opts.Activator.Mode() == lvm.ModeLoop && (created || lv.Status.CurrentSize == nil) && src == nil {
+	// Wipe only an LV that was never reported Ready (so no pod has used
+	// it): just created, or created before a crash that came before the
+	// status. Zeroing it all covers the signatures; without it, lvcreate
+	// cannot wipe them without device-mapper, so the edges are wiped here.
+	fresh := (created || lv.Status.CurrentSize == nil) && src == nil
+	switch {
+	case fresh && r.opts.ZeroNewLVs && lv.Spec.ThinPool == "":
+		start := time.Now()
+		if err := lvm.ZeroDevice(ctx, path, 0); err != nil {
+			return r.fail(ctx, lv, codes.Internal, ReasonCreateFailed, fmt.Errorf("zero new LV %s/%s at %s: %w", vg, name, path, err))
+		}
+		logger.Info("Zeroed new LV", "vg", vg, "lv", name, "size", got.Size, "duration", time.Since(start))
+	case fresh && r.opts.Activator.Mode() == lvm.ModeLoop:
 		if err := lvm.WipeEdges(path); err != nil {
 			return r.fail(ctx, lv, codes.Internal, ReasonCreateFailed, fmt.Errorf("wipe new LV %s/%s at %s: %w", vg, name, path, err))
 		}

@@ -38,11 +38,13 @@ const mib = int64(1) << 20
 
 // node is one test's node: a VG and a running reconciler.
 type node struct {
-	name   string
-	vg     *loopvg.VG
-	lvm    *lvm.Client
-	act    lvm.Activator
-	c      *cluster.Cluster
+	name string
+	vg   *loopvg.VG
+	lvm  *lvm.Client
+	act  lvm.Activator
+	c    *cluster.Cluster
+	// zero is the reconciler's ZeroNewLVs (takes effect at start).
+	zero   bool
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -71,7 +73,7 @@ func (n *node) start(t *testing.T) {
 	t.Helper()
 	r, err := volumes.New(volumes.Options{NodeName: n.name, Client: n.c.OpenLocalClient(), Kube: n.c.Client(),
 		LVM: n.lvm, Activator: n.act, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-		SnapshotCheck: 300 * time.Millisecond, CopyProgress: 300 * time.Millisecond})
+		SnapshotCheck: 300 * time.Millisecond, CopyProgress: 300 * time.Millisecond, ZeroNewLVs: n.zero})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,5 +376,65 @@ func TestIgnoresOtherNodes(t *testing.T) {
 	}
 	if names := n.lvNames(t); !slices.Equal(names, []string{"mine-1"}) {
 		t.Fatalf("LVs: %v", names)
+	}
+}
+
+// A new thick LV sits on extents that held another LV's data; lvcreate
+// zeroes only its first 4 KiB (and, with device-mapper, known signatures).
+// With ZeroNewLVs a raw block reader of the new volume reads zeros only;
+// without it the earlier tenant's pattern shows (so the test can fail).
+func TestNewThickLVsAreZeroed(t *testing.T) {
+	n := newNode(t, "vol-zero", "olvzero", 160*mib)
+	ctx := t.Context()
+	pvs, err := n.lvm.ListPVs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peStart int64 = -1
+	for _, pv := range pvs {
+		if pv.VG == "olvzero" {
+			peStart = int64(pv.PEStart)
+		}
+	}
+	if peStart < 0 {
+		t.Fatalf("no PV of olvzero in %+v", pvs)
+	}
+	// The previous tenant's blocks: a pattern over the extents both LVs get.
+	stale := bytes.Repeat([]byte("tenant-A"), int(128*mib)/8)
+	loopvg.WriteAt(t, n.vg.Devices[0].Path, stale, peStart)
+
+	const size = 48 * mib
+	for _, tt := range []struct {
+		name      string
+		zero      bool
+		wantStale bool
+	}{
+		{"zero-off", false, true},
+		{"zero-on", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n.stop(t)
+			n.zero = tt.zero
+			n.start(t)
+			n.create(t, tt.name, lvmSpec("olvzero", size))
+			lv := n.waitFor(t, tt.name, "Ready", ready(size))
+			ext, err := n.lvm.LinearExtent(ctx, "olvzero", tt.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if off := int64(ext.Offset) - peStart; off < 0 || off+size > int64(len(stale)) {
+				t.Fatalf("LV at PV offset %d, outside the %d patterned bytes from %d", ext.Offset, len(stale), peStart)
+			}
+			got := loopvg.ReadAt(t, lv.Status.DevicePath, 0, int(size))
+			zeros := make([]byte, size)
+			middle := got[8*mib : 9*mib] // past what lvcreate or WipeEdges touch
+			switch {
+			case tt.wantStale && !bytes.Contains(middle, []byte("tenant-A")):
+				t.Fatalf("without zeroing the stale pattern should show (else this test proves nothing); middle starts %q", middle[:16])
+			case !tt.wantStale && !bytes.Equal(got, zeros):
+				i := slices.IndexFunc(got, func(b byte) bool { return b != 0 })
+				t.Fatalf("new LV is not all zeros: byte %d onwards reads %q", i, got[i:min(i+16, len(got))])
+			}
+		})
 	}
 }

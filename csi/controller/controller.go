@@ -102,6 +102,12 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		if restore, err = s.planRestore(ctx, cs, params, req.GetCapacityRange()); err != nil {
 			return nil, err
 		}
+		if restore.readOnly && block {
+			// The restore would be the snapshot's LV itself, and a
+			// read-only bind mount does not stop writes to a device node.
+			return nil, status.Errorf(codes.InvalidArgument, "snapshot %s is read-only (csi.aliyun.com/readonly): its restores are shared views that cannot be raw block devices; use volumeMode Filesystem, or restore from a snapshot taken without csi.aliyun.com/readonly",
+				restore.snapshot.Name)
+		}
 	}
 	size, err := requestedSize(req.GetCapacityRange())
 	if err != nil {

@@ -258,6 +258,12 @@ func TestRestore(t *testing.T) {
 			return r
 		}(), codes.OutOfRange, "limit_bytes"},
 		{"read-only restores have the snapshot's size", fromSnap("vol-r", "snap-ro", 3*gib, nil), codes.OutOfRange, "read-only"},
+		{"a read-only restore cannot be a raw block device", func() *csi.CreateVolumeRequest {
+			r := fromSnap("vol-r", "snap-ro", 0, nil)
+			r.VolumeCapabilities = []*csi.VolumeCapability{{AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+				AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}}}
+			return r
+		}(), codes.InvalidArgument, "raw block"},
 		{"another node", func() *csi.CreateVolumeRequest {
 			r := fromSnap("vol-r", "snap-rw", 2*gib, nil)
 			r.AccessibilityRequirements = onNode("elsewhere")

@@ -206,6 +206,19 @@ func checkCapability(c *csi.VolumeCapability) error {
 	return nil
 }
 
+// checkAccessType refuses raw block access to a read-only restore: the
+// "ro" bind flag does not stop writes through a device node, and the LV
+// is its snapshot's, shared with the snapshot and its other restores. The
+// controller refuses it at CreateVolume; this catches volumes created
+// before it did, or a capability changed since.
+func checkAccessType(lv *v1alpha1.LocalVolume, c *csi.VolumeCapability) error {
+	if c.GetBlock() != nil && lv.Spec.IsReadOnlyRestore() {
+		return status.Errorf(codes.InvalidArgument, "volume %s is a read-only view of snapshot %s, which cannot be used as a raw block device (a read-only bind mount does not stop writes to a device): use volumeMode Filesystem, or restore from a snapshot taken without csi.aliyun.com/readonly",
+			lv.Name, lv.Spec.Source.Snapshot)
+	}
+	return nil
+}
+
 // fsTypeOf is the filesystem to format: the capability's, else the one the
 // controller recorded, else the StorageClass's, else ext4.
 func fsTypeOf(c *csi.VolumeCapability, volumeContext map[string]string) (string, error) {
@@ -246,6 +259,9 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	defer release()
 	lv, err := s.volume(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkAccessType(lv, req.GetVolumeCapability()); err != nil {
 		return nil, err
 	}
 	dev, err := s.device(ctx, lv)
@@ -411,6 +427,9 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAccessType(lv, req.GetVolumeCapability()); err != nil {
+		return nil, err
+	}
 	ro := req.GetReadonly() || readOnly(req.GetVolumeCapability()) || lv.Spec.ReadOnly
 	opts := []string{"bind"}
 	if ro {
@@ -440,6 +459,13 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "check target path %s: %v", target, err)
 	}
+	if !notMnt {
+		// Whatever is mounted there may be another volume (a leftover of
+		// another pod): it counts as this publish only if it is this one.
+		if err := s.checkPublished(id, target, source, block, ro); err != nil {
+			return nil, err
+		}
+	}
 	if notMnt {
 		if err := s.mounter.Mount(source, target, "", opts); err != nil {
 			return nil, status.Errorf(codes.Internal, "bind mount %s at %s: %v", source, target, err)
@@ -454,6 +480,55 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, err
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// checkPublished verifies that the mount at target is this volume's
+// publish: for a block volume the device node bind-mounted there is
+// source's device; for a filesystem, target shows the staging directory
+// itself (same filesystem and inode: a bind of the staging path), not
+// another mount. A mount of the wrong read-only-ness is incompatible too
+// (CSI: ALREADY_EXISTS for both).
+func (s *Server) checkPublished(id, target, source string, block, ro bool) error {
+	var got, want unix.Stat_t
+	if err := unix.Stat(target, &got); err != nil {
+		return status.Errorf(codes.Internal, "check target path %s: %v", target, err)
+	}
+	if err := unix.Stat(source, &want); err != nil {
+		return status.Errorf(codes.Internal, "check %s: %v", source, err)
+	}
+	if block {
+		if got.Mode&unix.S_IFMT != unix.S_IFBLK || got.Rdev != want.Rdev {
+			return status.Errorf(codes.AlreadyExists, "target path %s holds %s, not volume %s (%s)", target, describeNode(&got), id, source)
+		}
+	} else if got.Dev != want.Dev || got.Ino != want.Ino {
+		what, _, err := mount.GetDeviceNameFromMount(s.mounter, target)
+		if err != nil || what == "" {
+			what = "another mount"
+		}
+		return status.Errorf(codes.AlreadyExists, "target path %s holds %s (device %d:%d), not volume %s staged at %s",
+			target, what, unix.Major(got.Dev), unix.Minor(got.Dev), id, source)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(target, &fs); err != nil {
+		return status.Errorf(codes.Internal, "check target path %s: %v", target, err)
+	}
+	if isRO := fs.Flags&unix.ST_RDONLY != 0; isRO != ro {
+		return status.Errorf(codes.AlreadyExists, "volume %s is published at %s with read-only %v, asked with read-only %v", id, target, isRO, ro)
+	}
+	return nil
+}
+
+// describeNode names what a stat found: a block device by its kernel name
+// (from sysfs) and numbers, anything else by its kind.
+func describeNode(st *unix.Stat_t) string {
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return fmt.Sprintf("a file of mode %o, not a block device", st.Mode&unix.S_IFMT)
+	}
+	nums := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if l, err := os.Readlink("/sys/dev/block/" + nums); err == nil {
+		return fmt.Sprintf("device /dev/%s (%s)", filepath.Base(l), nums)
+	}
+	return "device " + nums
 }
 
 // ensureFile creates the file a block device is bind-mounted onto.

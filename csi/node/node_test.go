@@ -426,12 +426,41 @@ func TestNodeBadInput(t *testing.T) {
 	t.Cleanup(func() {
 		_ = e.ol.CsiV1alpha1().LocalVolumes().Delete(context.Background(), other.Name, metav1.DeleteOptions{})
 	})
+	// A read-only restore of a snapshot, as the controller records it.
+	snap := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: "snap-bad"}, Spec: v1alpha1.LocalVolumeSpec{
+		NodeName: e.name, VolumeType: v1alpha1.VolumeTypeLVM, Kind: v1alpha1.KindSnapshot, VGName: e.vg.Name, ReadOnly: true,
+		Source: &v1alpha1.LocalVolumeSource{Volume: "vol-ok"}, Size: *resource.NewQuantity(8*mib, resource.BinarySI)}}
+	restore := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: "vol-ro-restore"}, Spec: v1alpha1.LocalVolumeSpec{
+		NodeName: e.name, VolumeType: v1alpha1.VolumeTypeLVM, VGName: e.vg.Name, ReadOnly: true,
+		Source: &v1alpha1.LocalVolumeSource{Snapshot: "snap-bad"}, Size: *resource.NewQuantity(8*mib, resource.BinarySI)}}
+	for _, obj := range []*v1alpha1.LocalVolume{snap, restore} {
+		created, err := e.ol.CsiV1alpha1().LocalVolumes().Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = e.ol.CsiV1alpha1().LocalVolumes().Delete(context.Background(), obj.Name, metav1.DeleteOptions{})
+		})
+		created.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, CurrentSize: resource.NewQuantity(8*mib, resource.BinarySI)}
+		if _, err := e.ol.CsiV1alpha1().LocalVolumes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dir := e.dir
 	tests := []struct {
 		name string
 		call func() error
 		want codes.Code
 	}{
+		{"stage a read-only restore as a raw block device", func() error {
+			_, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "vol-ro-restore", StagingTargetPath: dir, VolumeCapability: blockCap()})
+			return err
+		}, codes.InvalidArgument},
+		{"publish a read-only restore as a raw block device", func() error {
+			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-ro-restore", TargetPath: filepath.Join(dir, "ro-blk"),
+				VolumeCapability: blockCap(), Readonly: true})
+			return err
+		}, codes.InvalidArgument},
 		{"stage without id", func() error {
 			_, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{StagingTargetPath: dir, VolumeCapability: vc})
 			return err
@@ -503,5 +532,113 @@ func TestNodeBadInput(t *testing.T) {
 	info, err := s.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	if err != nil || info.NodeId != e.name || info.AccessibleTopology.Segments["kubernetes.io/hostname"] != e.name || info.MaxVolumesPerNode != 10 {
 		t.Fatalf("NodeGetInfo: %v %v", info, err)
+	}
+}
+
+// TestNodeTargetHoldsAnotherVolume: a staging or target path at which
+// something else is mounted is refused, naming what is there, instead of
+// being taken for this volume; the same volume published twice stays
+// idempotent.
+func TestNodeTargetHoldsAnotherVolume(t *testing.T) {
+	capability.Require(t, capability.Ext4)
+	e := newEnv(t, "olnodeown", 256*mib)
+	ctx := t.Context()
+	e.volume(t, "vol-mine", 16*mib)
+	other := e.volume(t, "vol-other", 16*mib)
+	e.volume(t, "blk-mine", 8*mib)
+	s := e.server(t, nil)
+	vc := mountCap("ext4", csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
+	dir := e.dir
+
+	// vol-other staged and published as its own, as a second pod would have it.
+	otherStaging, otherTarget := filepath.Join(dir, "other-staging"), filepath.Join(dir, "other-target")
+	if _, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "vol-other", StagingTargetPath: otherStaging, VolumeCapability: vc}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = s.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: "vol-other", TargetPath: otherTarget})
+		_, _ = s.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: "vol-other", StagingTargetPath: otherStaging})
+	})
+	if _, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-other", StagingTargetPath: otherStaging, TargetPath: otherTarget, VolumeCapability: vc}); err != nil {
+		t.Fatal(err)
+	}
+	staging := filepath.Join(dir, "mine-staging")
+	if _, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, VolumeCapability: vc}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = s.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging})
+	})
+	// squat mounts source at a fresh path, as a leftover of another pod would be.
+	squat := func(t *testing.T, source, path string, file bool) {
+		t.Helper()
+		if file {
+			if err := os.WriteFile(path, nil, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.MkdirAll(path, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(source, path, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(path, unix.MNT_DETACH) })
+	}
+	otherDev := other.Status.DevicePath
+	tests := []struct {
+		name    string
+		source  string // what is mounted at the path first
+		file    bool
+		call    func(path string) error
+		mention string
+	}{
+		{"stage where another volume's device is mounted", otherStaging, false, func(p string) error {
+			_, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: p, VolumeCapability: vc})
+			return err
+		}, otherDev},
+		{"publish where another volume's staging is bound", otherStaging, false, func(p string) error {
+			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, TargetPath: p, VolumeCapability: vc})
+			return err
+		}, "vol-mine"},
+		{"publish where an unrelated directory is bound", dir, false, func(p string) error {
+			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, TargetPath: p, VolumeCapability: vc})
+			return err
+		}, "vol-mine"},
+		{"publish a block volume where another volume's device is bound", otherDev, true, func(p string) error {
+			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "blk-mine", TargetPath: p, VolumeCapability: blockCap()})
+			return err
+		}, otherDev},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "squat", strings.Repeat("x", i+1))
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			squat(t, tt.source, path, tt.file)
+			err := tt.call(path)
+			if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), tt.mention) {
+				t.Fatalf("got %v, want AlreadyExists mentioning %q", err, tt.mention)
+			}
+		})
+	}
+
+	// The same volume twice, and its read-only publish asked again
+	// read-write, which the existing mount cannot serve.
+	target, btarget := filepath.Join(dir, "mine-target"), filepath.Join(dir, "blk", "mine")
+	for range 2 {
+		if _, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, TargetPath: target, VolumeCapability: vc, Readonly: true}); err != nil {
+			t.Fatalf("publish of the same volume again: %v", err)
+		}
+		if _, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "blk-mine", TargetPath: btarget, VolumeCapability: blockCap()}); err != nil {
+			t.Fatalf("block publish of the same volume again: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = s.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: "vol-mine", TargetPath: target})
+		_, _ = s.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: "blk-mine", TargetPath: btarget})
+	})
+	if _, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, TargetPath: target, VolumeCapability: vc}); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("read-write publish over the read-only one: %v, want AlreadyExists mentioning read-only", err)
 	}
 }
