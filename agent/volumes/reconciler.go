@@ -373,7 +373,7 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 	// it): just created, or created before a crash that came before the
 	// status. Zeroing it all covers the signatures; without it, lvcreate
 	// cannot wipe them without device-mapper, so the edges are wiped here.
-	fresh := (created || lv.Status.CurrentSize == nil) && src == nil
+	fresh := neverHandedOut(lv, created)
 	switch {
 	case fresh && r.opts.ZeroNewLVs && lv.Spec.ThinPool == "":
 		start := time.Now()
@@ -399,6 +399,18 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 		c.CopiedBytes, c.CompletionTime = c.TotalBytes, &now
 	}
 	return r.setStatus(ctx, lv, st)
+}
+
+// neverHandedOut tells whether lv's LV holds nothing of its own yet, so
+// wiping it loses nothing: created by this reconcile, or before a crash that
+// came before its first Ready status. A restore is never that, whatever its
+// status says: its data came from the snapshot (a thin snapshot, or a copy
+// whose tag is already gone while the Ready status still failed to land).
+func neverHandedOut(lv *v1alpha1.LocalVolume, created bool) bool {
+	if lv.Spec.Source != nil {
+		return false
+	}
+	return created || lv.Status.CurrentSize == nil
 }
 
 // createLV creates the LV of a volume: a thin snapshot of its source when

@@ -438,3 +438,46 @@ func TestNewThickLVsAreZeroed(t *testing.T) {
 		})
 	}
 }
+
+// A restore whose block copy finished (its restoring tag removed) but whose
+// Ready status never landed (a conflict with a progress update, a restart)
+// looks like an LV created before a crash. Zeroing "new" LVs must not treat
+// it as one: its data came from the snapshot.
+func TestFinishedRestoreIsNotZeroed(t *testing.T) {
+	n := newNode(t, "vol-restored", "olvrestored", 96*mib)
+	ctx := t.Context()
+	const size = 16 * mib
+	// The state the copy leaves: an owned LV, no restoring tag, the
+	// snapshot's data in it.
+	if _, err := n.lvm.CreateLV(ctx, lvm.CreateLVOptions{VG: "olvrestored", Name: "restored", Size: uint64(size), Tags: []string{lvm.OwnedTag}}); err != nil {
+		t.Fatal(err)
+	}
+	path, err := n.act.Activate(ctx, "olvrestored", "restored")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("restored"), int(size)/8)
+	loopvg.WriteAt(t, path, data, 0)
+	n.stop(t)
+	n.zero = true
+	n.start(t)
+	spec := lvmSpec("olvrestored", size)
+	spec.Source = &v1alpha1.LocalVolumeSource{Snapshot: "snap-gone-since"}
+	n.create(t, "restored", spec)
+	lv := n.waitFor(t, "restored", "Ready", ready(size))
+	got := loopvg.ReadAt(t, lv.Status.DevicePath, 0, int(size))
+	if !bytes.Equal(got, data) {
+		i := slices.IndexFunc(got, func(b byte) bool { return b != data[0] && b != 0 })
+		t.Fatalf("the restored data was overwritten: %d of %d bytes differ (first at %d)", countDiff(got, data), size, i)
+	}
+}
+
+func countDiff(a, b []byte) int {
+	n := 0
+	for i := range a {
+		if a[i] != b[i] {
+			n++
+		}
+	}
+	return n
+}

@@ -284,7 +284,7 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	}
 	if mounted != "" {
 		if !sameDevice(mounted, dev) {
-			return nil, status.Errorf(codes.AlreadyExists, "staging path %s holds %s, not volume %s (%s)", staging, mounted, id, dev)
+			return nil, status.Errorf(codes.AlreadyExists, "staging path %s holds %s, not volume %s (%s)", staging, describePath(mounted), id, dev)
 		}
 		return &csi.NodeStageVolumeResponse{}, nil
 	}
@@ -519,16 +519,31 @@ func (s *Server) checkPublished(id, target, source string, block, ro bool) error
 }
 
 // describeNode names what a stat found: a block device by its kernel name
-// (from sysfs) and numbers, anything else by its kind.
+// (from sysfs), numbers and device-mapper name (which says the VG and LV),
+// anything else by its kind. Paths differ by activation (/dev/<vg>/<lv>,
+// /dev/mapper/..., /dev/loopN); the kernel name is the one all agree on.
 func describeNode(st *unix.Stat_t) string {
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return fmt.Sprintf("a file of mode %o, not a block device", st.Mode&unix.S_IFMT)
 	}
 	nums := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-	if l, err := os.Readlink("/sys/dev/block/" + nums); err == nil {
-		return fmt.Sprintf("device /dev/%s (%s)", filepath.Base(l), nums)
+	l, err := os.Readlink("/sys/dev/block/" + nums)
+	if err != nil {
+		return "device " + nums
 	}
-	return "device " + nums
+	if dm, err := os.ReadFile("/sys/dev/block/" + nums + "/dm/name"); err == nil {
+		return fmt.Sprintf("device /dev/%s (%s, device-mapper %s)", filepath.Base(l), nums, strings.TrimSpace(string(dm)))
+	}
+	return fmt.Sprintf("device /dev/%s (%s)", filepath.Base(l), nums)
+}
+
+// describePath is path as mountinfo shows it, and the device it is.
+func describePath(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return path
+	}
+	return path + ", " + describeNode(&st)
 }
 
 // ensureFile creates the file a block device is bind-mounted onto.

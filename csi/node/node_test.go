@@ -584,7 +584,14 @@ func TestNodeTargetHoldsAnotherVolume(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = unix.Unmount(path, unix.MNT_DETACH) })
 	}
+	// The kernel's name of vol-other's device: /dev/loopN with loop
+	// activation, /dev/dm-N with device-mapper (whose mounts show
+	// /dev/mapper/<vg>-<lv>, not the /dev/<vg>/<lv> the volume records).
 	otherDev := other.Status.DevicePath
+	otherKernel, err := filepath.EvalSymlinks(otherDev)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		source  string // what is mounted at the path first
@@ -595,7 +602,7 @@ func TestNodeTargetHoldsAnotherVolume(t *testing.T) {
 		{"stage where another volume's device is mounted", otherStaging, false, func(p string) error {
 			_, err := s.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: p, VolumeCapability: vc})
 			return err
-		}, otherDev},
+		}, otherKernel},
 		{"publish where another volume's staging is bound", otherStaging, false, func(p string) error {
 			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "vol-mine", StagingTargetPath: staging, TargetPath: p, VolumeCapability: vc})
 			return err
@@ -607,7 +614,7 @@ func TestNodeTargetHoldsAnotherVolume(t *testing.T) {
 		{"publish a block volume where another volume's device is bound", otherDev, true, func(p string) error {
 			_, err := s.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "blk-mine", TargetPath: p, VolumeCapability: blockCap()})
 			return err
-		}, otherDev},
+		}, otherKernel},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
