@@ -196,7 +196,7 @@ func (s *Server) volumeID(ctx context.Context, name string, p parameters.Params)
 		if err != nil {
 			return "", nil, status.Errorf(codes.Unavailable, "get PVC %s/%s: %v", p.PVCNamespace, p.PVCName, err)
 		}
-		return "pvc-" + string(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
+		return v1alpha1.PVCVolumeName(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
 	}
 	// snap- names are snapshots' (snapshotID).
 	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, snapshotPrefix) {

@@ -17,7 +17,6 @@ import (
 
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	configv1 "github.com/open-local/open-local/config/v1"
-	"github.com/open-local/open-local/scheduler/plugin"
 )
 
 // Placement, VG choice, vgName pinning, device exclusivity, specific
@@ -130,7 +129,7 @@ func TestSchedulerPlacesAndBinds(t *testing.T) {
 			t.Fatal(err)
 		}
 		placed := e.waitBound("inline", time.Minute)
-		name := plugin.InlineVolumeHandle(string(created.UID), "scratch")
+		name := v1alpha1.InlineVolumeName(created.UID, "scratch")
 		lv, err := e.ol.CsiV1alpha1().LocalVolumes().Get(e.ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("inline LocalVolume %s: %v", name, err)

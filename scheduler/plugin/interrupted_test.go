@@ -47,7 +47,7 @@ func TestPostFilterReleasesInterruptedAllocation(t *testing.T) {
 			}
 			pod := podWith("p", "a", "b")
 			// n1: pool0 holds 88Gi + a's 10Gi of 100Gi, pool1 40Gi: b (50Gi) cannot join a there.
-			held := localVolume(PVCVolumeName(string(a.UID)), "n1", "pool0", 10)
+			held := localVolume(v1alpha1.PVCVolumeName(a.UID), "n1", "pool0", 10)
 			held.Spec.ClaimRef = &v1alpha1.ObjectReference{Namespace: ns, Name: "a", UID: a.UID}
 			held.Spec.Kind = v1alpha1.KindVolume
 			k8s = append(k8s, a, b, pod)

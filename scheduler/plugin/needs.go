@@ -1,8 +1,6 @@
 package plugin
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 
@@ -101,17 +99,6 @@ func unresolvable(format string, a ...any) *needError {
 func unschedulable(format string, a ...any) *needError {
 	return &needError{code: fwk.Unschedulable, msg: fmt.Sprintf(format, a...)}
 }
-
-// InlineVolumeHandle is kubelet's volume handle of a CSI ephemeral inline
-// volume (k8s.io/kubernetes/pkg/volume/csi makeVolumeHandle), which is the
-// volume's LocalVolume name.
-func InlineVolumeHandle(podUID, volumeName string) string {
-	sum := sha256.Sum256([]byte(podUID + volumeName))
-	return "csi-" + hex.EncodeToString(sum[:])
-}
-
-// PVCVolumeName is the LocalVolume name of a PVC's volume.
-func PVCVolumeName(pvcUID string) string { return "pvc-" + pvcUID }
 
 // podNeeds computes the pod's local-volume needs. It returns nil when the
 // pod has no local volumes of ours.
@@ -216,7 +203,7 @@ func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, 
 		return nil, unresolvable("%s: storage request: %v", desc, err)
 	}
 	spec := &volumeSpec{
-		Volume:    ledger.Volume{Name: PVCVolumeName(string(pvc.UID)), Desc: desc, Size: size},
+		Volume:    ledger.Volume{Name: v1alpha1.PVCVolumeName(pvc.UID), Desc: desc, Size: size},
 		Requested: size,
 		ClaimRef:  &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
 	}
@@ -245,7 +232,7 @@ func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, 
 			if err != nil {
 				return nil, unresolvable("%s: source pvc %q: %v", desc, src.Name, err)
 			}
-			spec.Source = &v1alpha1.LocalVolumeSource{Volume: PVCVolumeName(string(srcPVC.UID))}
+			spec.Source = &v1alpha1.LocalVolumeSource{Volume: v1alpha1.PVCVolumeName(srcPVC.UID)}
 		}
 	}
 	return spec, nil
@@ -276,7 +263,7 @@ func (pl *OpenLocal) inlineNeed(pod *v1.Pod, vol *v1.Volume) (*volumeSpec, *need
 		}
 	}
 	return &volumeSpec{
-		Volume: ledger.Volume{Name: InlineVolumeHandle(string(pod.UID), vol.Name), Desc: desc,
+		Volume: ledger.Volume{Name: v1alpha1.InlineVolumeName(pod.UID, vol.Name), Desc: desc,
 			Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size},
 		Requested: attrs.Size,
 		LVMType:   v1alpha1.LVMTypeLinear,

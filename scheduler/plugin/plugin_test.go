@@ -549,7 +549,7 @@ func TestReservePreBindUnreserve(t *testing.T) {
 	}
 	sort.Strings(lvs)
 	want := []string{
-		InlineVolumeHandle("pod-p", "scratch") + " node=n2 LVM vg=pool0 dev= size=2Gi pod=default/p/pod-p finalizers=[csi.aliyun.com/local-volume]",
+		v1alpha1.InlineVolumeName("pod-p", "scratch") + " node=n2 LVM vg=pool0 dev= size=2Gi pod=default/p/pod-p finalizers=[csi.aliyun.com/local-volume]",
 		"pvc-uid-a node=n2 LVM vg=pool0 dev= size=30Gi claim=default/a/uid-a finalizers=[csi.aliyun.com/local-volume]",
 		"pvc-uid-d node=n2 Device vg= dev=/dev/sdc size=40Gi claim=default/d/uid-d finalizers=[csi.aliyun.com/local-volume]",
 	}
