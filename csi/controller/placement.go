@@ -102,7 +102,8 @@ func ledgerOf(nodes ...*nodeStorage) *ledger.Ledger {
 // want is the ledger's view of a volume of class p and size bytes.
 func want(id string, p parameters.Params, size int64) ledger.Volume {
 	return ledger.Volume{Name: id, Desc: "volume " + id, Type: p.VolumeType, VG: p.VGName,
-		ThinPool: p.ThinPool, MediaType: p.MediaType, Size: size}
+		ThinPool: p.ThinPool, MediaType: p.MediaType, Size: size,
+		Striped: p.Striped()}
 }
 
 // capacity is what GetCapacity reports for one node and StorageClass.

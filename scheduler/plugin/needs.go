@@ -216,7 +216,7 @@ func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, 
 	spec.Type = params.VolumeType
 	switch params.VolumeType {
 	case v1alpha1.VolumeTypeLVM:
-		spec.VG, spec.ThinPool, spec.LVMType = params.VGName, params.ThinPool, params.LVMType
+		spec.VG, spec.ThinPool, spec.LVMType, spec.Striped = params.VGName, params.ThinPool, params.LVMType, params.Striped()
 	case v1alpha1.VolumeTypeDevice:
 		spec.MediaType = params.MediaType
 	}

@@ -703,3 +703,26 @@ func TestQueueingHints(t *testing.T) {
 		t.Errorf("EventsToRegister = %d events, %v", len(events), err)
 	}
 }
+
+// A striped volume takes stripes × ceil(extents/stripes) extents, and the
+// agent picks the stripe count (up to the VG's PVs) at lvcreate time: the
+// scheduler counts the worst case, as the CSI controller does.
+func TestStripedClassCountsWorstCase(t *testing.T) {
+	k8s, ol := standard()
+	k8s = append(k8s, class("striped", ourDriver, map[string]string{"volumeType": "LVM", "lvmType": "striping"}),
+		class("linear", ourDriver, map[string]string{"volumeType": "LVM"}),
+		claim("s", "striped", 1), claim("l", "linear", 1))
+	// 257 extents of 4Mi over 4 PVs: a linear 1Gi (256 extents) fits; a
+	// striped one may take 258 (3 stripes of 86), which does not.
+	n2 := nodeStorage("n2", []vg{{"pool0", 1}})
+	g := &n2.Status.NodeStorageInfo.VolumeGroups[0]
+	g.Total, g.Allocatable, g.ExtentSize = uint64(257*4<<20), uint64(257*4<<20), 4<<20
+	g.PhysicalVolumes = []string{"/dev/a", "/dev/b", "/dev/c", "/dev/d"}
+	h := newHarness(t, nil, k8s, withNodeStorage(ol, n2))
+	if _, got := h.filterAll(podWith("p", "l")); !strings.Contains(got, "n2 ok") {
+		t.Errorf("linear 1Gi in 257 extents: %s", got)
+	}
+	if _, got := h.filterAll(podWith("p2", "s")); strings.Contains(got, "n2 ok") {
+		t.Errorf("striped 1Gi may take 258 extents of the 257, yet: %s", got)
+	}
+}

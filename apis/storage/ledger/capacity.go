@@ -90,7 +90,7 @@ func (l *Ledger) FitGrowth(name string, size int64) *Shortfall {
 	if !ok || v.kind != v1alpha1.VolumeTypeLVM {
 		return &Shortfall{Kind: NoSuchVG, Node: v.node, Volume: Volume{Name: name, Desc: "volume " + name}, VG: v.target}
 	}
-	want := Volume{Name: name, Desc: "volume " + name, Type: v1alpha1.VolumeTypeLVM, VG: v.target, ThinPool: v.pool, Size: size}
+	want := Volume{Name: name, Desc: "volume " + name, Type: v1alpha1.VolumeTypeLVM, VG: v.target, ThinPool: v.pool, Size: size, Striped: v.striped}
 	n := l.nodes[v.node]
 	if n == nil || !n.hasNLS {
 		return &Shortfall{Kind: NoStorage, Node: v.node, Volume: want}
@@ -111,7 +111,7 @@ func (l *Ledger) FitGrowth(name string, size int64) *Shortfall {
 		return &Shortfall{Kind: NoSuchVG, Node: v.node, Volume: want, VG: v.target}
 	}
 	g := &n.vgs[i]
-	if free, need := g.free()+v.taken, g.take(size); free < need {
+	if free, need := g.free()+v.taken, g.take(size, v.striped); free < need {
 		return &Shortfall{Kind: VGFull, Node: v.node, Volume: want, VG: v.target, Need: need, Free: free}
 	}
 	return nil

@@ -62,16 +62,19 @@ type vg struct {
 	capacity    int64
 	// extent is the VG's extent size: a volume takes its size rounded up
 	// to it (v1alpha1.DefaultExtentSize until the NLS says).
-	extent   int64
+	extent int64
+	// pvs is the VG's PV count: the most stripes a striping LV can have.
+	pvs      int
 	used     int64 // LocalVolumes, each rounded up to extent
 	reserved int64 // reservation items not covered by their LocalVolume, rounded the same way
 }
 
 func (g *vg) free() int64 { return g.capacity - g.used - g.reserved }
 
-// take is the space a volume of size takes in the VG (see
-// v1alpha1.ExtentRounded).
-func (g *vg) take(size int64) int64 { return v1alpha1.ExtentRounded(size, g.extent) }
+// take is the space a volume of size takes in the VG (see v1alpha1.LVTake).
+func (g *vg) take(size int64, striped bool) int64 {
+	return v1alpha1.LVTake(size, g.extent, striped, g.pvs)
+}
 
 // pool is a thin pool: thin volumes are counted by virtual size against its
 // allocatable (overprovision ratio × size), not against the VG.
@@ -128,6 +131,7 @@ type volume struct {
 	target   string // VG or device
 	pool     string // thin pool in target, if thin
 	size     int64  // as counted (v1alpha1.LocalVolumeSpec.CountedSize)
+	striped  bool   // lvmType striping: counted as v1alpha1.LVTake says
 	deleting bool
 	// taken is what account added to its VG's used (size rounded up to
 	// the VG's extent then), so unaccount takes away the same.
@@ -307,8 +311,9 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 			grew = true
 		}
 		g.schedulable, g.capacity = true, capacity
-		if extent := clampInt64(wantVG[name].ExtentSize); extent != g.extent {
-			g.extent = extent
+		extent, pvs := clampInt64(wantVG[name].ExtentSize), len(wantVG[name].PhysicalVolumes)
+		if extent != g.extent || pvs != g.pvs {
+			g.extent, g.pvs = extent, pvs
 			if l.retake(n, name) {
 				grew = true
 			}
@@ -403,6 +408,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 		v.target = lv.Spec.Device
 	} else {
 		v.kind, v.target, v.pool, v.size = v1alpha1.VolumeTypeLVM, lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.CountedSize()
+		v.striped = lv.Spec.LVMType == v1alpha1.LVMTypeStriping && v.pool == ""
 	}
 	l.mu.Lock()
 	old, existed := l.volumes[lv.Name]
@@ -457,26 +463,26 @@ func (l *Ledger) account(name string, v *volume) {
 		return
 	}
 	g := n.vgFor(v.target)
-	v.taken = g.take(v.size)
+	v.taken = g.take(v.size, v.striped)
 	g.used += v.taken
 }
 
 // retake recounts the volumes and reservation items of one VG after its
-// extent size changed; it reports whether that freed space.
+// extent size or PV count changed; it reports whether that freed space.
 func (l *Ledger) retake(n *node, vgName string) bool {
 	g := n.vgFor(vgName)
 	before := g.used + g.reserved
 	for name, v := range l.volumes {
 		if v.node == n.name && v.kind == v1alpha1.VolumeTypeLVM && v.pool == "" && v.target == vgName {
-			g.used += g.take(v.size) - v.taken
-			v.taken = g.take(v.size)
+			g.used += g.take(v.size, v.striped) - v.taken
+			v.taken = g.take(v.size, v.striped)
 			l.volumes[name] = v
 		}
 	}
 	for _, it := range l.items {
 		if it.counted && it.res.Node == n.name && it.volume.Type != v1alpha1.VolumeTypeDevice && it.pool == "" && it.target == vgName {
-			g.reserved += g.take(it.volume.Size) - it.taken
-			it.taken = g.take(it.volume.Size)
+			g.reserved += g.take(it.volume.Size, it.volume.Striped) - it.taken
+			it.taken = g.take(it.volume.Size, it.volume.Striped)
 		}
 	}
 	return g.used+g.reserved < before

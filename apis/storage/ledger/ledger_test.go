@@ -622,7 +622,7 @@ func TestExtentRounding(t *testing.T) {
 			if _, sf := l.Reserve("pod-x", "n1", req, Binpack); sf != nil {
 				t.Fatalf("Reserve: %v", sf)
 			}
-			if _, r := used(l); r != l.nodes["n1"].vgs[0].take(tc.request) {
+			if _, r := used(l); r != l.nodes["n1"].vgs[0].take(tc.request, false) {
 				t.Errorf("reserved = %d, want the request rounded up to the extent", r)
 			}
 			// Every volume removed, the reservation released: nothing left.
@@ -787,5 +787,29 @@ func TestExpirePersistedAsksTheAPI(t *testing.T) {
 				t.Fatalf("ExpirePersisted(fresh) = %d", n)
 			}
 		})
+	}
+}
+
+// A striping LV is counted as the most LVM may allocate for it: 4 PVs,
+// 1Gi+1B is 260 extents, not 257, in the ledger's used and reserved alike.
+func TestStripedVolumesCountWhatLVMAllocates(t *testing.T) {
+	const ext = int64(4) << 20
+	l := New()
+	o := nls("n1", []vgSpec{{name: "vg", gib: 10, filtered: true}}, nil)
+	o.Status.NodeStorageInfo.VolumeGroups[0].PhysicalVolumes = []string{"/dev/a", "/dev/b", "/dev/c", "/dev/d"}
+	l.SetNodeStorage(o)
+	lv := lvmLV("s", "n1", "vg", 1)
+	lv.Spec.Size = *resource.NewQuantity(gi+1, resource.BinarySI)
+	lv.Spec.LVMType = v1alpha1.LVMTypeStriping
+	l.SetVolume(lv)
+	v := lvm("r", "vg", 1)
+	v.Size, v.Striped = gi+1, true
+	if _, sf := l.Reserve("pod", "n1", NewRequest([]Volume{v}), Binpack); sf != nil {
+		t.Fatal(sf.Detail())
+	}
+	var used, reserved int64
+	l.Visit(func(u VGUsage) { used, reserved = u.Used, u.Reserved }, nil)
+	if used != 260*ext || reserved != 260*ext {
+		t.Fatalf("used %d, reserved %d extents; want 260 and 260", used/ext, reserved/ext)
 	}
 }

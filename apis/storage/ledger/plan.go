@@ -39,6 +39,9 @@ type Volume struct {
 	ThinPool string
 	// MediaType of a Device volume: ssd or hdd.
 	MediaType string
+	// Striped: lvmType striping, counted as v1alpha1.LVTake says (thick
+	// LVM volumes only).
+	Striped bool
 	// Size in bytes, as counted (0 for a read-only restore: it is its
 	// snapshot's LV).
 	Size int64
@@ -368,7 +371,7 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 			if i < 0 || s.free[i] < 0 {
 				return &Shortfall{Kind: NoSuchVG, Node: n.name, Volume: *v, VG: v.VG}
 			}
-			take := n.vgs[i].take(v.Size)
+			take := n.vgs[i].take(v.Size, v.Striped)
 			if s.free[i] < take {
 				return &Shortfall{Kind: VGFull, Node: n.name, Volume: *v, VG: v.VG,
 					Need: req.pinnedNeed[v.VG], Free: n.vgs[i].free()}
@@ -378,7 +381,7 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 		default:
 			best := -1
 			for i, f := range s.free {
-				if f < n.vgs[i].take(v.Size) {
+				if f < n.vgs[i].take(v.Size, v.Striped) {
 					continue
 				}
 				if best < 0 || (strategy == Binpack && f < s.free[best]) || (strategy == Spread && f > s.free[best]) {
@@ -392,7 +395,7 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 				}
 				return sf
 			}
-			s.free[best] -= n.vgs[best].take(v.Size)
+			s.free[best] -= n.vgs[best].take(v.Size, v.Striped)
 			s.targets = append(s.targets, best)
 		}
 	}

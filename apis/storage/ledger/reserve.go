@@ -137,7 +137,7 @@ func (l *Ledger) recount(it *item) {
 	} else {
 		g := n.vgFor(it.target)
 		if want {
-			it.taken = g.take(it.volume.Size)
+			it.taken = g.take(it.volume.Size, it.volume.Striped)
 			g.reserved += it.taken
 		} else {
 			g.reserved -= it.taken

@@ -93,6 +93,13 @@ type Params struct {
 	PVCNamespace string
 }
 
+// Striped tells whether the volume is a striped thick LV, which LVM
+// allocates as stripes × ceil(extents/stripes): both the scheduler and the
+// CSI controller count it that way (ledger.Volume.Striped).
+func (p Params) Striped() bool {
+	return p.VolumeType == v1alpha1.VolumeTypeLVM && p.ThinPool == "" && p.LVMType == v1alpha1.LVMTypeStriping
+}
+
 // Error is a malformed or unknown parameter. Callers return it as
 // InvalidArgument.
 type Error struct {

@@ -95,3 +95,42 @@ func ExtentFloor(free, extent int64) int64 {
 	}
 	return free / extent * extent
 }
+
+// StripedExtentRounded is the space a striped LV of size bytes over
+// stripes PVs takes: LVM gives every stripe the same whole number of
+// extents, so stripes × ceil(extents/stripes) (4 stripes, 1Gi+1B with
+// 4MiB extents: 260 extents, not 257). lvextend keeps the stripe count and
+// rounds the same way, so the rule holds for the total after every extend.
+func StripedExtentRounded(size, extent int64, stripes int) int64 {
+	if extent <= 0 {
+		extent = DefaultExtentSize
+	}
+	if size <= 0 || size > math.MaxInt64/2 {
+		return ExtentRounded(size, extent)
+	}
+	extents := (size + extent - 1) / extent
+	if stripes <= 1 {
+		return extents * extent
+	}
+	s := int64(stripes)
+	return (extents + s - 1) / s * s * extent
+}
+
+// LVTake is what a thick LV of size bytes is counted as in a VG with the
+// given extent size and PV count: whole extents, and for open-local's
+// "striping" layout the worst case over every stripe count the agent may
+// pick (1 to pvs). The agent chooses the count at lvcreate time from the
+// PVs' free space (lvm.RequiredStripes), which no one else can know in
+// advance and which no object records, so the scheduler, the CSI controller
+// and the agent all count the largest allocation it can lead to: at most
+// pvs-1 extents more than a linear LV, never less than LVM allocates.
+func LVTake(size, extent int64, striped bool, pvs int) int64 {
+	if !striped || pvs <= 1 {
+		return ExtentRounded(size, extent)
+	}
+	worst := int64(0)
+	for s := 1; s <= pvs; s++ {
+		worst = max(worst, StripedExtentRounded(size, extent, s))
+	}
+	return worst
+}
