@@ -9,6 +9,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -588,10 +589,15 @@ func TestNodeTargetHoldsAnotherVolume(t *testing.T) {
 	// activation, /dev/dm-N with device-mapper (whose mounts show
 	// /dev/mapper/<vg>-<lv>, not the /dev/<vg>/<lv> the volume records).
 	otherDev := other.Status.DevicePath
-	otherKernel, err := filepath.EvalSymlinks(otherDev)
+	var st unix.Stat_t
+	if err := unix.Stat(otherDev, &st); err != nil {
+		t.Fatal(err)
+	}
+	sysfs, err := os.Readlink(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherKernel := "/dev/" + filepath.Base(sysfs)
 	tests := []struct {
 		name    string
 		source  string // what is mounted at the path first
