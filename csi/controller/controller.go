@@ -348,13 +348,7 @@ func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params
 
 // failure turns a Failed status into the error the sidecar gets.
 func failure(lv *v1alpha1.LocalVolume) error {
-	code := codes.Internal
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if c.String() == lv.Status.Code {
-			code = c
-		}
-	}
-	return status.Errorf(code, "node %s: %s", lv.Spec.NodeName, lv.Status.Message)
+	return status.Errorf(lv.Status.FailureCode(), "node %s: %s", lv.Spec.NodeName, lv.Status.Message)
 }
 
 // deleteFailed removes a LocalVolume whose node cannot hold it, unless it

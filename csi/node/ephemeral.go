@@ -237,7 +237,7 @@ func (s *Server) waitReady(ctx context.Context, lv *v1alpha1.LocalVolume) (*v1al
 			cur.Status.CurrentSize.Cmp(cur.Spec.Size) >= 0 && cur.Status.ObservedGeneration >= cur.Generation:
 			return true, nil
 		case cur.Status.Phase == v1alpha1.PhaseFailed && cur.Status.ObservedGeneration >= cur.Generation:
-			failure = status.Errorf(codeByName(cur.Status.Code), "the agent on node %s cannot create LocalVolume %s: %s", s.opts.NodeID, name, cur.Status.Message)
+			failure = status.Errorf(cur.Status.FailureCode(), "the agent on node %s cannot create LocalVolume %s: %s", s.opts.NodeID, name, cur.Status.Message)
 			return true, nil
 		}
 		return false, nil
@@ -261,17 +261,6 @@ func progress(lv *v1alpha1.LocalVolume) string {
 		return fmt.Sprintf(" (no status yet: is the agent of node %s running?)", lv.Spec.NodeName)
 	}
 	return fmt.Sprintf(" (%s%s)", lv.Status.Phase, statusNote(lv))
-}
-
-// codeByName maps the gRPC code name an agent wrote into a status back to
-// the code (Internal for anything unknown).
-func codeByName(name string) codes.Code {
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if c.String() == name && c != codes.OK {
-			return c
-		}
-	}
-	return codes.Internal
 }
 
 // releaseInline deletes the LocalVolume of an inline volume after its
