@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
@@ -140,10 +141,9 @@ func (s *Server) inlineVolume(ctx context.Context, id string, attrs parameters.I
 }
 
 // createInline writes the LocalVolume of an inline volume on this node,
-// after checking that the VG has room: the same ledger as the scheduler's
-// (the VG's allocatable in this node's NodeLocalStorage minus the sizes of
-// its LocalVolumes). Creations here are serialised so they never spend the
-// same space twice.
+// after checking that the VG has room with the scheduler's ledger over this
+// node's NodeLocalStorage and LocalVolumes (whole extents, as LVM allocates).
+// Creations here are serialised so they never spend the same space twice.
 func (s *Server) createInline(ctx context.Context, id string, attrs parameters.Inline, pod parameters.Pod) (*v1alpha1.LocalVolume, error) {
 	if attrs.VGName == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s of pod %s/%s: attribute %s is required (no scheduler allocated LocalVolume %s)",
@@ -158,13 +158,7 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "get NodeLocalStorage %s: %v", s.opts.NodeID, err)
 	}
-	var allocatable int64 = -1
-	for _, vg := range nls.Status.NodeStorageInfo.VolumeGroups {
-		if vg.Name == attrs.VGName && slices.Contains(nls.Status.FilteredStorageInfo.VolumeGroups, vg.Name) {
-			allocatable = int64(vg.Allocatable)
-		}
-	}
-	if allocatable < 0 {
+	if !slices.Contains(nls.Status.FilteredStorageInfo.VolumeGroups, attrs.VGName) {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: VG %s is not one of open-local's VGs on node %s (have: %v)",
 			id, attrs.VGName, s.opts.NodeID, nls.Status.FilteredStorageInfo.VolumeGroups)
 	}
@@ -173,15 +167,22 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list LocalVolumes of node %s: %v", s.opts.NodeID, err)
 	}
-	var used int64
-	for _, v := range list.Items {
-		if v.Spec.VolumeType == v1alpha1.VolumeTypeLVM && v.Spec.VGName == attrs.VGName && v.Spec.ThinPool == "" {
-			used += v.Spec.Size.Value()
-		}
+	// A one-node ledger: the scheduler's and the CSI controller's rules
+	// (whole extents, striping, snapshots' copy-on-write space, thin pools).
+	l := ledger.New()
+	nls.Spec.NodeName = s.opts.NodeID
+	l.SetNodeStorage(nls)
+	for i := range list.Items {
+		l.SetVolume(&list.Items[i])
 	}
-	if free := allocatable - used; attrs.Size > free {
-		return nil, status.Errorf(codes.ResourceExhausted, "inline volume %s of pod %s/%s: VG %s on node %s: need %s, free %s (allocatable %s, allocated %s)",
-			id, pod.Namespace, pod.Name, attrs.VGName, s.opts.NodeID, bytes(attrs.Size), bytes(max(free, 0)), bytes(allocatable), bytes(used))
+	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
+		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
+	if _, sf := l.Place(s.opts.NodeID, want, ledger.Spread); sf != nil {
+		code := codes.FailedPrecondition // the node's storage is not usable (a fault, a silent agent)
+		if sf.Kind == ledger.VGFull || sf.Kind == ledger.NoVGFits {
+			code = codes.ResourceExhausted
+		}
+		return nil, status.Errorf(code, "%s: %s", want.Desc, sf.Detail())
 	}
 	lv := &v1alpha1.LocalVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},

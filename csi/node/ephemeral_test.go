@@ -249,3 +249,53 @@ func TestInlineVolumeBadInput(t *testing.T) {
 func containsWord(s, w string) bool {
 	return slices.Contains(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' }), w)
 }
+
+// The node's own allocation of an inline volume counts the VG as the
+// scheduler and the CSI controller do (the ledger): whole extents, so sizes
+// just past an extent boundary cannot together spend more than the VG has.
+func TestInlineVolumeCountsWholeExtents(t *testing.T) {
+	e := newInlineEnv(t, "olinlineext", 256<<20)
+	ctx := t.Context()
+	ol := e.c.OpenLocalClient().CsiV1alpha1()
+	nls, err := ol.NodeLocalStorages().Get(ctx, e.node.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allocatable, extent int64
+	for _, g := range nls.Status.NodeStorageInfo.VolumeGroups {
+		if g.Name == e.node.VG.Name {
+			allocatable, extent = int64(g.Allocatable), int64(g.ExtentSize)
+		}
+	}
+	if allocatable == 0 || extent == 0 {
+		t.Fatalf("VG %s not in NodeLocalStorage %s: %+v", e.node.VG.Name, e.node.Name, nls.Status.NodeStorageInfo.VolumeGroups)
+	}
+	// Two volumes one byte past an extent: they take 4 extents, not 2 and
+	// 2 bytes.
+	for _, name := range []string{"ext-a", "ext-b"} {
+		lv := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
+			Spec: v1alpha1.LocalVolumeSpec{NodeName: e.node.Name, VolumeType: v1alpha1.VolumeTypeLVM, Kind: v1alpha1.KindVolume,
+				VGName: e.node.VG.Name, Size: *resource.NewQuantity(extent+1, resource.BinarySI)}}
+		if _, err := ol.LocalVolumes().Create(ctx, lv, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ol.LocalVolumes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	// Room left: allocatable − 4 extents. Asking for 3 extents less than
+	// allocatable fits the byte sum (2 extents + 2 bytes) but not the LVs.
+	pod := e.pod(t, "inline-ext")
+	size := allocatable - 3*extent
+	req := e.request(pod, "v", map[string]string{"vgName": e.node.VG.Name, "size": resource.NewQuantity(size, resource.BinarySI).String()})
+	_, err = e.srv.NodePublishVolume(ctx, req)
+	if status.Code(err) != codes.ResourceExhausted {
+		if err == nil {
+			_, _ = e.srv.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath})
+		}
+		t.Fatalf("inline volume of %d bytes with %d of %d bytes in whole extents taken: got %v, want ResourceExhausted", size, 4*extent, allocatable, err)
+	}
+	t.Log(err)
+	if _, err := ol.LocalVolumes().Get(ctx, req.VolumeId, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		_ = ol.LocalVolumes().Delete(context.Background(), req.VolumeId, metav1.DeleteOptions{})
+		t.Fatalf("a refused publish allocated LocalVolume %s: %v", req.VolumeId, err)
+	}
+}
