@@ -342,6 +342,9 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 			return r.fail(ctx, lv, codes.NotFound, ReasonCreateFailed,
 				fmt.Errorf("LV %s/%s was removed behind open-local's back; its data is gone. Delete the volume", vg, name))
 		}
+		if err := r.admit(ctx, lv, int64(want)); err != nil {
+			return r.refuse(ctx, lv, ReasonCreateFailed, fmt.Sprintf("create LV %s/%s", vg, name), err)
+		}
 		if got, err = r.createLV(ctx, lv, src); err != nil {
 			return r.fail(ctx, lv, lvm.Code(err), ReasonCreateFailed, fmt.Errorf("create LV %s/%s of %d bytes: %w", vg, name, want, err))
 		}
@@ -358,6 +361,9 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 			fmt.Errorf("LV %s/%s exists outside thin pool %s (pool %q); refusing to use it", vg, name, lv.Spec.ThinPool, got.Pool))
 	}
 	if got.Size < want {
+		if err := r.admit(ctx, lv, int64(want)); err != nil {
+			return r.refuse(ctx, lv, ReasonExtendFailed, fmt.Sprintf("extend LV %s/%s to %d bytes", vg, name, want), err)
+		}
 		if got, err = r.opts.LVM.ExtendLV(ctx, vg, name, want); err != nil {
 			return r.fail(ctx, lv, lvm.Code(err), ReasonExtendFailed, fmt.Errorf("extend LV %s/%s to %d bytes: %w", vg, name, want, err))
 		}
@@ -399,6 +405,16 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 		c.CopiedBytes, c.CompletionTime = c.TotalBytes, &now
 	}
 	return r.setStatus(ctx, lv, st)
+}
+
+// refuse reports an admit error: a refusal for lack of room fails the
+// volume (ResourceExhausted), anything else is retried.
+func (r *Reconciler) refuse(ctx context.Context, lv *v1alpha1.LocalVolume, reason, what string, err error) error {
+	var noRoom *errNoRoom
+	if errors.As(err, &noRoom) {
+		return r.fail(ctx, lv, codes.ResourceExhausted, reason, fmt.Errorf("%s: %w", what, err))
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // neverHandedOut tells whether lv's LV holds nothing of its own yet, so

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"google.golang.org/grpc/codes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -480,4 +481,59 @@ func countDiff(a, b []byte) int {
 		}
 	}
 	return n
+}
+
+// The agent is the capacity authority of last resort: whoever wrote a
+// LocalVolume (the scheduler, the CSI controller, an inline fallback, a
+// snapshot's growth), the LVs it creates or grows on a VG never add up to
+// more than the VG's allocatable in NodeLocalStorage. Volumes count in the
+// order they were written (and any that already has its LV); the newest
+// that does not fit is refused with ResourceExhausted, though LVM itself
+// would still have room.
+func TestAgentRefusesPastAllocatable(t *testing.T) {
+	n := newNode(t, "vol-arbiter", "olvarbiter", 160*mib)
+	ctx := t.Context()
+	ol := n.c.OpenLocalClient().CsiV1alpha1()
+	// 64Mi allocatable of the 160Mi VG (the rest reserved by the operator).
+	nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: n.name}, Spec: v1alpha1.NodeLocalStorageSpec{NodeName: n.name}}
+	nls, err := ol.NodeLocalStorages().Create(ctx, nls, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ol.NodeLocalStorages().Delete(context.Background(), n.name, metav1.DeleteOptions{}) })
+	nls.Status.NodeStorageInfo.VolumeGroups = []v1alpha1.VolumeGroup{{Name: "olvarbiter", Total: uint64(156 * mib), Allocatable: uint64(64 * mib), ExtentSize: uint64(4 * mib), PhysicalVolumes: []string{n.vg.Devices[0].Path}}}
+	nls.Status.FilteredStorageInfo.VolumeGroups = []string{"olvarbiter"}
+	if _, err := ol.NodeLocalStorages().UpdateStatus(ctx, nls, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	failed := func(code codes.Code) func(*v1alpha1.LocalVolume) bool {
+		return func(lv *v1alpha1.LocalVolume) bool {
+			return lv != nil && lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.Code == code.String()
+		}
+	}
+	n.create(t, "first", lvmSpec("olvarbiter", 40*mib))
+	n.waitFor(t, "first", "Ready", ready(40*mib))
+	// 40 + 40 > 64: refused, though the VG has 116Mi free.
+	n.create(t, "second", lvmSpec("olvarbiter", 40*mib))
+	lv := n.waitFor(t, "second", "Failed ResourceExhausted", failed(codes.ResourceExhausted))
+	t.Logf("second: %s", lv.Status.Message)
+	if slices.Contains(n.lvNames(t), "second") {
+		t.Fatalf("LV second was created past the VG's allocatable: %v", n.lvNames(t))
+	}
+	// 40 + 24 = 64 fits exactly.
+	n.create(t, "third", lvmSpec("olvarbiter", 24*mib))
+	n.waitFor(t, "third", "Ready", ready(24*mib))
+	// Growing first by one extent would pass 64: refused, first keeps its LV.
+	lvs := ol.LocalVolumes()
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, "first", func(lv *v1alpha1.LocalVolume) {
+		lv.Spec.Size = *resource.NewQuantity(44*mib, resource.BinarySI)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lv = n.waitFor(t, "first", "growth refused", failed(codes.ResourceExhausted))
+	t.Logf("first: %s", lv.Status.Message)
+	got, err := n.lvm.GetLV(ctx, "olvarbiter", "first")
+	if err != nil || got.Size != uint64(40*mib) {
+		t.Fatalf("first after a refused growth: %+v, %v", got, err)
+	}
 }

@@ -169,6 +169,13 @@ func (r *Reconciler) takeSnapshot(ctx context.Context, lv *v1alpha1.LocalVolume)
 		}
 		return s, nil
 	}
+	if err := r.admit(ctx, lv, lv.Spec.Size.Value()); err != nil {
+		var noRoom *errNoRoom
+		if errors.As(err, &noRoom) {
+			return nil, codeError(codes.ResourceExhausted, fmt.Errorf("copy-on-write space of snapshot %s: %w", lv.Name, err))
+		}
+		return nil, err
+	}
 	s, err := r.opts.LVM.CreateSnapshot(ctx, lvm.SnapshotOptions{VG: vg, Origin: origin.Name, Name: name,
 		Size: uint64(lv.Spec.Size.Value()), Tags: []string{lvm.OwnedTag}})
 	if err != nil {
@@ -193,6 +200,19 @@ func expansionDue(lv *v1alpha1.LocalVolume, got *lvm.LV) (int64, bool) {
 func (r *Reconciler) growSnapshot(ctx context.Context, lv *v1alpha1.LocalVolume, got *lvm.LV, size int64) error {
 	klog.FromContext(ctx).Info("Snapshot copy-on-write space past its threshold", "snapshot", lv.Name,
 		"dataPercent", got.DataPercent, "threshold", lv.Spec.SnapshotPolicy.ExpansionThresholdPercent, "newSize", size)
+	// The growth is a grant like any other: past the VG's allocatable it is
+	// refused (the snapshot may then overflow and be invalidated, which
+	// the policy's owner risks; over-committing the VG would put every
+	// volume of it at risk).
+	if err := r.admit(ctx, lv, size); err != nil {
+		var noRoom *errNoRoom
+		if !errors.As(err, &noRoom) {
+			return err
+		}
+		r.recorder.Eventf(lv, corev1.EventTypeWarning, ReasonExtendFailed, "Copy-on-write space %.1f%% full (threshold %d%%), cannot grow to %s: %v",
+			got.DataPercent, lv.Spec.SnapshotPolicy.ExpansionThresholdPercent, quantity(uint64(size)), err)
+		return nil
+	}
 	r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonSnapshotExpanding, "Copy-on-write space %.1f%% full (threshold %d%%): growing to %s",
 		got.DataPercent, lv.Spec.SnapshotPolicy.ExpansionThresholdPercent, quantity(uint64(size)))
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {

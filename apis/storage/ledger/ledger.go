@@ -408,7 +408,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 		v.target = lv.Spec.Device
 	} else {
 		v.kind, v.target, v.pool, v.size = v1alpha1.VolumeTypeLVM, lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.CountedSize()
-		v.striped = lv.Spec.LVMType == v1alpha1.LVMTypeStriping && v.pool == ""
+		v.striped = lv.Spec.Striped()
 	}
 	l.mu.Lock()
 	old, existed := l.volumes[lv.Name]

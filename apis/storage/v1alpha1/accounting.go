@@ -34,6 +34,12 @@ func (s *LocalVolumeSpec) CountedSize() int64 {
 	return s.Size.Value()
 }
 
+// Striped reports a striped thick LV, which LVM allocates as stripes ×
+// ceil(extents/stripes) (LVTake).
+func (s *LocalVolumeSpec) Striped() bool {
+	return s.VolumeType == VolumeTypeLVM && s.ThinPool == "" && s.LVMType == LVMTypeStriping
+}
+
 // IsReadOnlyRestore reports a volume that is a read-only view of the
 // snapshot source.snapshot: it owns no LV.
 func (s *LocalVolumeSpec) IsReadOnlyRestore() bool {
