@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -246,19 +245,14 @@ func (e *env) writeConfig(args *configv1.OpenLocalArgs) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startScheduler runs the scheduler binary and waits until it is healthy.
 func (e *env) startScheduler() {
 	e.t.Helper()
-	e.port = freePort(e.t)
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.port = ports[0]
 	e.schedN++
 	e.sched = e.c.StartProcess(e.t, fmt.Sprintf("%s-scheduler-%d", e.id, e.schedN), e.bin,
 		"--config="+e.cfg, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(e.port),

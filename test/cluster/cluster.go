@@ -378,7 +378,7 @@ func LoadState(dir string) (*Cluster, error) {
 }
 
 func resolvePorts(p Ports) (Ports, error) {
-	free, err := freePorts(5)
+	free, err := FreePorts(5)
 	if err != nil {
 		return p, err
 	}

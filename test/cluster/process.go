@@ -178,8 +178,10 @@ func slowdown(d time.Duration) time.Duration {
 	return d
 }
 
-// freePorts asks the kernel for n unused loopback ports.
-func freePorts(n int) ([]int, error) {
+// FreePorts asks the kernel for n unused loopback ports (held together
+// while they are picked, so they differ). Every test that starts a server
+// on a fixed port takes it from here.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var listeners []net.Listener
 	defer func() {

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -136,7 +135,7 @@ func (d *demo) initNode(name, kubeletAddress string, kubeletPort int) error {
 	if err := d.host.save(); err != nil {
 		return err
 	}
-	ports, err := freePorts(7)
+	ports, err := cluster.FreePorts(7)
 	if err != nil {
 		return err
 	}
@@ -562,25 +561,6 @@ func (d *demo) applyManifest(ctx context.Context, name, manifest string) (string
 		return "", err
 	}
 	return d.kubectl(ctx, nil, "apply", "-f", path)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func humanBytes(n int64) string {

@@ -138,7 +138,7 @@ func (d *demo) startVMNode(ctx context.Context, res *StepResult) error {
 	if err := os.MkdirAll(vmDir, 0o755); err != nil {
 		return err
 	}
-	ports, err := freePorts(2)
+	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return err
 	}
