@@ -52,6 +52,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/orphanvolumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions/storage/v1alpha1"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -88,8 +89,8 @@ const (
 
 // Indexes.
 const (
-	nodeIndex   = "node"   // LocalVolumes by spec.nodeName
-	handleIndex = "handle" // PVs of our driver by volumeHandle
+	nodeIndex   = "node" // LocalVolumes by spec.nodeName
+	handleIndex = orphanvolumes.PVHandleIndex
 )
 
 // Metrics are the controller's; made once per process (a new leader term
@@ -185,13 +186,8 @@ func New(client versioned.Interface, kube kubernetes.Interface, nodes coreinform
 	}}); err != nil {
 		return nil, err
 	}
-	if err := pvs.Informer().AddIndexers(cache.Indexers{handleIndex: func(obj any) ([]string, error) {
-		pv, ok := obj.(*corev1.PersistentVolume)
-		if !ok || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != opts.Driver {
-			return nil, nil
-		}
-		return []string{pv.Spec.CSI.VolumeHandle}, nil
-	}}); err != nil {
+	// The same index as the orphan collector's, on the informer they share.
+	if err := orphanvolumes.AddPVHandleIndex(pvs.Informer(), opts.Driver); err != nil {
 		return nil, err
 	}
 	enqueueNode := func(obj any) {
