@@ -537,7 +537,7 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 
 // nodeGoneWait is how long DeleteVolume waits for the agent of a node that
 // has no Node object.
-const nodeGoneWait = 5 * time.Second
+const nodeGoneWait = 15 * time.Second
 
 // ControllerExpandVolume grows spec.size after checking the VG has room, and
 // waits for the node's lvextend.
