@@ -26,6 +26,7 @@ import (
 
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nlscontroller"
+	"github.com/open-local/open-local/agent/nodeloss"
 	"github.com/open-local/open-local/agent/orphanvolumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
@@ -62,6 +63,7 @@ func runController(ctx context.Context, o *options) error {
 		return err
 	}
 	gcMetrics := orphanvolumes.NewMetrics(o.metrics)
+	nodeLossMetrics := nodeloss.NewMetrics(o.metrics)
 	run := func(ctx context.Context) error {
 		kf := informers.NewSharedInformerFactory(kube, 0)
 		of := externalversions.NewSharedInformerFactory(ol, 0)
@@ -79,18 +81,28 @@ func runController(ctx context.Context, o *options) error {
 				return err
 			}
 		}
+		runs := []func(context.Context) error{c.Run}
+		if gc != nil {
+			runs = append(runs, gc.Run)
+		}
+		if o.nodeLossGrace > 0 {
+			nl, err := nodeloss.New(ol, kube, kf.Core().V1().Nodes(), of.Csi().V1alpha1().LocalVolumes(),
+				kf.Core().V1().PersistentVolumeClaims(), kf.Core().V1().PersistentVolumes(), recorder,
+				nodeloss.Options{Grace: o.nodeLossGrace, Cleanup: o.nodeLossClean, Metrics: nodeLossMetrics})
+			if err != nil {
+				return err
+			}
+			runs = append(runs, nl.Run)
+		}
 		kf.Start(ctx.Done())
 		of.Start(ctx.Done())
 		defer kf.Shutdown()
 		defer of.Shutdown()
-		if gc == nil {
-			return c.Run(ctx)
-		}
-		// Both under the same lease; either failing ends the term.
+		// All under the same lease; any failing ends the term.
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		done := make(chan error, 2)
-		for _, r := range []func(context.Context) error{c.Run, gc.Run} {
+		done := make(chan error, len(runs))
+		for _, r := range runs {
 			go func() {
 				err := r(ctx)
 				if err != nil {
@@ -99,8 +111,11 @@ func runController(ctx context.Context, o *options) error {
 				done <- err
 			}()
 		}
-		err1, err2 := <-done, <-done
-		return errors.Join(err1, err2)
+		var errs []error
+		for range runs {
+			errs = append(errs, <-done)
+		}
+		return errors.Join(errs...)
 	}
 	if !o.leaderElect {
 		serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))

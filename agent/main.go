@@ -14,7 +14,7 @@ you may not use this file except in compliance with the License.
 // shared environment: API clients, the lvm client configured by
 // --lvm-system-dir, and the Activator chosen by --activation. In controller
 // mode it runs the NodeLocalStorage controller and the orphan LocalVolume
-// collector (agent/orphanvolumes).
+// collector (agent/orphanvolumes) and the node-loss controller (agent/nodeloss).
 package main
 
 import (
@@ -50,11 +50,13 @@ import (
 	"github.com/open-local/open-local/agent/inline"
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
+	"github.com/open-local/open-local/agent/nodeloss"
 	"github.com/open-local/open-local/agent/nodestorage"
 	"github.com/open-local/open-local/agent/orphanvolumes"
 	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
 )
@@ -130,6 +132,8 @@ type options struct {
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
 	orphanGrace   time.Duration
+	nodeLossGrace time.Duration
+	nodeLossClean bool
 
 	// metrics is the registry /metrics serves (set at start, not a flag).
 	metrics *prometheus.Registry
@@ -164,6 +168,8 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "[controller] how long a non-renewed lease is honoured")
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "[controller] how long the leader retries renewing before giving up")
 	fs.DurationVar(&o.orphanGrace, "orphan-volume-grace", orphanvolumes.DefaultGrace, "[controller] a LocalVolume whose PVC is gone (or has another UID) and that no PV names is deleted after it has been so this long; 0 disables the collector")
+	fs.DurationVar(&o.nodeLossGrace, "node-loss-grace", nodeloss.DefaultGrace, "[controller] a node whose Node object has been gone this long (re-checked live) has its LocalVolumes marked NodeGone, with Events on their PVs and PVCs; a NotReady node is never gone; 0 disables")
+	fs.BoolVar(&o.nodeLossClean, "node-loss-cleanup", false, "[controller] once a node is gone (--node-loss-grace), remove the finalizer of its LocalVolumes being deleted and delete their PVCs annotated "+v1alpha1.NodeLossAnnotation+"=true, so StatefulSets recreate them elsewhere, empty")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "[controller] time between acquire/renew attempts")
 }
 
@@ -194,6 +200,12 @@ func (o *options) validate() error {
 		}
 		if o.orphanGrace < 0 {
 			errs = append(errs, errors.New("--orphan-volume-grace must not be negative"))
+		}
+		if o.nodeLossGrace < 0 {
+			errs = append(errs, errors.New("--node-loss-grace must not be negative"))
+		}
+		if o.nodeLossClean && o.nodeLossGrace == 0 {
+			errs = append(errs, errors.New("--node-loss-cleanup needs --node-loss-grace > 0"))
 		}
 		if o.leaderElect && !(o.leaseDuration > o.renewDeadline && o.renewDeadline > o.retryPeriod && o.retryPeriod > 0) {
 			errs = append(errs, errors.New("want --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0"))

@@ -62,21 +62,32 @@ var (
 		"csi.aliyun.com/nodelocalstorages": {"get", "list"},
 		// controller.go: the PVC named by csi-provisioner's extra metadata.
 		"persistentvolumeclaims": {"get"},
+		// DeleteVolume: whether the volume's node still exists.
+		"nodes": {"get"},
 	}
 	// agent --mode=controller (agent/nlscontroller, agent/orphanvolumes,
 	// agent/controller.go).
 	nlsControllerRules = access{
-		"nodes": {"list", "watch"},
+		// agent/nodeloss: Get, the live check that a node is gone.
+		"nodes": {"get", "list", "watch"},
 		"csi.aliyun.com/nodelocalstorageinitconfigs": {"list", "watch"},
 		"csi.aliyun.com/nodelocalstorages":           {"list", "watch", "create", "update", "delete"},
 		// agent/orphanvolumes: informer, Delete (UID precondition) of a
 		// volume whose claim is gone.
 		"csi.aliyun.com/localvolumes": {"list", "watch", "delete"},
+		// agent/nodeloss: UpdateStatus, the NodeGone condition.
+		"csi.aliyun.com/localvolumes/status": {"update"},
 		// agent/orphanvolumes: informers, and Gets confirming an orphan
 		// before the delete.
 		"persistentvolumeclaims": {"get", "list", "watch"},
 		"persistentvolumes":      {"get", "list", "watch"},
 		"events":                 {"create", "patch"},
+	}
+	// agent/nodeloss with controller.nodeLoss.cleanup: Update (the
+	// finalizer of a gone node's volume), Delete of an opted-in PVC.
+	nodeLossCleanupRules = access{
+		"csi.aliyun.com/localvolumes": {"update"},
+		"persistentvolumeclaims":      {"delete"},
 	}
 	// Upstream sidecars: their own RBAC files at the versions we run
 	// (hack/tools), less Events list/watch/update (the recorder creates
@@ -201,6 +212,25 @@ func TestRBAC(t *testing.T) {
 			"ClusterRole/open-local-csi-provisioner": provisionerRules,
 			"ClusterRole/open-local-csi-resizer":     resizerRules,
 			"Role/kube-system/open-local-controller": merge(controllerNamespaceRules, leaseRules),
+		},
+		bindings: map[string]binding{
+			"ClusterRoleBinding/open-local-agent":           {"ClusterRole/open-local-agent", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-csi-controller":  {"ClusterRole/open-local-csi-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-nls-controller":  {"ClusterRole/open-local-nls-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-provisioner": {"ClusterRole/open-local-csi-provisioner", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-resizer":     {"ClusterRole/open-local-csi-resizer", sa + "open-local-controller"},
+			"RoleBinding/kube-system/open-local-controller": {"Role/open-local-controller", sa + "open-local-controller"},
+		},
+	}, {
+		name: "node-loss cleanup",
+		set:  []string{"controller.nodeLoss.cleanup=true", "scheduler.enabled=false", "snapshot.enabled=false", "snapshotController.enabled=false"},
+		roles: map[string]access{
+			"ClusterRole/open-local-agent":           agentRules,
+			"ClusterRole/open-local-csi-controller":  csiControllerRules,
+			"ClusterRole/open-local-nls-controller":  merge(nlsControllerRules, nodeLossCleanupRules),
+			"ClusterRole/open-local-csi-provisioner": provisionerRules,
+			"ClusterRole/open-local-csi-resizer":     resizerRules,
+			"Role/kube-system/open-local-controller": controllerNamespaceRules,
 		},
 		bindings: map[string]binding{
 			"ClusterRoleBinding/open-local-agent":           {"ClusterRole/open-local-agent", sa + "open-local-agent"},

@@ -31,6 +31,7 @@ func TestControllerDeployment(t *testing.T) {
 		{"default", nil, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, false},
 		{"ha", []string{"controller.replicas=2"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, true},
 		{"no snapshots", []string{"snapshot.enabled=false", "snapshotController.enabled=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer"}, false},
+		{"node-loss cleanup", []string{"controller.nodeLoss.cleanup=true", "controller.nodeLoss.grace=30s"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
@@ -50,12 +51,16 @@ func TestControllerDeployment(t *testing.T) {
 			le := map[bool]string{true: "true", false: "false"}[tc.le]
 			want := map[string][]string{
 				"csi-controller": {"--mode=controller", "--endpoint=unix:///csi/csi.sock", "--driver-name=local.csi.aliyun.com", "--metrics-bind-address=:10266"},
-				"nls-controller": {"--mode=controller", "--initconfig=open-local", "--leader-elect=" + le, "--healthz-bind-address=:10265"},
+				"nls-controller": {"--mode=controller", "--initconfig=open-local", "--leader-elect=" + le, "--healthz-bind-address=:10265",
+					"--node-loss-grace=2m", "--node-loss-cleanup=false"},
 				"csi-provisioner": {"--csi-address=/csi/csi.sock", "--feature-gates=Topology=true", "--strict-topology",
 					"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=2", "--leader-election=" + le},
 				"csi-resizer":         {"--csi-address=/csi/csi.sock", "--handle-volume-inuse-error=false", "--leader-election=" + le},
 				"csi-snapshotter":     {"--csi-address=/csi/csi.sock", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=" + le},
 				"snapshot-controller": {"--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=" + le},
+			}
+			if tc.name == "node-loss cleanup" {
+				want["nls-controller"] = []string{"--node-loss-grace=30s", "--node-loss-cleanup=true"}
 			}
 			for _, c := range spec.Containers {
 				args := slices.Concat(c.Command, c.Args)

@@ -134,13 +134,7 @@ func New(client versioned.Interface, kube kubernetes.Interface, lvs olinformers.
 	}}); err != nil {
 		return nil, err
 	}
-	if err := pvs.Informer().AddIndexers(cache.Indexers{handleIndex: func(obj any) ([]string, error) {
-		pv, ok := obj.(*corev1.PersistentVolume)
-		if !ok || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != opts.Driver {
-			return nil, nil
-		}
-		return []string{pv.Spec.CSI.VolumeHandle}, nil
-	}}); err != nil {
+	if err := AddPVHandleIndex(pvs.Informer(), opts.Driver); err != nil {
 		return nil, err
 	}
 	add := func(obj any) {
@@ -181,6 +175,26 @@ func New(client versioned.Interface, kube kubernetes.Interface, lvs olinformers.
 		return nil, err
 	}
 	return c, nil
+}
+
+// PVHandleIndex indexes the PVs of a driver by volumeHandle (a LocalVolume
+// name), in a PV informer AddPVHandleIndex set up.
+const PVHandleIndex = handleIndex
+
+// AddPVHandleIndex adds PVHandleIndex to a shared PV informer unless a
+// controller sharing it already did (the node-loss controller and this
+// collector run on the same informers).
+func AddPVHandleIndex(pvs cache.SharedIndexInformer, driver string) error {
+	if _, ok := pvs.GetIndexer().GetIndexers()[handleIndex]; ok {
+		return nil
+	}
+	return pvs.AddIndexers(cache.Indexers{handleIndex: func(obj any) ([]string, error) {
+		pv, ok := obj.(*corev1.PersistentVolume)
+		if !ok || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != driver {
+			return nil, nil
+		}
+		return []string{pv.Spec.CSI.VolumeHandle}, nil
+	}})
 }
 
 func (c *Collector) enqueueIndexed(idx cache.Indexer, index, key string) {

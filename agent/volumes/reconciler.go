@@ -567,6 +567,9 @@ func (r *Reconciler) fail(ctx context.Context, lv *v1alpha1.LocalVolume, code co
 }
 
 func (r *Reconciler) setStatus(ctx context.Context, lv *v1alpha1.LocalVolume, st v1alpha1.LocalVolumeStatus) error {
+	// Conditions are other controllers' (NodeGone): carried over, never
+	// dropped by a status built afresh.
+	st.Conditions = lv.Status.Conditions
 	if statusEqual(lv.Status, st) {
 		return nil
 	}

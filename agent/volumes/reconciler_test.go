@@ -537,3 +537,34 @@ func TestAgentRefusesPastAllocatable(t *testing.T) {
 		t.Fatalf("first after a refused growth: %+v, %v", got, err)
 	}
 }
+
+// The agent owns phase, size and code, not the conditions other
+// controllers set (NodeGone): its status writes keep them.
+func TestStatusWritesKeepConditions(t *testing.T) {
+	n := newNode(t, "vol-cond", "olvcond", 128*mib)
+	ctx := t.Context()
+	n.create(t, "cond-1", lvmSpec("olvcond", 8*mib))
+	n.waitFor(t, "cond-1", "Ready", ready(8*mib))
+	n.stop(t)
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	lv, err := lvs.Get(ctx, "cond-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond := metav1.Condition{Type: v1alpha1.ConditionNodeGone, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonNodeReturned, Message: "set by the test", LastTransitionTime: metav1.Now()}
+	lv.Status.Conditions = []metav1.Condition{cond}
+	if _, err := lvs.UpdateStatus(ctx, lv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, "cond-1", func(lv *v1alpha1.LocalVolume) {
+		lv.Spec.Size = *resource.NewQuantity(16*mib, resource.BinarySI)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n.start(t)
+	lv = n.waitFor(t, "cond-1", "grown", ready(16*mib))
+	if len(lv.Status.Conditions) != 1 || lv.Status.Conditions[0].Type != cond.Type || lv.Status.Conditions[0].Message != cond.Message {
+		t.Fatalf("conditions after the agent's status write: %+v, want [%+v]", lv.Status.Conditions, cond)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -511,9 +512,32 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 			return status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", lv.Name, err)
 		}
 	}
-	_, err := s.waitFor(ctx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil })
+	waitCtx := ctx
+	_, err := s.kube.CoreV1().Nodes().Get(ctx, lv.Spec.NodeName, metav1.GetOptions{})
+	nodeGone := apierrors.IsNotFound(err)
+	if nodeGone {
+		// A machine whose Node object was deleted may still run its agent:
+		// give it a moment, then say why, rather than DeadlineExceeded at
+		// the sidecar's timeout on every retry (csi-provisioner retries any
+		// error with backoff and puts the message in a PV Event).
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, nodeGoneWait)
+		defer cancel()
+	}
+	_, err = s.waitFor(waitCtx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil })
+	if err != nil && nodeGone && ctx.Err() == nil {
+		return status.Errorf(codes.FailedPrecondition,
+			"LocalVolume %s is being deleted but its node %s has no Node object: no agent will remove its LV and finalizer (see its %s condition). "+
+				"With the chart's controller.nodeLoss.cleanup the controller removes the finalizer once the node has been gone past its grace; "+
+				"otherwise, once the data on %s is given up: kubectl patch localvolume %s --type=merge -p '{\"metadata\":{\"finalizers\":null}}'",
+			lv.Name, lv.Spec.NodeName, v1alpha1.ConditionNodeGone, lv.Spec.NodeName, lv.Name)
+	}
 	return err
 }
+
+// nodeGoneWait is how long DeleteVolume waits for the agent of a node that
+// has no Node object.
+const nodeGoneWait = 15 * time.Second
 
 // ControllerExpandVolume grows spec.size after checking the VG has room, and
 // waits for the node's lvextend.

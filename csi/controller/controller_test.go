@@ -378,6 +378,7 @@ func TestControllerExpandVolume(t *testing.T) {
 func TestDeleteVolume(t *testing.T) {
 	f := newFixture(t, "ctl-delete", map[string]int64{"pool0": 4 * gib}, nil)
 	ctx := t.Context()
+	f.nodeObject(t)
 	done := make(chan error, 1)
 	go func() { _, err := f.srv.CreateVolume(ctx, createReq("vol-del", f.node, gib, nil)); done <- err }()
 	f.agent(t, "vol-del", readyAs)
@@ -408,6 +409,62 @@ func TestDeleteVolume(t *testing.T) {
 		if _, err := f.srv.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 			t.Fatalf("DeleteVolume(%q): %v", id, err)
 		}
+	}
+}
+
+// nodeObject creates the fixture's Node (kwok keeps it Ready): a node that
+// exists, whether or not its agent answers.
+func (f *fixture) nodeObject(t *testing.T) {
+	t.Helper()
+	nodes := f.c.Client().CoreV1().Nodes()
+	if _, err := nodes.Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: f.node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes.Delete(context.Background(), f.node, metav1.DeleteOptions{}) })
+}
+
+// DeleteVolume of a volume whose node has no Node object: after a short
+// wait (a machine whose Node was deleted may still run its agent) it says
+// why the volume cannot go and what to do, instead of DeadlineExceeded at
+// the sidecar's timeout, call after call; the LocalVolume's deletion has
+// started, so once its finalizer is removed (the node-loss controller, or
+// the operator) the next call succeeds.
+func TestDeleteVolumeNodeGone(t *testing.T) {
+	f := newFixture(t, "ctl-delete-gone", map[string]int64{"pool0": 4 * gib}, nil)
+	ctx := t.Context()
+	done := make(chan error, 1)
+	go func() { _, err := f.srv.CreateVolume(ctx, createReq("vol-gone", f.node, gib, nil)); done <- err }()
+	f.agent(t, "vol-gone", readyAs)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The sidecar's timeout is minutes; give the call a minute.
+	call, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := f.srv.DeleteVolume(call, &csi.DeleteVolumeRequest{VolumeId: "vol-gone"})
+	took := time.Since(start)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("DeleteVolume with the node gone: %v after %s, want FailedPrecondition", err, took)
+	}
+	for _, part := range []string{"ctl-delete-gone", "no Node object", "NodeGone", "controller.nodeLoss.cleanup", "kubectl patch localvolume vol-gone"} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("error %q does not say %q", err, part)
+		}
+	}
+	if took > 30*time.Second {
+		t.Errorf("DeleteVolume took %s, want a short wait", took)
+	}
+	lvs := f.ol.CsiV1alpha1().LocalVolumes()
+	lv, err := lvs.Get(ctx, "vol-gone", metav1.GetOptions{})
+	if err != nil || lv.DeletionTimestamp == nil {
+		t.Fatalf("LocalVolume after DeleteVolume: %v %v, want its deletion started", lv, err)
+	}
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, lv.Name, func(lv *v1alpha1.LocalVolume) { lv.Finalizers = nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "vol-gone"}); err != nil {
+		t.Fatalf("DeleteVolume once the finalizer is gone: %v", err)
 	}
 }
 

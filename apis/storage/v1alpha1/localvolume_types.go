@@ -233,7 +233,33 @@ type LocalVolumeStatus struct {
 	// its source snapshot's data on the node.
 	// +optional
 	Copy *CopyStatus `json:"copy,omitempty"`
+	// Conditions are facts about the volume that other controllers than
+	// its node's agent observe (ConditionNodeGone); the agent keeps them
+	// when it writes the rest of the status.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// ConditionNodeGone is True while the Node object of spec.nodeName does not
+// exist (deleted, and not re-created past a grace period, confirmed by a
+// live read): no agent will carry out the volume, nor remove its LV and
+// finalizer. False when the node came back. A NotReady node is not gone.
+const ConditionNodeGone = "NodeGone"
+
+// Reasons of ConditionNodeGone.
+const (
+	ReasonNodeDeleted  = "NodeDeleted"  // True: the Node object is gone
+	ReasonNodeReturned = "NodeReturned" // False: a Node of that name exists again
+)
+
+// NodeLossAnnotation on a PVC opts it in to deletion when its volume's node
+// is gone (the value "true"), so a StatefulSet recreates it, empty, on
+// another node. Put it in the StatefulSet's volumeClaimTemplates so every
+// claim it makes carries it. Acted on only by the controller's node-loss
+// cleanup (agent --mode=controller --node-loss-cleanup).
+const NodeLossAnnotation = "csi.aliyun.com/delete-on-node-loss"
 
 // CopyStatus is the progress of a block copy from a snapshot into a new volume.
 type CopyStatus struct {
