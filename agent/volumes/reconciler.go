@@ -241,7 +241,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	r.factory.Start(ctx.Done())
 	defer r.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
-		return fmt.Errorf("volumes: informer did not sync: %w", ctx.Err())
+		// Only a stop ends the wait: stopping before the first sync is
+		// a shutdown like any other, not a failure.
+		return nil
 	}
 	logger.Info("LocalVolume reconciler started", "workers", r.opts.Workers)
 	for range r.opts.Workers {
