@@ -128,8 +128,8 @@ func TestInstall(t *testing.T) {
 				"pods:create", "pods:update", "pods:patch", "pods:delete", "persistentvolumes"}},
 		{sa("controller"),
 			clusterWide(csiControllerRules, nlsControllerRules, provisionerRules, resizerRules, snapshotterRules, snapshotControllerRules),
-			controllerNamespaceRules,
-			[]string{"secrets", "coordination.k8s.io/leases:create", "pods:list", "storage.k8s.io/csistoragecapacities:create@cluster"}},
+			merge(controllerNamespaceRules, leaseRules),
+			[]string{"secrets", "coordination.k8s.io/leases:create@cluster", "pods:list", "storage.k8s.io/csistoragecapacities:create@cluster"}},
 		{sa("scheduler"), schedulerRules, schedulerLeaseRules,
 			[]string{"secrets", "csi.aliyun.com/localvolumes:update", "csi.aliyun.com/nodelocalstorages:update"}},
 	} {

@@ -172,7 +172,7 @@ func TestRBAC(t *testing.T) {
 			"ClusterRole/open-local-csi-resizer":                    resizerRules,
 			"ClusterRole/open-local-csi-snapshotter":                snapshotterRules,
 			"ClusterRole/open-local-snapshot-controller":            snapshotControllerRules,
-			"Role/kube-system/open-local-controller":                controllerNamespaceRules,
+			"Role/kube-system/open-local-controller":                merge(controllerNamespaceRules, leaseRules),
 			"ClusterRole/open-local-scheduler":                      schedulerRules,
 			"Role/kube-system/open-local-scheduler-leader-election": schedulerLeaseRules,
 		},
@@ -192,7 +192,7 @@ func TestRBAC(t *testing.T) {
 			"RoleBinding/kube-system/open-local-scheduler-authentication-reader": {"Role/extension-apiserver-authentication-reader", sa + "open-local-scheduler"},
 		},
 	}, {
-		name: "replicas 2: leader election",
+		name: "replicas 2",
 		set:  []string{"controller.replicas=2", "scheduler.enabled=false", "snapshot.enabled=false", "snapshotController.enabled=false"},
 		roles: map[string]access{
 			"ClusterRole/open-local-agent":           agentRules,
