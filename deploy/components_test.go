@@ -54,8 +54,8 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	applyChart(t, c)
 	run := rand.String(5)
 	node, vgName := "deploy-"+run, "oldeploy"+run
-	agentKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-agent")
-	controllerKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-controller")
+	agentKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-agent", node)
+	controllerKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-controller", "")
 	ol := c.OpenLocalClient().CsiV1alpha1()
 	kube := c.Client()
 
