@@ -137,7 +137,9 @@ func TestAgentWritesOnlyItsNode(t *testing.T) {
 		return write(got)
 	}
 	get := func(name string) func() (*v1alpha1.LocalVolume, error) {
-		return func() (*v1alpha1.LocalVolume, error) { return ol.LocalVolumes().Get(ctx, name+"-"+run, metav1.GetOptions{}) }
+		return func() (*v1alpha1.LocalVolume, error) {
+			return ol.LocalVolumes().Get(ctx, name+"-"+run, metav1.GetOptions{})
+		}
 	}
 	update := func(o *v1alpha1.LocalVolume) error {
 		_, err := agentA.LocalVolumes().Update(ctx, o, metav1.UpdateOptions{})

@@ -178,6 +178,8 @@ func TestRBAC(t *testing.T) {
 		},
 		bindings: map[string]binding{
 			"ClusterRoleBinding/open-local-agent":                                {"ClusterRole/open-local-agent", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-agent-auth-delegator":                 {"ClusterRole/system:auth-delegator", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-controller-auth-delegator":            {"ClusterRole/system:auth-delegator", sa + "open-local-controller"},
 			"ClusterRoleBinding/open-local-csi-controller":                       {"ClusterRole/open-local-csi-controller", sa + "open-local-controller"},
 			"ClusterRoleBinding/open-local-nls-controller":                       {"ClusterRole/open-local-nls-controller", sa + "open-local-controller"},
 			"ClusterRoleBinding/open-local-csi-provisioner":                      {"ClusterRole/open-local-csi-provisioner", sa + "open-local-controller"},
@@ -203,12 +205,14 @@ func TestRBAC(t *testing.T) {
 			"Role/kube-system/open-local-controller": merge(controllerNamespaceRules, leaseRules),
 		},
 		bindings: map[string]binding{
-			"ClusterRoleBinding/open-local-agent":           {"ClusterRole/open-local-agent", sa + "open-local-agent"},
-			"ClusterRoleBinding/open-local-csi-controller":  {"ClusterRole/open-local-csi-controller", sa + "open-local-controller"},
-			"ClusterRoleBinding/open-local-nls-controller":  {"ClusterRole/open-local-nls-controller", sa + "open-local-controller"},
-			"ClusterRoleBinding/open-local-csi-provisioner": {"ClusterRole/open-local-csi-provisioner", sa + "open-local-controller"},
-			"ClusterRoleBinding/open-local-csi-resizer":     {"ClusterRole/open-local-csi-resizer", sa + "open-local-controller"},
-			"RoleBinding/kube-system/open-local-controller": {"Role/open-local-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-agent":                     {"ClusterRole/open-local-agent", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-agent-auth-delegator":      {"ClusterRole/system:auth-delegator", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-controller-auth-delegator": {"ClusterRole/system:auth-delegator", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-controller":            {"ClusterRole/open-local-csi-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-nls-controller":            {"ClusterRole/open-local-nls-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-provisioner":           {"ClusterRole/open-local-csi-provisioner", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-resizer":               {"ClusterRole/open-local-csi-resizer", sa + "open-local-controller"},
+			"RoleBinding/kube-system/open-local-controller":           {"Role/open-local-controller", sa + "open-local-controller"},
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
