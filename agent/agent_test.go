@@ -166,7 +166,7 @@ func (n *node) startAgent(extra ...string) *cluster.Process {
 	args := append([]string{"--node-name=" + n.name, "--kubeconfig=" + n.c.Kubeconfig,
 		"--lvm-system-dir=" + n.lvmCfg.Dir, "--regexp=" + n.deviceRegexp(), "--interval=1s",
 		"--activation=loop", "--loop-lock-file=" + filepath.Join(n.t.TempDir(), "loop.lock"),
-		"--healthz-bind-address=127.0.0.1:" + strconv.Itoa(port), "-v=2"}, extra...)
+		"--healthz-bind-address=127.0.0.1:" + strconv.Itoa(port), "--metrics-auth=none", "-v=2"}, extra...)
 	p := n.c.StartProcess(n.t, "agent-"+n.run, cluster.Binary(n.t, "./agent"), args...)
 	if err := p.WaitHealthy(n.t.Context(), "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", 30*time.Second); err != nil {
 		n.t.Fatal(err)

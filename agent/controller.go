@@ -118,13 +118,17 @@ func runController(ctx context.Context, o *options) error {
 		return errors.Join(errs...)
 	}
 	if !o.leaderElect {
-		serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))
+		if err := serveHealthz(ctx, o, kube, nil, agentmetrics.Handler(o.metrics)); err != nil {
+			return err
+		}
 		return run(ctx)
 	}
 
 	klog.InfoS("leader election", "identity", id, "lease", o.leaseNS+"/"+o.leaseName)
 	watchdog := leaderelection.NewLeaderHealthzAdaptor(o.renewDeadline)
-	serveHealthz(ctx, o.healthzAddr, func(r *http.Request) error { return watchdog.Check(r) }, agentmetrics.Handler(o.metrics))
+	if err := serveHealthz(ctx, o, kube, func(r *http.Request) error { return watchdog.Check(r) }, agentmetrics.Handler(o.metrics)); err != nil {
+		return err
+	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: o.leaseNS, Name: o.leaseName},
 		Client:     kube.CoordinationV1(),

@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -59,6 +58,7 @@ import (
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
+	"github.com/open-local/open-local/secureserving"
 )
 
 // Modes of the binary.
@@ -105,6 +105,7 @@ type options struct {
 	qps         float32
 	burst       int
 	healthzAddr string
+	metricsAuth string
 
 	// agent mode
 	nodeName          string
@@ -145,6 +146,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.Float32Var(&o.qps, "kube-api-qps", 20, "API client queries per second")
 	fs.IntVar(&o.burst, "kube-api-burst", 30, "API client burst")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", ":10265", "address of the /healthz and /metrics endpoints; empty disables them")
+	secureserving.AddFlag(fs, &o.metricsAuth)
 
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "[agent] the node this agent serves (default $NODE_NAME)")
 	fs.StringVar(&o.sysfs, "sysfs", "/sys", "[agent] where sysfs is mounted (open-local's --path.sysfs)")
@@ -335,7 +337,9 @@ func runAgent(ctx context.Context, o *options) error {
 			done <- err
 		}()
 	}
-	serveHealthz(ctx, o.healthzAddr, nil, agentmetrics.Handler(o.metrics))
+	if err := serveHealthz(ctx, o, kube, nil, agentmetrics.Handler(o.metrics)); err != nil {
+		cancel(err)
+	}
 	for range nodeControllers {
 		<-done
 	}
@@ -346,33 +350,27 @@ func runAgent(ctx context.Context, o *options) error {
 }
 
 // serveHealthz serves /healthz and /metrics until ctx is done; check (may be
-// nil) adds a condition, e.g. leader election's watchdog.
-func serveHealthz(ctx context.Context, addr string, check func(*http.Request) error, metrics http.Handler) {
-	if addr == "" {
-		return
+// nil) adds a condition, e.g. leader election's watchdog. /metrics (every
+// tenant's volumes) is behind --metrics-auth; /healthz answers the kubelet
+// without a token, so it says only ok or not (the reason goes to the log).
+func serveHealthz(ctx context.Context, o *options, kube kubernetes.Interface, check func(*http.Request) error, metrics http.Handler) error {
+	if o.healthzAddr == "" {
+		return nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if check != nil {
 			if err := check(r); err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
+				klog.ErrorS(err, "Unhealthy")
+				http.Error(w, "unhealthy", http.StatusInternalServerError)
 				return
 			}
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.Handle("/metrics", metrics)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
-	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "healthz server failed", "address", addr)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
+	if _, err := secureserving.ServeHTTP(ctx, o.healthzAddr, o.metricsAuth, kube, []string{"/healthz"}, mux); err != nil {
+		return fmt.Errorf("--healthz-bind-address %s: %w", o.healthzAddr, err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,6 +39,7 @@ import (
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/csi/registration"
 	"github.com/open-local/open-local/lvm"
+	"github.com/open-local/open-local/secureserving"
 )
 
 type options struct {
@@ -48,6 +50,7 @@ type options struct {
 	kubeAPIQPS                                     float64
 	kubeAPIBurst                                   int
 	metricsAddr                                    string
+	metricsAuth                                    string
 	ioLimits                                       iolimit.Options
 	// kubelet registration (what node-driver-registrar does), node mode
 	kubeletRegistryDir, kubeletEndpoint string
@@ -77,6 +80,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "QPS of the Kubernetes client")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of the Kubernetes client")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "", "address of the Prometheus /metrics endpoint (e.g. :10266); empty disables it")
+	secureserving.AddFlag(fs, &o.metricsAuth)
 	fs.StringVar(&o.ioLimits.CgroupMount, "cgroup-mount", iolimit.DefaultCgroupMount, "node mode: where the node's cgroup hierarchies are mounted (IO limits)")
 	fs.StringVar((*string)(&o.ioLimits.Layout.Driver), "cgroup-driver", string(iolimit.DriverAuto), "node mode: kubelet's --cgroup-driver: cgroupfs, systemd, or auto (find the pod's cgroup in either layout)")
 	fs.StringVar(&o.ioLimits.Layout.Root, "cgroup-root", "/", "node mode: kubelet's --cgroup-root (cgroupRoot), e.g. /kubelet on kind nodes")
@@ -200,7 +204,9 @@ func run(ctx context.Context, o *options) error {
 
 	m.Initialize(srv)
 	if o.metricsAddr != "" {
-		if _, err := m.Serve(ctx, o.metricsAddr); err != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		if _, err := secureserving.ServeHTTP(ctx, o.metricsAddr, o.metricsAuth, kube, nil, mux); err != nil {
 			return fmt.Errorf("--metrics-bind-address: %w", err)
 		}
 	}

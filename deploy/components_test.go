@@ -10,7 +10,6 @@ package deploy_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -54,10 +53,11 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	applyChart(t, c)
 	run := rand.String(5)
 	node, vgName := "deploy-"+run, "oldeploy"+run
-	agentKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-agent")
-	controllerKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-controller")
+	agentKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-agent", node)
+	controllerKC := impersonatingKubeconfig(t, c, "system:serviceaccount:"+namespace+":open-local-controller", "")
 	ol := c.OpenLocalClient().CsiV1alpha1()
 	kube := c.Client()
+	reader, stranger := metricsTokens(t, c)
 
 	// The node's storage: a VG on loop devices, and its NodeLocalStorage
 	// (as the NLS controller would write it) including only that VG.
@@ -186,7 +186,7 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the agent's metrics to show the volume", time.Minute, func() (bool, error) {
-		fams, err := scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", agentPort))
+		fams, err := scrape(reader, fmt.Sprintf("https://127.0.0.1:%d/metrics", agentPort))
 		if err != nil {
 			return false, err
 		}
@@ -234,10 +234,10 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	for _, tc := range []struct {
 		url, method string
 	}{
-		{fmt.Sprintf("http://127.0.0.1:%d/metrics", csiCtrlPort), "CreateVolume"},
-		{fmt.Sprintf("http://127.0.0.1:%d/metrics", csiNodePort), "NodeGetInfo"},
+		{fmt.Sprintf("https://127.0.0.1:%d/metrics", csiCtrlPort), "CreateVolume"},
+		{fmt.Sprintf("https://127.0.0.1:%d/metrics", csiNodePort), "NodeGetInfo"},
 	} {
-		fams, err := scrape(tc.url)
+		fams, err := scrape(reader, tc.url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +249,7 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 		}
 		scraped = append(scraped, fams)
 	}
-	fams, err := scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", nlsPort))
+	fams, err := scrape(reader, fmt.Sprintf("https://127.0.0.1:%d/metrics", nlsPort))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,6 +276,13 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 		}
 	}
 
+	// No port answers an anonymous request with data; the kubelet's
+	// probes get "ok".
+	port := func(p int, path string) string { return fmt.Sprintf("https://127.0.0.1:%d%s", p, path) }
+	checkEndpoints(t, reader, stranger,
+		[]string{port(agentPort, "/metrics"), port(csiNodePort, "/metrics"), port(csiCtrlPort, "/metrics"), port(nlsPort, "/metrics")},
+		[]string{port(agentPort, "/healthz"), port(nlsPort, "/healthz")})
+
 	for _, p := range []*cluster.Process{agent, ctrl, nodeProc, nlsCtrl} {
 		noForbidden(t, p)
 	}
@@ -291,18 +298,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func scrape(url string) (map[string]*dto.MetricFamily, error) {
-	resp, err := http.Get(url) //nolint:gosec,noctx // the test's own loopback endpoint
+// scrape reads url as Prometheus does: HTTPS with a ServiceAccount token.
+func scrape(token, url string) (map[string]*dto.MetricFamily, error) {
+	code, body, err := get(url, token)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, b)
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("%s: %d: %s", url, code, body)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
+	return p.TextToMetricFamilies(strings.NewReader(body))
 }
 
 func familyNames(f map[string]*dto.MetricFamily) map[string]string {

@@ -128,8 +128,8 @@ func TestInstall(t *testing.T) {
 				"pods:create", "pods:update", "pods:patch", "pods:delete", "persistentvolumes"}},
 		{sa("controller"),
 			clusterWide(csiControllerRules, nlsControllerRules, provisionerRules, resizerRules, snapshotterRules, snapshotControllerRules),
-			controllerNamespaceRules,
-			[]string{"secrets", "coordination.k8s.io/leases:create", "pods:list", "storage.k8s.io/csistoragecapacities:create@cluster"}},
+			merge(controllerNamespaceRules, leaseRules),
+			[]string{"secrets", "coordination.k8s.io/leases:create@cluster", "pods:list", "storage.k8s.io/csistoragecapacities:create@cluster"}},
 		{sa("scheduler"), schedulerRules, schedulerLeaseRules,
 			[]string{"secrets", "csi.aliyun.com/localvolumes:update", "csi.aliyun.com/nodelocalstorages:update"}},
 	} {
@@ -248,8 +248,10 @@ func impersonate(cfg *rest.Config, user string) *rest.Config {
 }
 
 // impersonatingKubeconfig writes a kubeconfig that acts as user, for our
-// binaries and the sidecars (they honour kubeconfig impersonation).
-func impersonatingKubeconfig(t *testing.T, c *cluster.Cluster, user string) string {
+// binaries and the sidecars (they honour kubeconfig impersonation). node,
+// when not empty, is the node the user's token would be bound to (the
+// agent's: the chart's policy refuses its writes without it).
+func impersonatingKubeconfig(t *testing.T, c *cluster.Cluster, user, node string) string {
 	t.Helper()
 	kc, err := clientcmd.LoadFromFile(c.Kubeconfig)
 	if err != nil {
@@ -259,6 +261,9 @@ func impersonatingKubeconfig(t *testing.T, c *cluster.Cluster, user string) stri
 	for _, ai := range kc.AuthInfos {
 		ai.Impersonate = user
 		ai.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+		if node != "" {
+			ai.ImpersonateUserExtra = map[string][]string{nodeNameExtra: {node}}
+		}
 	}
 	path := filepath.Join(t.TempDir(), strings.ReplaceAll(user, ":", "_")+".kubeconfig")
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {

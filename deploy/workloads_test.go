@@ -26,12 +26,11 @@ func TestControllerDeployment(t *testing.T) {
 		name       string
 		set        []string
 		containers []string
-		le         bool
 	}{
-		{"default", nil, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, false},
-		{"ha", []string{"controller.replicas=2"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, true},
-		{"no snapshots", []string{"snapshot.enabled=false", "snapshotController.enabled=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer"}, false},
-		{"node-loss cleanup", []string{"controller.nodeLoss.cleanup=true", "controller.nodeLoss.grace=30s"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}, false},
+		{"default", nil, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
+		{"ha", []string{"controller.replicas=2"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
+		{"no snapshots", []string{"snapshot.enabled=false", "snapshotController.enabled=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer"}},
+		{"node-loss cleanup", []string{"controller.nodeLoss.cleanup=true", "controller.nodeLoss.grace=30s"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
@@ -44,11 +43,11 @@ func TestControllerDeployment(t *testing.T) {
 			if !slices.Equal(names, tc.containers) {
 				t.Errorf("containers %v, want %v", names, tc.containers)
 			}
-			// One replica: no two controllers at once during a rollout.
-			if wantRecreate := !tc.le; (d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType) != wantRecreate {
-				t.Errorf("strategy %q with leader election %v", d.Spec.Strategy.Type, tc.le)
-			}
-			le := map[bool]string{true: "true", false: "false"}[tc.le]
+			// Every controller elects a leader whatever the replica count: a
+			// Deployment does not promise at most one pod (a partitioned
+			// node's pod keeps running while its replacement starts), so
+			// the Lease is what keeps two from acting at once.
+			const le = "true"
 			want := map[string][]string{
 				"csi-controller": {"--mode=controller", "--endpoint=unix:///csi/csi.sock", "--driver-name=local.csi.aliyun.com", "--metrics-bind-address=:10266"},
 				"nls-controller": {"--mode=controller", "--initconfig=open-local", "--leader-elect=" + le, "--healthz-bind-address=:10265",
@@ -69,7 +68,7 @@ func TestControllerDeployment(t *testing.T) {
 						t.Errorf("%s lacks %s: %v", c.Name, f, args)
 					}
 				}
-				if tc.le && c.Name != "csi-controller" {
+				if c.Name != "csi-controller" {
 					ns := "--leader-election-namespace=" + namespace
 					if c.Name == "nls-controller" {
 						ns = "--leader-elect-namespace=" + namespace

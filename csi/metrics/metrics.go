@@ -19,18 +19,13 @@ you may not use this file except in compliance with the License.
 package metrics
 
 import (
-	"context"
-	"errors"
-	"net"
 	"net/http"
-	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"k8s.io/klog/v2"
 
 	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
 )
@@ -74,30 +69,8 @@ func (m *Metrics) Commands() *lvmmetrics.Commands {
 	return m.commands
 }
 
-// Serve serves /metrics on addr until ctx is done and returns the address
-// it listens on. The listener is opened before Serve returns, so a taken
-// port is an error at start-up, not a log line later.
-func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
-		Registry: m.Registry, ErrorHandling: promhttp.ContinueOnError,
-	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "metrics server failed", "address", addr)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	return lis.Addr(), nil
+// Handler serves the registry (the binary puts it at /metrics behind
+// secureserving).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, ErrorHandling: promhttp.ContinueOnError})
 }

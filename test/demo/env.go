@@ -326,9 +326,9 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 	}
 	err := d.startDaemons([]daemon{
 		{"nls-controller", d.cfg.Binaries["agent"], nil, []string{"--mode=controller", kc, "--leader-elect=false",
-			"--healthz-bind-address=" + loopback(d.ports.nlsController), "-v=2"}},
+			"--healthz-bind-address=" + loopback(d.ports.nlsController), "--metrics-auth=none", "-v=2"}},
 		{"csi-controller", d.cfg.Binaries["csi"], nil, []string{"--mode=controller", "--endpoint=unix://" + ctrlSock, kc,
-			"--metrics-bind-address=" + loopback(d.ports.csiController), "-v=2"}},
+			"--metrics-bind-address=" + loopback(d.ports.csiController), "--metrics-auth=none", "-v=2"}},
 		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
 			[]string{"--csi-address=" + ctrlSock, kc, "--feature-gates=Topology=true", "--strict-topology", "--extra-create-metadata",
 				"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=10s", "--timeout=2m", "--v=2"}},
@@ -401,12 +401,12 @@ func (d *demo) nodeDaemons() []daemon {
 	return []daemon{
 		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + d.nodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
 			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
-			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
+			"--healthz-bind-address=" + loopback(d.ports.agent), "--metrics-auth=none", "-v=2"}},
 		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
 			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
 			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
 			"--cgroup-driver=cgroupfs", "--cgroup-root=" + d.host.CgroupRoot, "--io-limit-state-dir=" + d.path("node", "io-limits"),
-			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
+			"--metrics-bind-address=" + loopback(d.ports.csiNode), "--metrics-auth=none", "-v=2"}, lvmEnvFlags...)},
 	}
 }
 

@@ -35,11 +35,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s%s:%s" (ternary "" (printf "%s/" .root.Values.images.registry) (empty .root.Values.images.registry)) $img.repository ($img.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
-{{- /* Whether the controllers elect a leader: only when more than one replica runs. */ -}}
-{{- define "open-local.controllerLeaderElection" -}}
-{{- if gt (int .Values.controller.replicas) 1 -}}true{{- else -}}false{{- end -}}
-{{- end -}}
-
 {{- /* The CSI socket directory of the driver under the kubelet's plugin directory. */ -}}
 {{- define "open-local.pluginDir" -}}
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
