@@ -60,6 +60,9 @@ type Options struct {
 	Sysfs string
 	// DeviceRegexp selects block devices by name (open-local's --regexp).
 	DeviceRegexp *regexp.Regexp
+	// Mountinfo is a mountinfo file that shows the host's mounts (default
+	// /proc/self/mountinfo): a device with a mounted filesystem is in use.
+	Mountinfo string
 	// Ownership tells LVs that look like open-local's from others: those
 	// no LocalVolume names are reported as orphans.
 	Ownership discovery.Ownership
@@ -123,6 +126,9 @@ func New(env *nodeagent.Env, opts Options) (*Controller, error) {
 	}
 	if opts.DeviceRegexp == nil {
 		opts.DeviceRegexp = regexp.MustCompile(discovery.DefaultDeviceRegexp)
+	}
+	if opts.Mountinfo == "" {
+		opts.Mountinfo = "/proc/self/mountinfo"
 	}
 	if opts.Sysfs == "" {
 		opts.Sysfs = "/sys"
@@ -252,7 +258,15 @@ func (c *Controller) sync(ctx context.Context) error {
 		}
 		obs.inv, obs.invErr = c.readInventory(ctx)
 	}
-	obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp)
+	var use discovery.Usage
+	if use, obs.devErr = discovery.UsageOf(obs.inv.pvs, c.opts.Mountinfo); obs.devErr == nil {
+		if obs.invErr != nil {
+			// Without lvm's report a PV would look free: offer no device.
+			obs.devErr = fmt.Errorf("lvm's physical volumes are unknown: %w", obs.invErr)
+		} else {
+			obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp, use)
+		}
+	}
 	// After lvm's report: the agent creates an LV only for a LocalVolume
 	// the API already has, so any LV in the report has its LocalVolume in
 	// the API by now; this lister may still lag the volumes reconciler's.
@@ -264,6 +278,7 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	obs.accounted = discovery.AccountedBy(vols)
+	obs.held, obs.released = heldDevices(vols)
 
 	status, warns := desiredStatus(nls, obs)
 	c.emitWarnings(nls, warns)

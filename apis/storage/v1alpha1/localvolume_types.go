@@ -190,7 +190,7 @@ type SnapshotPolicy struct {
 }
 
 // LocalVolumePhase is where the node is with the allocation.
-// +kubebuilder:validation:Enum=Pending;Ready;Failed
+// +kubebuilder:validation:Enum=Pending;Ready;Failed;Quarantined
 type LocalVolumePhase string
 
 // Local volume phases.
@@ -201,6 +201,11 @@ const (
 	PhaseReady LocalVolumePhase = "Ready"
 	// PhaseFailed: the last attempt failed; code and message say why. The node keeps retrying.
 	PhaseFailed LocalVolumePhase = "Failed"
+	// PhaseQuarantined: a Device volume being deleted whose disk waits for
+	// its wipe (the agent's --device-wipe policy, or an operator's
+	// annotation under policy manual). The record, and so the disk, stays
+	// held until the wipe is done: no next tenant sees the last one's data.
+	PhaseQuarantined LocalVolumePhase = "Quarantined"
 )
 
 // LocalVolumeStatus is what the node did.
