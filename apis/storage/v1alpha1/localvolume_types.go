@@ -215,6 +215,13 @@ type LocalVolumeStatus struct {
 	// DevicePath is the block device of the volume on its node.
 	// +optional
 	DevicePath string `json:"devicePath,omitempty"`
+	// DeviceIdentity is the stable identity of a Device volume's disk
+	// (blockdev.Identity: its WWN, model and serial, or a loop device's
+	// backing file), recorded at first use. The node finds the disk by it
+	// (devicePath follows it when kernel names move) and refuses to stage,
+	// publish or wipe a disk that does not have it.
+	// +optional
+	DeviceIdentity string `json:"deviceIdentity,omitempty"`
 	// CurrentSize is the size the storage has now.
 	// +optional
 	CurrentSize *resource.Quantity `json:"currentSize,omitempty"`
