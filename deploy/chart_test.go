@@ -29,9 +29,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/open-local/open-local/agent/discovery"
-	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	olconfig "github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/config/profile"
 	_ "github.com/open-local/open-local/config/scheme"
