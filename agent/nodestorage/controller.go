@@ -94,6 +94,7 @@ type Controller struct {
 	queue      workqueue.TypedRateLimitingInterface[string]
 	now        func() time.Time
 	orphanLVs  *agentmetrics.OrphanLVs
+	quarantine *agentmetrics.QuarantinedDevices
 
 	// Worker state (one worker).
 	backoffs map[string]*backoff
@@ -166,13 +167,34 @@ func New(env *nodeagent.Env, opts Options) (*Controller, error) {
 	}
 	if opts.Metrics != nil {
 		c.orphanLVs = agentmetrics.NewOrphanLVs(opts.Metrics)
+		c.quarantine = agentmetrics.NewQuarantinedDevices(opts.Metrics)
 	}
 	// A LocalVolume naming an LV the last pass counted as an orphan (the
 	// agent made its LV before this informer showed it): pass again at once
 	// rather than keep its space out of allocatable for an interval.
+	// A Device volume arriving, changing phase (Quarantined) or going
+	// changes which devices are offered and shown released: pass again.
+	isDevice := func(obj any) bool {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		lv, ok := obj.(*v1alpha1.LocalVolume)
+		return ok && lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice
+	}
 	_, err := volInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if lv, ok := obj.(*v1alpha1.LocalVolume); ok && c.isSuspect(lv.Spec.VGName+"/"+lv.LVName()) {
+			if lv, ok := obj.(*v1alpha1.LocalVolume); ok && (c.isSuspect(lv.Spec.VGName+"/"+lv.LVName()) || isDevice(lv)) {
+				c.queue.Add(c.node)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, n := oldObj.(*v1alpha1.LocalVolume), newObj.(*v1alpha1.LocalVolume)
+			if isDevice(n) && o.Status.Phase != n.Status.Phase {
+				c.queue.Add(c.node)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if isDevice(obj) {
 				c.queue.Add(c.node)
 			}
 		},
@@ -279,6 +301,7 @@ func (c *Controller) sync(ctx context.Context) error {
 	}
 	obs.accounted = discovery.AccountedBy(vols)
 	obs.held, obs.released = heldDevices(vols)
+	c.quarantine.Set(c.node, len(obs.released))
 
 	status, warns := desiredStatus(nls, obs)
 	c.emitWarnings(nls, warns)
