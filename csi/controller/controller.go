@@ -511,7 +511,12 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 			return status.Errorf(codes.Unavailable, "delete LocalVolume %s: %v", lv.Name, err)
 		}
 	}
-	_, err := s.waitFor(ctx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil })
+	// A released disk that waits for its wipe (Quarantined) is held by its
+	// record until then; the PV need not wait with it (policy manual may
+	// wait for an operator for days).
+	_, err := s.waitFor(ctx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
+		return lv == nil || (lv.DeletionTimestamp != nil && lv.Status.Phase == v1alpha1.PhaseQuarantined), nil
+	})
 	return err
 }
 
