@@ -428,7 +428,10 @@ func TestDeleteDeviceVolumeQuarantined(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	go func() { _, err := f.srv.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "vol-dev-del"}); done <- err }()
+	go func() {
+		_, err := f.srv.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "vol-dev-del"})
+		done <- err
+	}()
 	time.Sleep(200 * time.Millisecond)
 	f.agent(t, "vol-dev-del", func(lv *v1alpha1.LocalVolume) {
 		lv.Status.Phase, lv.Status.Message = v1alpha1.PhaseQuarantined, "released; the disk is quarantined until an operator wipes it (policy manual)"
