@@ -20,6 +20,7 @@ import (
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/loopvg"
+	"github.com/open-local/open-local/test/sysfstest"
 )
 
 const size = 64 << 20
@@ -159,5 +160,48 @@ func TestWipe(t *testing.T) {
 				t.Error("device not zero after wipe")
 			}
 		})
+	}
+}
+
+// A partition's identity is its disk's and its number; a partition and its
+// disk overlap, two devices do not.
+func TestPartitionIdentityAndOverlap(t *testing.T) {
+	capability.Require(t, capability.Root, capability.LoopDevices)
+	devs := loopvg.NewDevices(t, size, size)
+	sys := sysfstest.Partition(t, devs[0].Path, devs[1].Path, "naa.600a0b800012345")
+	id, err := Identity(sys, devs[0].Path)
+	if err != nil || id != "wwid:naa.600a0b800012345-part1" {
+		t.Errorf("identity of a partition = %q, %v", id, err)
+	}
+	tests := []struct {
+		name string
+		a, b string
+		sys  string
+		want bool
+	}{
+		{name: "same device", a: devs[0].Path, b: devs[0].Path, sys: "/sys", want: true},
+		{name: "two disks", a: devs[0].Path, b: devs[1].Path, sys: "/sys", want: false},
+		{name: "a partition and its disk", a: devs[0].Path, b: devs[1].Path, sys: sys, want: true},
+		{name: "a disk and its partition", a: devs[1].Path, b: devs[0].Path, sys: sys, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Overlap(tt.sys, tt.a, tt.b)
+			if err != nil || got != tt.want {
+				t.Errorf("Overlap(%s, %s) = %t, %v; want %t", tt.a, tt.b, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// Resolve finds a partition and its disk by identity in such a tree.
+func TestResolvePartition(t *testing.T) {
+	capability.Require(t, capability.Root, capability.LoopDevices)
+	devs := loopvg.NewDevices(t, size, size)
+	sys := sysfstest.Partition(t, devs[0].Path, devs[1].Path, "naa.600a0b800012345")
+	for id, want := range map[string]string{"wwid:naa.600a0b800012345": devs[1].Path, "wwid:naa.600a0b800012345-part1": devs[0].Path} {
+		if got, err := Resolve(sys, id); err != nil || got != want {
+			t.Errorf("Resolve(%q) = %q, %v; want %s", id, got, err, want)
+		}
 	}
 }

@@ -140,3 +140,19 @@ func readTrim(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return strings.TrimSpace(string(b)), err
 }
+
+// Overlap reports whether the block devices at a and b share blocks: the
+// same device (under any name), or a disk and one of its partitions. A disk
+// and its partitions are one exclusive unit: whoever has one must not see
+// another tenant write the other.
+func Overlap(sysfs, a, b string) (bool, error) {
+	da, err := sysfsDir(sysfs, a)
+	if err != nil {
+		return false, err
+	}
+	db, err := sysfsDir(sysfs, b)
+	if err != nil {
+		return false, err
+	}
+	return da == db || filepath.Dir(da) == db || da == filepath.Dir(db), nil
+}

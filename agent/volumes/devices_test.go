@@ -27,6 +27,7 @@ import (
 	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/loopvg"
+	"github.com/open-local/open-local/test/sysfstest"
 )
 
 func deviceSpec(dev string, size int64) v1alpha1.LocalVolumeSpec {
@@ -199,4 +200,26 @@ func TestDeviceIdentityMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitFor(t, "dev-id", "gone", gone)
+}
+
+// A disk and its partition are one exclusive unit: with a LocalVolume on
+// the disk, one on its partition is refused, naming the holder. (This
+// kernel makes no loop partitions: a sysfs-shaped tree over two real loop
+// devices says the first is partition 1 of the second.)
+func TestDevicePartitionOfHeldDisk(t *testing.T) {
+	devs := loopvg.NewDevices(t, 64*mib, 64*mib)
+	part, disk := devs[0], devs[1]
+	sys := sysfstest.Partition(t, part.Path, disk.Path, "naa.600a0b8000abcdef")
+	n := newNodeWith(t, "dev-part", "olvdevpart", func(o *volumes.Options) { o.Sysfs = sys }, 64*mib)
+	n.create(t, "dev-disk", deviceSpec(disk.Path, 32*mib))
+	lv := n.waitFor(t, "dev-disk", "Ready", ready(64*mib))
+	if lv.Status.DeviceIdentity != "wwid:naa.600a0b8000abcdef" {
+		t.Fatalf("identity %q, want the disk's WWN", lv.Status.DeviceIdentity)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	n.create(t, "dev-part1", deviceSpec(part.Path, 32*mib))
+	lv = n.waitFor(t, "dev-part1", "refused", failed("FailedPrecondition"))
+	if !strings.Contains(lv.Status.Message, "dev-disk") {
+		t.Fatalf("refusal %q does not name the disk's holder", lv.Status.Message)
+	}
 }

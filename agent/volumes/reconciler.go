@@ -508,7 +508,8 @@ func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume)
 }
 
 // deviceHolder returns the other LocalVolume of the node that has lv's
-// disk, if any: one that names the same device or identity and was
+// disk, if any: one that names the same device or identity, or a disk of
+// which lv's is a partition or the other way round, and was
 // handed it (an identity recorded) or, when neither was, came first. The
 // ledger keeps every claim; this decides which one the node serves.
 func (r *Reconciler) deviceHolder(lv *v1alpha1.LocalVolume) *v1alpha1.LocalVolume {
@@ -523,6 +524,10 @@ func (r *Reconciler) deviceHolder(lv *v1alpha1.LocalVolume) *v1alpha1.LocalVolum
 		}
 		same := o.Spec.Device == lv.Spec.Device ||
 			(o.Status.DeviceIdentity != "" && o.Status.DeviceIdentity == lv.Status.DeviceIdentity)
+		if !same {
+			// A disk and its partitions are one exclusive unit.
+			same, _ = blockdev.Overlap(r.opts.Sysfs, o.Spec.Device, lv.Spec.Device)
+		}
 		if !same || !holdsBefore(o, lv) {
 			continue
 		}
