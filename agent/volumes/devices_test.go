@@ -223,3 +223,29 @@ func TestDevicePartitionOfHeldDisk(t *testing.T) {
 		t.Fatalf("refusal %q does not name the disk's holder", lv.Status.Message)
 	}
 }
+
+// Upgrade: a Device volume handed out before identities were recorded
+// (Ready, no deviceIdentity) and in use by its pod (mounted) is adopted —
+// its identity recorded — not refused as a busy disk.
+func TestDeviceAdoptsVolumeWithoutIdentity(t *testing.T) {
+	dev := loopvg.NewDevices(t, 64*mib)[0]
+	// The old agent's record, written before the new agent runs.
+	old := &node{name: "dev-adopt", c: cluster.ForTest(t)}
+	old.create(t, "dev-old", deviceSpec(dev.Path, 32*mib))
+	lvs := old.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	if _, err := cluster.Update(t.Context(), lvs.Get, lvs.UpdateStatus, "dev-old", func(lv *v1alpha1.LocalVolume) {
+		lv.Status = v1alpha1.LocalVolumeStatus{Phase: v1alpha1.PhaseReady, DevicePath: dev.Path,
+			CurrentSize: resource.NewQuantity(64*mib, resource.BinarySI), ObservedGeneration: lv.Generation}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mnt := stage(t, dev.Path) // its pod has it mounted
+	defer unstage(t, mnt)
+	n := newNode(t, "dev-adopt", "olvdevadopt", 64*mib)
+	lv := n.waitFor(t, "dev-old", "identity recorded", func(lv *v1alpha1.LocalVolume) bool {
+		return lv != nil && lv.Status.DeviceIdentity != ""
+	})
+	if lv.Status.Phase != v1alpha1.PhaseReady || lv.Status.DeviceIdentity != "loop:"+dev.File+"@0" {
+		t.Fatalf("status %+v: want Ready with the disk's identity", lv.Status)
+	}
+}

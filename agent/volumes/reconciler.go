@@ -479,8 +479,12 @@ func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume)
 			}
 			return r.fail(ctx, lv, code, ReasonDeviceFailed, fmt.Errorf("refusing device %s: %w", path, err))
 		}
-		if err := r.deviceFree(ctx, path); err != nil {
-			return r.fail(ctx, lv, codes.FailedPrecondition, ReasonDeviceInUse, err)
+		// A volume already handed out (by an agent that recorded no
+		// identity) is busy with its own tenant: adopt it as it is.
+		if lv.Status.CurrentSize == nil {
+			if err := r.deviceFree(ctx, path); err != nil {
+				return r.fail(ctx, lv, codes.FailedPrecondition, ReasonDeviceInUse, err)
+			}
 		}
 	} else {
 		var err error
