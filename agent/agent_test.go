@@ -378,9 +378,14 @@ func TestAgentInitAndInventory(t *testing.T) {
 			t.Errorf("device %+v", d)
 		}
 	}
+	// dev(0) is listed but is now the VG's PV: in use, never offered whole.
+	for _, d := range info.DeviceInfos {
+		if want := "physical volume of VG " + vg; d.Name == n.dev(0) && d.InUse != want {
+			t.Errorf("device %s inUse %q, want %q", d.Name, d.InUse, want)
+		}
+	}
 	f := nls.Status.FilteredStorageInfo
-	wantDevs := []string{n.dev(0), n.dev(1)}
-	slices.Sort(wantDevs)
+	wantDevs := []string{n.dev(1)}
 	if !slices.Equal(f.VolumeGroups, []string{vg}) || !slices.Equal(f.Devices, wantDevs) || f.UpdateStatus.Status != v1alpha1.UpdateStatusAccepted {
 		t.Errorf("filtered = %+v", f)
 	}

@@ -56,6 +56,7 @@ import (
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/lvm"
 	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
 	"github.com/open-local/open-local/secureserving"
@@ -88,7 +89,8 @@ var nodeControllers = []struct {
 	}},
 	{"volumes", func(env *nodeagent.Env, o *options) (nodeagent.Controller, error) {
 		return volumes.New(volumes.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube,
-			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder, SnapshotCheck: o.snapshotCheck, ZeroNewLVs: o.zeroNewLVs})
+			LVM: env.LVM, Activator: env.Activator, Recorder: env.Recorder, SnapshotCheck: o.snapshotCheck, ZeroNewLVs: o.zeroNewLVs,
+			Sysfs: o.sysfs, DeviceWipe: o.deviceWipe})
 	}},
 	{"inline", func(env *nodeagent.Env, _ *options) (nodeagent.Controller, error) {
 		return inline.New(inline.Options{NodeName: env.NodeName, Client: env.OpenLocal, Kube: env.Kube, Recorder: env.Recorder})
@@ -120,6 +122,8 @@ type options struct {
 	loopLockFile      string
 	snapshotCheck     time.Duration
 	zeroNewLVs        bool
+	deviceWipeText    string
+	deviceWipe        blockdev.Policy
 
 	// controller mode
 	initConfig    string
@@ -158,6 +162,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.activation, "activation", string(lvm.ModeAuto), "[agent] how LVs become block devices: device-mapper (/dev/<vg>/<lv>), loop (a loop device over the LV's extents, for kernels without device-mapper) or auto")
 	fs.StringVar(&o.loopLockFile, "loop-lock-file", "/run/lock/open-local/loop-activator.lock", "[agent] lock file serialising loop-device setup between processes (loop activation only)")
 	fs.BoolVar(&o.zeroNewLVs, "zero-new-lvs", true, "[agent] zero all of a new thick LV before it is Ready, so a raw block volume cannot read the data of the LV that used its extents before (lvcreate zeroes only 4 KiB); the kernel offloads it where the device can (WRITE ZEROES), else it costs a full write of the LV")
+	fs.StringVar(&o.deviceWipeText, "device-wipe", string(blockdev.WipeSignatures), fmt.Sprintf("[agent] how a released Device volume's disk is wiped before it is offered again, one of %v: signatures (wipefs --all: the next tenant finds a blank disk; raw blocks stay readable), discard (BLKDISCARD), zero (BLKZEROOUT, a full write), manual (quarantined until an operator annotates the LocalVolume %s=<status.deviceIdentity>)", blockdev.Policies, blockdev.ReleasedAnnotation))
 	fs.DurationVar(&o.snapshotCheck, "snapshot-check-interval", 30*time.Second, "[agent] how often a snapshot's copy-on-write usage is compared with its expansion threshold (open-local's Expand_Snapshot_Interval)")
 
 	fs.StringVar(&o.initConfig, "initconfig", "open-local", "[controller] name of the NodeLocalStorageInitConfig")
@@ -181,6 +186,11 @@ func (o *options) validate() error {
 	case modeAgent:
 		if o.nodeName == "" {
 			errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required in agent mode"))
+		}
+		if p, err := blockdev.ParsePolicy(o.deviceWipeText); err != nil {
+			errs = append(errs, fmt.Errorf("--device-wipe: %w", err))
+		} else {
+			o.deviceWipe = p
 		}
 		re, err := regexp.Compile(o.deviceRegexpText)
 		if err != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/open-local/open-local/agent/discovery"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	olconfig "github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/config/profile"
 	_ "github.com/open-local/open-local/config/scheme"
@@ -118,6 +119,9 @@ func TestChartDefaultsMatchCode(t *testing.T) {
 	agent := container(t, ds.Spec.Template.Spec, "agent")
 	if got := flagValue(agent.Command, "--regexp"); got != discovery.DefaultDeviceRegexp {
 		t.Errorf("chart --regexp %q, agent default %q", got, discovery.DefaultDeviceRegexp)
+	}
+	if got := flagValue(agent.Command, "--device-wipe"); got != string(blockdev.WipeSignatures) {
+		t.Errorf("chart --device-wipe %q, agent default %q", got, blockdev.WipeSignatures)
 	}
 	if got := flagValue(agent.Command, "--lvname"); got != discovery.DefaultLegacyLVPrefix {
 		t.Errorf("chart --lvname %q, agent default %q", got, discovery.DefaultLegacyLVPrefix)

@@ -356,19 +356,19 @@ func TestBlockDevicesSysfsLayout(t *testing.T) {
 	write("vdb/holders/.keep", "")
 	write("nvme0n1/size", "4194304")
 	write("sdz/size", "0") // no medium
-	devs, err := BlockDevices(sys, regexp.MustCompile(DefaultDeviceRegexp))
+	devs, err := BlockDevices(sys, regexp.MustCompile(DefaultDeviceRegexp), Usage{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []v1alpha1.DeviceInfo{
-		{Name: "/dev/sda", MediaType: MediaHDD, Total: gib, Condition: v1alpha1.StorageReady},
-		{Name: "/dev/sda1", MediaType: MediaHDD, Total: gib / 2, Condition: v1alpha1.StorageReady},
+		{Name: "/dev/sda", MediaType: MediaHDD, Total: gib, Condition: v1alpha1.StorageReady, InUse: "has partitions /dev/sda1"},
+		{Name: "/dev/sda1", MediaType: MediaHDD, Total: gib / 2, Condition: v1alpha1.StorageReady, Parent: "/dev/sda"},
 		{Name: "/dev/vdb", MediaType: MediaSSD, Total: 2 * gib, ReadOnly: true, Condition: v1alpha1.StorageReady},
 	}
 	if !reflect.DeepEqual(devs, want) {
 		t.Errorf("devices:\n got %+v\nwant %+v", devs, want)
 	}
-	if _, err := BlockDevices(filepath.Join(sys, "missing"), regexp.MustCompile(".*")); err == nil {
+	if _, err := BlockDevices(filepath.Join(sys, "missing"), regexp.MustCompile(".*"), Usage{}); err == nil {
 		t.Error("missing sysfs accepted")
 	}
 }
@@ -378,7 +378,7 @@ func TestBlockDevicesRealSysfs(t *testing.T) {
 	capability.Require(t, capability.Root, capability.LoopDevices)
 	devs := loopvg.NewDevices(t, 256<<20, 512<<20)
 	re := regexp.MustCompile("^(" + filepath.Base(devs[0].Path) + "|" + filepath.Base(devs[1].Path) + ")$")
-	got, err := BlockDevices("/sys", re)
+	got, err := BlockDevices("/sys", re, Usage{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	Sysfs string
 	// DeviceRegexp selects block devices by name (open-local's --regexp).
 	DeviceRegexp *regexp.Regexp
+	// Mountinfo is a mountinfo file that shows the host's mounts (default
+	// /proc/self/mountinfo): a device with a mounted filesystem is in use.
+	Mountinfo string
 	// Ownership tells LVs that look like open-local's from others: those
 	// no LocalVolume names are reported as orphans.
 	Ownership discovery.Ownership
@@ -91,6 +94,7 @@ type Controller struct {
 	queue      workqueue.TypedRateLimitingInterface[string]
 	now        func() time.Time
 	orphanLVs  *agentmetrics.OrphanLVs
+	quarantine *agentmetrics.QuarantinedDevices
 
 	// Worker state (one worker).
 	backoffs map[string]*backoff
@@ -123,6 +127,9 @@ func New(env *nodeagent.Env, opts Options) (*Controller, error) {
 	}
 	if opts.DeviceRegexp == nil {
 		opts.DeviceRegexp = regexp.MustCompile(discovery.DefaultDeviceRegexp)
+	}
+	if opts.Mountinfo == "" {
+		opts.Mountinfo = "/proc/self/mountinfo"
 	}
 	if opts.Sysfs == "" {
 		opts.Sysfs = "/sys"
@@ -160,13 +167,34 @@ func New(env *nodeagent.Env, opts Options) (*Controller, error) {
 	}
 	if opts.Metrics != nil {
 		c.orphanLVs = agentmetrics.NewOrphanLVs(opts.Metrics)
+		c.quarantine = agentmetrics.NewQuarantinedDevices(opts.Metrics)
 	}
 	// A LocalVolume naming an LV the last pass counted as an orphan (the
 	// agent made its LV before this informer showed it): pass again at once
 	// rather than keep its space out of allocatable for an interval.
+	// A Device volume arriving, changing phase (Quarantined) or going
+	// changes which devices are offered and shown released: pass again.
+	isDevice := func(obj any) bool {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		lv, ok := obj.(*v1alpha1.LocalVolume)
+		return ok && lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice
+	}
 	_, err := volInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if lv, ok := obj.(*v1alpha1.LocalVolume); ok && c.isSuspect(lv.Spec.VGName+"/"+lv.LVName()) {
+			if lv, ok := obj.(*v1alpha1.LocalVolume); ok && (c.isSuspect(lv.Spec.VGName+"/"+lv.LVName()) || isDevice(lv)) {
+				c.queue.Add(c.node)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, n := oldObj.(*v1alpha1.LocalVolume), newObj.(*v1alpha1.LocalVolume)
+			if isDevice(n) && o.Status.Phase != n.Status.Phase {
+				c.queue.Add(c.node)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if isDevice(obj) {
 				c.queue.Add(c.node)
 			}
 		},
@@ -252,7 +280,15 @@ func (c *Controller) sync(ctx context.Context) error {
 		}
 		obs.inv, obs.invErr = c.readInventory(ctx)
 	}
-	obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp)
+	var use discovery.Usage
+	if use, obs.devErr = discovery.UsageOf(obs.inv.pvs, c.opts.Mountinfo); obs.devErr == nil {
+		if obs.invErr != nil {
+			// Without lvm's report a PV would look free: offer no device.
+			obs.devErr = fmt.Errorf("lvm's physical volumes are unknown: %w", obs.invErr)
+		} else {
+			obs.devices, obs.devErr = discovery.BlockDevices(c.opts.Sysfs, c.opts.DeviceRegexp, use)
+		}
+	}
 	// After lvm's report: the agent creates an LV only for a LocalVolume
 	// the API already has, so any LV in the report has its LocalVolume in
 	// the API by now; this lister may still lag the volumes reconciler's.
@@ -264,6 +300,8 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	obs.accounted = discovery.AccountedBy(vols)
+	obs.held, obs.released = heldDevices(vols)
+	c.quarantine.Set(c.node, len(obs.released))
 
 	status, warns := desiredStatus(nls, obs)
 	c.emitWarnings(nls, warns)

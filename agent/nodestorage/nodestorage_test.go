@@ -220,3 +220,67 @@ func TestStampAndChanged(t *testing.T) {
 		t.Error("a state change did not move the transition time")
 	}
 }
+
+// TestDeviceOffer: with an include like /dev/vd[c-z].*, only devices free
+// as a whole are offered: not one in use (PV, holders, mounts, partitions),
+// not a partition of a disk a LocalVolume holds, not a disk one of whose
+// partitions is held, not a released disk waiting for its wipe.
+func TestDeviceOffer(t *testing.T) {
+	devLV := func(name, dev string, phase v1alpha1.LocalVolumePhase) *v1alpha1.LocalVolume {
+		return &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:   v1alpha1.LocalVolumeSpec{NodeName: "n1", VolumeType: v1alpha1.VolumeTypeDevice, Device: dev},
+			Status: v1alpha1.LocalVolumeStatus{Phase: phase, Message: "waiting for wipe"}}
+	}
+	tests := []struct {
+		name     string
+		devices  []v1alpha1.DeviceInfo
+		vols     []*v1alpha1.LocalVolume
+		wantDevs []string
+		wantUse  map[string]string
+	}{{
+		name:     "free disks",
+		devices:  []v1alpha1.DeviceInfo{{Name: "/dev/vdc"}, {Name: "/dev/vdd"}},
+		wantDevs: []string{"/dev/vdc", "/dev/vdd"},
+	}, {
+		name:     "in use is not offered",
+		devices:  []v1alpha1.DeviceInfo{{Name: "/dev/vdc", InUse: "physical volume of VG x"}, {Name: "/dev/vdd", InUse: "mounted at /data"}, {Name: "/dev/vde"}},
+		wantDevs: []string{"/dev/vde"},
+	}, {
+		name:     "partition of a held disk",
+		devices:  []v1alpha1.DeviceInfo{{Name: "/dev/vdc", InUse: "has partitions /dev/vdc1"}, {Name: "/dev/vdc1", Parent: "/dev/vdc"}, {Name: "/dev/vdd"}},
+		vols:     []*v1alpha1.LocalVolume{devLV("pvc-a", "/dev/vdc", v1alpha1.PhaseReady)},
+		wantDevs: []string{"/dev/vdd"},
+		wantUse:  map[string]string{"/dev/vdc1": "disk /dev/vdc is held by LocalVolume pvc-a"},
+	}, {
+		name:     "disk of a held partition",
+		devices:  []v1alpha1.DeviceInfo{{Name: "/dev/vdc"}, {Name: "/dev/vdc1", Parent: "/dev/vdc"}, {Name: "/dev/vdc2", Parent: "/dev/vdc"}},
+		vols:     []*v1alpha1.LocalVolume{devLV("pvc-a", "/dev/vdc1", v1alpha1.PhaseReady)},
+		wantDevs: []string{"/dev/vdc1", "/dev/vdc2"}, // vdc1 stays listed: the ledger counts it held
+		wantUse:  map[string]string{"/dev/vdc": "partition /dev/vdc1 is held by LocalVolume pvc-a"},
+	}, {
+		name:     "released disk is quarantined",
+		devices:  []v1alpha1.DeviceInfo{{Name: "/dev/vdc"}, {Name: "/dev/vdd"}},
+		vols:     []*v1alpha1.LocalVolume{devLV("pvc-a", "/dev/vdc", v1alpha1.PhaseQuarantined)},
+		wantDevs: []string{"/dev/vdd"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nls := &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
+				Spec: v1alpha1.NodeLocalStorageSpec{ListConfig: v1alpha1.ListConfig{Devices: v1alpha1.DeviceList{Include: []string{"/dev/vd[c-z].*"}}}}}
+			obs := observation{devices: tt.devices}
+			obs.held, obs.released = heldDevices(tt.vols)
+			st, _ := desiredStatus(nls, obs)
+			if got := st.FilteredStorageInfo.Devices; !reflect.DeepEqual(got, tt.wantDevs) {
+				t.Errorf("offered %v, want %v", got, tt.wantDevs)
+			}
+			for _, d := range st.NodeStorageInfo.DeviceInfos {
+				if want, ok := tt.wantUse[d.Name]; ok && d.InUse != want {
+					t.Errorf("%s inUse %q, want %q", d.Name, d.InUse, want)
+				}
+				if quarantined := obs.released[d.Name] != ""; quarantined != (d.Released != "") {
+					t.Errorf("%s released %q", d.Name, d.Released)
+				}
+			}
+		})
+	}
+}

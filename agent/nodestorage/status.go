@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,25 @@ type observation struct {
 	ownership discovery.Ownership
 	// accounted: the LVs the node's LocalVolumes name.
 	accounted discovery.Accounted
+	// held: the devices the node's Device LocalVolumes name (device to
+	// LocalVolume); released: those of them waiting for their wipe.
+	held, released map[string]string
+}
+
+// heldDevices maps the devices of Device LocalVolumes to their names, and
+// the quarantined ones (released, not yet wiped) to why.
+func heldDevices(vols []*v1alpha1.LocalVolume) (held, released map[string]string) {
+	held, released = map[string]string{}, map[string]string{}
+	for _, lv := range vols {
+		if lv.Spec.VolumeType != v1alpha1.VolumeTypeDevice || lv.Spec.Device == "" {
+			continue
+		}
+		held[lv.Spec.Device] = lv.Name
+		if lv.Status.Phase == v1alpha1.PhaseQuarantined {
+			released[lv.Spec.Device] = fmt.Sprintf("released by LocalVolume %s; %s", lv.Name, lv.Status.Message)
+		}
+	}
+	return held, released
 }
 
 // desiredStatus computes the status nls should have after this pass, and
@@ -97,7 +117,11 @@ func desiredStatus(nls *v1alpha1.NodeLocalStorage, obs observation) (v1alpha1.No
 		info.DeviceInfos = cur.NodeStorageInfo.DeviceInfos
 		warns = append(warns, warning{ReasonDeviceDiscoveryFailed, "reading block devices failed: " + obs.devErr.Error()})
 	} else {
-		info.DeviceInfos = obs.devices
+		info.DeviceInfos = slices.Clone(obs.devices)
+		discovery.MarkHeld(info.DeviceInfos, obs.held)
+		for i := range info.DeviceInfos {
+			info.DeviceInfos[i].Released = obs.released[info.DeviceInfos[i].Name]
+		}
 	}
 
 	filtered := &st.FilteredStorageInfo
@@ -173,10 +197,14 @@ func vgNames(vgs []v1alpha1.VolumeGroup) []string {
 	return n
 }
 
+// deviceNames are the devices that may be offered: not in use by anything
+// else (a device a LocalVolume holds stays counted by the ledger as held).
 func deviceNames(devs []v1alpha1.DeviceInfo) []string {
 	var n []string
 	for _, d := range devs {
-		n = append(n, d.Name)
+		if d.InUse == "" && d.Released == "" {
+			n = append(n, d.Name)
+		}
 	}
 	return n
 }

@@ -37,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -52,6 +53,7 @@ import (
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/lvm"
 )
 
@@ -76,6 +78,12 @@ const (
 	ReasonRestoreStarted      = "RestoreStarted"
 	ReasonRestored            = "Restored"
 	ReasonInUse               = "InUse"
+
+	ReasonDeviceInUse       = "DeviceInUse"
+	ReasonDeviceQuarantined = "DeviceQuarantined"
+	ReasonDeviceWiped       = "DeviceWiped"
+	ReasonDeviceReleased    = "DeviceReleased"
+	ReasonWipeFailed        = "WipeFailed"
 )
 
 // sourceIndex indexes LocalVolumes by the LocalVolumes they come from
@@ -117,6 +125,13 @@ type Options struct {
 	// through a raw block volume. Thin LVs read zeros where nothing was
 	// written, and restores are filled by their copy: neither needs it.
 	ZeroNewLVs bool
+	// DeviceWipe is how a released Device volume's disk is wiped before
+	// its record goes (default blockdev.WipeSignatures); Wiper does it
+	// (default: commands through lvm.ExecRunner, sysfs at Sysfs).
+	DeviceWipe blockdev.Policy
+	Wiper      *blockdev.Wiper
+	// Sysfs is where sysfs is mounted (default /sys): device identities.
+	Sysfs string
 }
 
 // Reconciler reconciles the LocalVolumes of one node.
@@ -153,6 +168,18 @@ func New(opts Options) (*Reconciler, error) {
 	}
 	if opts.CopyProgress <= 0 {
 		opts.CopyProgress = 5 * time.Second
+	}
+	if opts.Sysfs == "" {
+		opts.Sysfs = "/sys"
+	}
+	if opts.DeviceWipe == "" {
+		opts.DeviceWipe = blockdev.WipeSignatures
+	}
+	if _, err := blockdev.ParsePolicy(string(opts.DeviceWipe)); err != nil {
+		return nil, fmt.Errorf("volumes: %w", err)
+	}
+	if opts.Wiper == nil {
+		opts.Wiper = &blockdev.Wiper{Runner: &lvm.ExecRunner{}, Sysfs: opts.Sysfs}
 	}
 	selector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 	factory := externalversions.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
@@ -206,6 +233,15 @@ func (r *Reconciler) enqueue(obj any) {
 	}
 	for _, src := range sourceNames(lv) {
 		r.queue.Add(src)
+	}
+	// A Device volume waits for the others naming its disk: wake them.
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {
+		others, _ := r.lister.List(labels.Everything())
+		for _, o := range others {
+			if o.Name != lv.Name && o.Spec.VolumeType == v1alpha1.VolumeTypeDevice && o.Spec.Device == lv.Spec.Device {
+				r.queue.Add(o.Name)
+			}
+		}
 	}
 }
 
@@ -468,8 +504,40 @@ func describeLayout(lv *v1alpha1.LocalVolume, src *restoreSource) string {
 	return s
 }
 
+// ensureDevice hands a whole disk to a Device volume: exclusively (no
+// other LocalVolume of the node holds it, nothing else uses it), and by
+// identity: at first use the disk's stable identity is recorded, and from
+// then on the disk is found by it, not by a kernel name that moves.
 func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume) error {
-	size, err := blockDeviceSize(lv.Spec.Device)
+	if holder := r.deviceHolder(lv); holder != nil {
+		return r.fail(ctx, lv, codes.FailedPrecondition, ReasonDeviceInUse,
+			fmt.Errorf("device %s is held by LocalVolume %s; this volume gets it only once that one is deleted and the disk wiped", lv.Spec.Device, holder.Name))
+	}
+	path, id := lv.Spec.Device, lv.Status.DeviceIdentity
+	if id == "" {
+		var err error
+		if id, err = blockdev.Identity(r.opts.Sysfs, path); err != nil {
+			code := codes.FailedPrecondition
+			if errors.Is(err, os.ErrNotExist) {
+				code = codes.NotFound
+			}
+			return r.fail(ctx, lv, code, ReasonDeviceFailed, fmt.Errorf("refusing device %s: %w", path, err))
+		}
+		// A volume already handed out (by an agent that recorded no
+		// identity) is busy with its own tenant: adopt it as it is.
+		if lv.Status.CurrentSize == nil {
+			if err := r.deviceFree(ctx, path); err != nil {
+				return r.fail(ctx, lv, codes.FailedPrecondition, ReasonDeviceInUse, err)
+			}
+		}
+	} else {
+		var err error
+		if path, err = blockdev.Resolve(r.opts.Sysfs, id); err != nil {
+			return r.fail(ctx, lv, codes.NotFound, ReasonDeviceFailed,
+				fmt.Errorf("the disk of this volume (%s, recorded at %s) is not on this node: %w", id, lv.Spec.Device, err))
+		}
+	}
+	size, err := blockDeviceSize(path)
 	if err != nil {
 		code := codes.Internal
 		if errors.Is(err, os.ErrNotExist) {
@@ -479,15 +547,141 @@ func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume)
 	}
 	if size < lv.Spec.Size.Value() {
 		return r.fail(ctx, lv, codes.ResourceExhausted, ReasonDeviceFailed,
-			fmt.Errorf("device %s has %d bytes, fewer than the %d requested", lv.Spec.Device, size, lv.Spec.Size.Value()))
+			fmt.Errorf("device %s has %d bytes, fewer than the %d requested", path, size, lv.Spec.Size.Value()))
 	}
-	return r.ready(ctx, lv, lv.Spec.Device, size)
+	return r.setStatus(ctx, lv, v1alpha1.LocalVolumeStatus{
+		Phase: v1alpha1.PhaseReady, DevicePath: path, DeviceIdentity: id,
+		CurrentSize: resource.NewQuantity(size, resource.BinarySI), ObservedGeneration: lv.Generation,
+	})
+}
+
+// deviceHolder returns the other LocalVolume of the node that has lv's
+// disk, if any: one that names the same device or identity, or a disk of
+// which lv's is a partition or the other way round, and was
+// handed it (an identity recorded) or, when neither was, came first. The
+// ledger keeps every claim; this decides which one the node serves.
+func (r *Reconciler) deviceHolder(lv *v1alpha1.LocalVolume) *v1alpha1.LocalVolume {
+	others, err := r.lister.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	var holder *v1alpha1.LocalVolume
+	for _, o := range others {
+		if o.Name == lv.Name || o.Spec.NodeName != lv.Spec.NodeName || o.Spec.VolumeType != v1alpha1.VolumeTypeDevice {
+			continue
+		}
+		same := o.Spec.Device == lv.Spec.Device ||
+			(o.Status.DeviceIdentity != "" && o.Status.DeviceIdentity == lv.Status.DeviceIdentity)
+		if !same {
+			// A disk and its partitions are one exclusive unit.
+			same, _ = blockdev.Overlap(r.opts.Sysfs, o.Spec.Device, lv.Spec.Device)
+		}
+		if !same || !holdsBefore(o, lv) {
+			continue
+		}
+		if holder == nil || holdsBefore(o, holder) {
+			holder = o
+		}
+	}
+	return holder
+}
+
+// holdsBefore: a has a disk before b does — a was handed it and b not, or
+// both or neither were and a is older (then by name).
+func holdsBefore(a, b *v1alpha1.LocalVolume) bool {
+	if ha, hb := a.Status.DeviceIdentity != "", b.Status.DeviceIdentity != ""; ha != hb {
+		return ha
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// deviceFree refuses a disk something else uses: a physical volume of lvm
+// (not claimed in the kernel, so asked of lvm), or one that is mounted or
+// held by device-mapper or md (an exclusive open fails with EBUSY).
+func (r *Reconciler) deviceFree(ctx context.Context, path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("device %s: %w", path, err)
+	}
+	pvs, err := r.opts.LVM.ListPVs(ctx)
+	if err != nil {
+		return fmt.Errorf("list physical volumes: %w", err)
+	}
+	for _, pv := range pvs {
+		if uint32(pv.Major) == unix.Major(st.Rdev) && uint32(pv.Minor) == unix.Minor(st.Rdev) {
+			return fmt.Errorf("device %s is a physical volume of VG %q; refusing to hand it out whole", path, pv.VG)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_EXCL, 0)
+	if err != nil {
+		return fmt.Errorf("device %s is in use (mounted, or held by device-mapper or md): %w", path, err)
+	}
+	return f.Close()
+}
+
+// errQuarantined: the disk stays quarantined until an operator acts; the
+// record keeps its finalizer, and no retry is due (the annotation wakes it).
+var errQuarantined = errors.New("device quarantined")
+
+// releaseDevice wipes a released Device volume's disk by the node's policy
+// before its record (and so the ledger's hold on the disk) goes: the next
+// tenant must never find the last one's data. Meanwhile the volume is
+// phase Quarantined, which the NLS status and the metrics show.
+func (r *Reconciler) releaseDevice(ctx context.Context, lv *v1alpha1.LocalVolume) error {
+	id := lv.Status.DeviceIdentity
+	if id == "" {
+		// Never handed out (no identity was recorded, so never Ready):
+		// nothing of a tenant's is on it.
+		return nil
+	}
+	if lv.Annotations[blockdev.ReleasedAnnotation] == id {
+		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonDeviceReleased, "Device %s released by an operator (%s=%s), not wiped by open-local", lv.Status.DevicePath, blockdev.ReleasedAnnotation, id)
+		return nil
+	}
+	quarantine := func(code codes.Code, msg string) error {
+		st := lv.Status.DeepCopy()
+		st.Phase, st.Code, st.Message, st.ObservedGeneration = v1alpha1.PhaseQuarantined, "", msg, lv.Generation
+		if code != codes.OK {
+			st.Code = code.String()
+		}
+		if statusEqual(lv.Status, *st) {
+			return nil
+		}
+		r.recorder.Event(lv, corev1.EventTypeWarning, ReasonDeviceQuarantined, msg)
+		return r.setStatus(ctx, lv, *st)
+	}
+	how := fmt.Sprintf("wipe it, then annotate this LocalVolume %s=%s", blockdev.ReleasedAnnotation, id)
+	policy := r.opts.DeviceWipe
+	if policy == blockdev.WipeManual {
+		if err := quarantine(codes.OK, "released; the disk is quarantined until an operator wipes it (policy manual): "+how); err != nil {
+			return err
+		}
+		return errQuarantined
+	}
+	path, err := blockdev.Resolve(r.opts.Sysfs, id)
+	if err != nil {
+		cause := fmt.Errorf("released; the disk (%s) is not on this node, so nothing is wiped: %w; when it is back it is wiped, or %s", id, err, how)
+		return errors.Join(cause, quarantine(codes.NotFound, cause.Error()))
+	}
+	if err := quarantine(codes.OK, fmt.Sprintf("released; wiping %s (policy %s)", path, policy)); err != nil {
+		return err
+	}
+	if err := r.opts.Wiper.Wipe(ctx, path, id, policy); err != nil {
+		cause := fmt.Errorf("released; wiping %s (policy %s) failed: %w; it is retried, or %s", path, policy, err, how)
+		r.recorder.Event(lv, corev1.EventTypeWarning, ReasonWipeFailed, cause.Error())
+		return errors.Join(cause, quarantine(codes.Internal, cause.Error()))
+	}
+	klog.FromContext(ctx).Info("Wiped released device", "localVolume", lv.Name, "device", path, "identity", id, "policy", policy)
+	r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonDeviceWiped, "Wiped device %s (policy %s); it may be handed out again", path, policy)
+	return nil
 }
 
 // remove deletes exactly the LV the record names, then lets the record go.
-// Device volumes are left untouched: their data belongs to whoever gets the
-// disk next only after an operator wipes it (open-local runs wipefs -a; we
-// do not destroy data on a whole disk automatically).
+// A Device volume's disk is wiped first (releaseDevice), or stays
+// quarantined, record and all, until it is.
 func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error {
 	if !slices.Contains(lv.Finalizers, v1alpha1.LocalVolumeFinalizer) {
 		return nil
@@ -498,6 +692,15 @@ func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error
 		if users := r.readOnlyUsers(lv); len(users) > 0 {
 			return r.fail(ctx, lv, codes.FailedPrecondition, ReasonInUse,
 				fmt.Errorf("snapshot is in use by %s; it is removed once they are deleted", strings.Join(users, ", ")))
+		}
+	}
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {
+		if r.deviceHolder(lv) != nil {
+			// Refused, never had the disk: nothing of it to wipe.
+		} else if err := r.releaseDevice(ctx, lv); errors.Is(err, errQuarantined) {
+			return nil
+		} else if err != nil {
+			return err
 		}
 	}
 	// A read-only restore is its snapshot's LV: nothing of its own to remove.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
@@ -48,9 +49,16 @@ type node struct {
 	zero   bool
 	cancel context.CancelFunc
 	done   chan error
+	// tweak, when set, changes the reconciler's options before each start.
+	tweak func(*volumes.Options)
 }
 
 func newNode(t *testing.T, name, vg string, sizes ...int64) *node {
+	t.Helper()
+	return newNodeWith(t, name, vg, nil, sizes...)
+}
+
+func newNodeWith(t *testing.T, name, vg string, tweak func(*volumes.Options), sizes ...int64) *node {
 	t.Helper()
 	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
 	c := cluster.ForTest(t)
@@ -64,7 +72,7 @@ func newNode(t *testing.T, name, vg string, sizes ...int64) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, vg: v, lvm: client, act: act, c: c}
+	n := &node{name: name, vg: v, lvm: client, act: act, c: c, tweak: tweak}
 	n.start(t)
 	t.Cleanup(func() { n.cleanup(t) })
 	return n
@@ -72,9 +80,13 @@ func newNode(t *testing.T, name, vg string, sizes ...int64) *node {
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	r, err := volumes.New(volumes.Options{NodeName: n.name, Client: n.c.OpenLocalClient(), Kube: n.c.Client(),
+	opts := volumes.Options{NodeName: n.name, Client: n.c.OpenLocalClient(), Kube: n.c.Client(),
 		LVM: n.lvm, Activator: n.act, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-		SnapshotCheck: 300 * time.Millisecond, CopyProgress: 300 * time.Millisecond, ZeroNewLVs: n.zero})
+		SnapshotCheck: 300 * time.Millisecond, CopyProgress: 300 * time.Millisecond, ZeroNewLVs: n.zero}
+	if n.tweak != nil {
+		n.tweak(&opts)
+	}
+	r, err := volumes.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,11 +338,11 @@ func TestTouchesOnlyItsOwnLV(t *testing.T) {
 	}
 }
 
-// A Device volume is Ready as the whole device, and deleting it does not
-// write a byte to the disk (nor to any other).
-func TestDeviceVolumeIsNotWiped(t *testing.T) {
-	n := newNode(t, "vol-dev", "olvdev", 64*mib)
-	disk := loopvg.NewDevices(t, 32*mib)[0]
+// A Device volume is Ready as the whole device, and under policy manual
+// deleting it does not write a byte to the disk (nor to any other).
+func TestDeviceManualPolicyLeavesContent(t *testing.T) {
+	disk := loopvg.NewDevices(t, 32*mib)[0] // first: detached after the node's cleanup
+	n := newNodeWith(t, "vol-dev", "olvdev", func(o *volumes.Options) { o.DeviceWipe = blockdev.WipeManual }, 64*mib)
 	pattern := bytes.Repeat([]byte("open-local keeps your data "), 4096)
 	if err := os.WriteFile(disk.Path, pattern, 0); err != nil {
 		t.Fatal(err)
@@ -350,6 +362,14 @@ func TestDeviceVolumeIsNotWiped(t *testing.T) {
 		t.Fatalf("status %+v, want device %s of %d bytes", lv.Status, disk.Path, 32*mib)
 	}
 	if err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Delete(t.Context(), "dev-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Policy manual: quarantined until the operator says the disk is done with.
+	n.waitFor(t, "dev-1", "Quarantined", func(lv *v1alpha1.LocalVolume) bool { return lv != nil && lv.Status.Phase == v1alpha1.PhaseQuarantined })
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	if _, err := cluster.Update(t.Context(), lvs.Get, lvs.Update, "dev-1", func(l *v1alpha1.LocalVolume) {
+		l.Annotations = map[string]string{blockdev.ReleasedAnnotation: lv.Status.DeviceIdentity}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	n.waitFor(t, "dev-1", "deleted", gone)

@@ -524,7 +524,12 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 		waitCtx, cancel = context.WithTimeout(ctx, nodeGoneWait)
 		defer cancel()
 	}
-	_, err = s.waitFor(waitCtx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) { return lv == nil, nil })
+	// A released disk that waits for its wipe (Quarantined) is held by its
+	// record until then; the PV need not wait with it (policy manual may
+	// wait for an operator for days).
+	_, err = s.waitFor(waitCtx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
+		return lv == nil || (lv.DeletionTimestamp != nil && lv.Status.Phase == v1alpha1.PhaseQuarantined), nil
+	})
 	if err != nil && nodeGone && ctx.Err() == nil {
 		return status.Errorf(codes.FailedPrecondition,
 			"LocalVolume %s is being deleted but its node %s has no Node object: no agent will remove its LV and finalizer (see its %s condition). "+

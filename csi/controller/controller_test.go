@@ -468,6 +468,50 @@ func TestDeleteVolumeNodeGone(t *testing.T) {
 	}
 }
 
+// DeleteVolume of a Device volume returns once the agent has quarantined
+// the disk (phase Quarantined): the record, and so the hold on the disk,
+// stays until the wipe, which may wait for an operator (policy manual) —
+// the PV need not wait with it. The disk is not offered meanwhile.
+func TestDeleteDeviceVolumeQuarantined(t *testing.T) {
+	f := newFixture(t, "ctl-delete-dev", nil, map[string]int64{"/dev/sdb": 10 * gib})
+	ctx := t.Context()
+	done := make(chan error, 1)
+	params := map[string]string{"volumeType": "Device", "mediaType": "ssd"}
+	go func() { _, err := f.srv.CreateVolume(ctx, createReq("vol-dev-del", f.node, gib, params)); done <- err }()
+	f.agent(t, "vol-dev-del", func(lv *v1alpha1.LocalVolume) {
+		readyAs(lv)
+		lv.Status.DevicePath, lv.Status.DeviceIdentity = lv.Spec.Device, "wwid:naa.5000c500a1b2c3d4"
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := f.srv.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "vol-dev-del"})
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	f.agent(t, "vol-dev-del", func(lv *v1alpha1.LocalVolume) {
+		lv.Status.Phase, lv.Status.Message = v1alpha1.PhaseQuarantined, "released; the disk is quarantined until an operator wipes it (policy manual)"
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("DeleteVolume still waits for a quarantined disk's wipe")
+	}
+	lv, err := f.ol.CsiV1alpha1().LocalVolumes().Get(ctx, "vol-dev-del", metav1.GetOptions{})
+	if err != nil || lv.DeletionTimestamp == nil {
+		t.Fatalf("the quarantined record must stay (being deleted): %v %v", lv, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := f.srv.CreateVolume(short, createReq("vol-dev-next", f.node, gib, params)); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("CreateVolume on the quarantined disk: %v, want ResourceExhausted", err)
+	}
+}
+
 // GetCapacity: free space per node and StorageClass, and the largest volume.
 func TestGetCapacity(t *testing.T) {
 	f := newFixture(t, "ctl-cap", map[string]int64{"a": 4 * gib, "b": 6 * gib}, map[string]int64{"/dev/sdx": 50 * gib, "/dev/sdy": 80 * gib})

@@ -38,6 +38,7 @@ import (
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/blockdev"
 	"github.com/open-local/open-local/csi/inflight"
 	"github.com/open-local/open-local/csi/node/iolimit"
 )
@@ -72,6 +73,9 @@ type Options struct {
 	// InlineReadyTimeout bounds the wait for the agent to create an inline
 	// volume's LV (default DefaultInlineReadyTimeout).
 	InlineReadyTimeout time.Duration
+	// Sysfs is where sysfs is mounted (default /sys): a Device volume's
+	// disk is found by its identity there.
+	Sysfs string
 }
 
 // Server implements csi.NodeServer.
@@ -159,7 +163,22 @@ func statusNote(lv *v1alpha1.LocalVolume) string {
 func (s *Server) device(ctx context.Context, lv *v1alpha1.LocalVolume) (string, error) {
 	switch lv.Spec.VolumeType {
 	case v1alpha1.VolumeTypeDevice:
-		return lv.Spec.Device, nil
+		// By the identity the agent recorded, never by the kernel name
+		// alone: after a reboot or hot-plug that name may be another
+		// tenant's disk or the OS disk, which NodeStage would format.
+		id := lv.Status.DeviceIdentity
+		if id == "" {
+			return "", status.Errorf(codes.FailedPrecondition, "volume %s records no identity for its disk %s (the agent records it when it hands the disk out); refusing to use the disk", lv.Name, lv.Spec.Device)
+		}
+		sysfs := s.opts.Sysfs
+		if sysfs == "" {
+			sysfs = "/sys"
+		}
+		dev, err := blockdev.Resolve(sysfs, id)
+		if err != nil {
+			return "", status.Errorf(codes.FailedPrecondition, "the disk of volume %s (%s, recorded at %s) is not on this node: %v; refusing to use what is at %s now", lv.Name, id, lv.Spec.Device, err, lv.Spec.Device)
+		}
+		return dev, nil
 	case v1alpha1.VolumeTypeLVM:
 		vg, name, err := s.dataLV(ctx, lv)
 		if err != nil {

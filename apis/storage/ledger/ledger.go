@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,11 +118,29 @@ type device struct {
 	mediaType   string
 	size        int64
 	schedulable bool
-	usedBy      string // LocalVolume name
-	reservedBy  string // reservation item's LocalVolume name
+	// usedBy are the LocalVolumes naming the device, sorted. A set, not
+	// one name: with one name a second claim overwrote the first and
+	// deleting either made the disk look free while the other still had
+	// it. More than one is a fault (DeviceUsage.Conflict).
+	usedBy     []string
+	reservedBy string // reservation item's LocalVolume name
 }
 
-func (d *device) available() bool { return d.schedulable && d.usedBy == "" && d.reservedBy == "" }
+func (d *device) available() bool {
+	return d.schedulable && len(d.usedBy) == 0 && d.reservedBy == ""
+}
+
+func (d *device) hold(name string) {
+	if i, ok := slices.BinarySearch(d.usedBy, name); !ok {
+		d.usedBy = slices.Insert(d.usedBy, i, name)
+	}
+}
+
+func (d *device) release(name string) {
+	if i, ok := slices.BinarySearch(d.usedBy, name); ok {
+		d.usedBy = slices.Delete(d.usedBy, i, i+1)
+	}
+}
 
 // volume is the accounting view of one LocalVolume.
 type volume struct {
@@ -243,7 +262,7 @@ func (n *node) deviceFor(name string) *device {
 // prune removes unschedulable entries nothing uses any more.
 func (n *node) prune() {
 	n.vgs = slices.DeleteFunc(n.vgs, func(g vg) bool { return !g.schedulable && g.used == 0 && g.reserved == 0 })
-	n.devices = slices.DeleteFunc(n.devices, func(d device) bool { return !d.schedulable && d.usedBy == "" && d.reservedBy == "" })
+	n.devices = slices.DeleteFunc(n.devices, func(d device) bool { return !d.schedulable && len(d.usedBy) == 0 && d.reservedBy == "" })
 	n.pools = slices.DeleteFunc(n.pools, func(p pool) bool { return !p.schedulable && p.used == 0 && p.reserved == 0 })
 }
 
@@ -455,7 +474,7 @@ func (l *Ledger) RemoveVolume(name string) {
 func (l *Ledger) account(name string, v *volume) {
 	n := l.nodeFor(v.node)
 	if v.kind == v1alpha1.VolumeTypeDevice {
-		n.deviceFor(v.target).usedBy = name
+		n.deviceFor(v.target).hold(name)
 		return
 	}
 	if v.pool != "" {
@@ -494,8 +513,8 @@ func (l *Ledger) unaccount(name string, v volume) {
 		return
 	}
 	if v.kind == v1alpha1.VolumeTypeDevice {
-		if i := n.deviceIndex(v.target); i >= 0 && n.devices[i].usedBy == name {
-			n.devices[i].usedBy = ""
+		if i := n.deviceIndex(v.target); i >= 0 {
+			n.devices[i].release(name)
 		}
 	} else if v.pool != "" {
 		if i := n.poolIndex(v.target, v.pool); i >= 0 {
@@ -586,9 +605,17 @@ type DeviceUsage struct {
 	Node, Device, MediaType string
 	Schedulable             bool
 	Size                    int64
-	// Holder is the LocalVolume (or reserved volume) that has the device.
+	// Holder is who has the device: its LocalVolumes (comma-separated,
+	// more than one is a conflict) or else the reserved volume.
 	Holder string
+	// Holders are the LocalVolumes naming the device, sorted.
+	Holders []string
 }
+
+// Conflict: more than one LocalVolume names the device. Nobody new gets
+// it; the agent serves only the first (agent/volumes) and an operator
+// must delete the others.
+func (u DeviceUsage) Conflict() bool { return len(u.Holders) > 1 }
 
 // PoolUsage is one thin pool's account (virtual sizes).
 type PoolUsage struct {
@@ -624,11 +651,12 @@ func (l *Ledger) Visit(vgFn func(VGUsage), devFn func(DeviceUsage)) {
 		for i := range n.devices {
 			d := &n.devices[i]
 			if devFn != nil {
-				holder := d.usedBy
+				holder := strings.Join(d.usedBy, ",")
 				if holder == "" {
 					holder = d.reservedBy
 				}
-				devFn(DeviceUsage{Node: n.name, Device: d.name, MediaType: d.mediaType, Schedulable: d.schedulable, Size: d.size, Holder: holder})
+				devFn(DeviceUsage{Node: n.name, Device: d.name, MediaType: d.mediaType, Schedulable: d.schedulable, Size: d.size,
+					Holder: holder, Holders: slices.Clone(d.usedBy)})
 			}
 		}
 	}

@@ -813,3 +813,75 @@ func TestStripedVolumesCountWhatLVMAllocates(t *testing.T) {
 		t.Fatalf("used %d, reserved %d extents; want 260 and 260", used/ext, reserved/ext)
 	}
 }
+
+// A device has a set of holders: a second LocalVolume naming it does not
+// overwrite the first, both are a fault (the disk is given to nobody
+// else), and deleting one leaves the disk held by the other.
+func TestDeviceHolders(t *testing.T) {
+	one := []devSpec{{name: "/dev/sdb", media: "ssd", gib: 100, filtered: true}, {name: "/dev/sdc", media: "ssd", gib: 100, filtered: true}}
+	tests := []struct {
+		name       string
+		set        []*v1alpha1.LocalVolume
+		remove     []string
+		wantUsage  []string
+		wantFaults []string
+		fits       int // how many 1Gi ssd device volumes still fit together
+	}{{
+		name:      "one holder",
+		set:       []*v1alpha1.LocalVolume{deviceLV("a", "n1", "/dev/sdb", 1)},
+		wantUsage: []string{"n1//dev/sdb ssd sched=true size=100 holder=a", "n1//dev/sdc ssd sched=true size=100 holder="},
+		fits:      1,
+	}, {
+		name:       "two holders are a fault",
+		set:        []*v1alpha1.LocalVolume{deviceLV("a", "n1", "/dev/sdb", 1), deviceLV("b", "n1", "/dev/sdb", 1)},
+		wantUsage:  []string{"n1//dev/sdb ssd sched=true size=100 holder=a,b", "n1//dev/sdc ssd sched=true size=100 holder="},
+		wantFaults: []string{"n1 /dev/sdb [a b]"},
+		fits:       1,
+	}, {
+		name:      "deleting one of two does not free the disk",
+		set:       []*v1alpha1.LocalVolume{deviceLV("a", "n1", "/dev/sdb", 1), deviceLV("b", "n1", "/dev/sdb", 1)},
+		remove:    []string{"b"}, // the later claim: the one a single usedBy remembered
+		wantUsage: []string{"n1//dev/sdb ssd sched=true size=100 holder=a", "n1//dev/sdc ssd sched=true size=100 holder="},
+		fits:      1,
+	}, {
+		name:      "deleting both frees it",
+		set:       []*v1alpha1.LocalVolume{deviceLV("a", "n1", "/dev/sdb", 1), deviceLV("b", "n1", "/dev/sdb", 1)},
+		remove:    []string{"b", "a"},
+		wantUsage: []string{"n1//dev/sdb ssd sched=true size=100 holder=", "n1//dev/sdc ssd sched=true size=100 holder="},
+		fits:      2,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			l.SetNodeStorage(nls("n1", nil, one))
+			for _, lv := range tt.set {
+				l.SetVolume(lv)
+			}
+			for _, name := range tt.remove {
+				l.RemoveVolume(name)
+			}
+			if got := usage(l); fmt.Sprint(got) != fmt.Sprint(tt.wantUsage) {
+				t.Errorf("usage =\n%v\nwant\n%v", got, tt.wantUsage)
+			}
+			var faults []string
+			l.Visit(nil, func(u DeviceUsage) {
+				if u.Conflict() {
+					faults = append(faults, fmt.Sprintf("%s %s %v", u.Node, u.Device, u.Holders))
+				}
+			})
+			if fmt.Sprint(faults) != fmt.Sprint(tt.wantFaults) {
+				t.Errorf("faults = %v, want %v", faults, tt.wantFaults)
+			}
+			for n := 1; n <= 3; n++ {
+				var vols []Volume
+				for i := range n {
+					vols = append(vols, dev(fmt.Sprintf("new%d", i), "ssd", 1))
+				}
+				fit := l.Fit("n1", NewRequest(vols), Binpack) == nil
+				if fit != (n <= tt.fits) {
+					t.Errorf("%d device volumes fit = %t, want %t", n, fit, n <= tt.fits)
+				}
+			}
+		})
+	}
+}

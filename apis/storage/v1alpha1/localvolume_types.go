@@ -190,7 +190,7 @@ type SnapshotPolicy struct {
 }
 
 // LocalVolumePhase is where the node is with the allocation.
-// +kubebuilder:validation:Enum=Pending;Ready;Failed
+// +kubebuilder:validation:Enum=Pending;Ready;Failed;Quarantined
 type LocalVolumePhase string
 
 // Local volume phases.
@@ -201,6 +201,11 @@ const (
 	PhaseReady LocalVolumePhase = "Ready"
 	// PhaseFailed: the last attempt failed; code and message say why. The node keeps retrying.
 	PhaseFailed LocalVolumePhase = "Failed"
+	// PhaseQuarantined: a Device volume being deleted whose disk waits for
+	// its wipe (the agent's --device-wipe policy, or an operator's
+	// annotation under policy manual). The record, and so the disk, stays
+	// held until the wipe is done: no next tenant sees the last one's data.
+	PhaseQuarantined LocalVolumePhase = "Quarantined"
 )
 
 // LocalVolumeStatus is what the node did.
@@ -210,6 +215,13 @@ type LocalVolumeStatus struct {
 	// DevicePath is the block device of the volume on its node.
 	// +optional
 	DevicePath string `json:"devicePath,omitempty"`
+	// DeviceIdentity is the stable identity of a Device volume's disk
+	// (blockdev.Identity: its WWN, model and serial, or a loop device's
+	// backing file), recorded at first use. The node finds the disk by it
+	// (devicePath follows it when kernel names move) and refuses to stage,
+	// publish or wipe a disk that does not have it.
+	// +optional
+	DeviceIdentity string `json:"deviceIdentity,omitempty"`
 	// CurrentSize is the size the storage has now.
 	// +optional
 	CurrentSize *resource.Quantity `json:"currentSize,omitempty"`

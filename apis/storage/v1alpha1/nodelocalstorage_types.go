@@ -320,6 +320,23 @@ type DeviceInfo struct {
 	Total     uint64               `json:"total"`
 	ReadOnly  bool                 `json:"readOnly"`
 	Condition StorageConditionType `json:"condition,omitempty"`
+	// InUse says why the device is not free to hand out whole, e.g.
+	// "physical volume of VG x", "held by dm-0", "mounted at /var",
+	// "has partitions /dev/sdb1", "disk /dev/sdb is held by LocalVolume y"
+	// (empty: free). A device in use is left out of filteredStorageInfo.
+	// Not in open-local's schema: an addition older readers ignore.
+	// +optional
+	InUse string `json:"inUse,omitempty"`
+	// Parent is the disk of a partition (empty for a disk): a disk and
+	// its partitions are never handed out at the same time. Not in
+	// open-local's schema.
+	// +optional
+	Parent string `json:"parent,omitempty"`
+	// Released is set while a Device volume released from this device
+	// waits for its wipe (LocalVolume phase Quarantined): the device is
+	// held until then. Not in open-local's schema.
+	// +optional
+	Released string `json:"released,omitempty"`
 }
 
 // StorageConditionType is the health of a storage resource.
