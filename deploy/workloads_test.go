@@ -184,6 +184,13 @@ func TestAgentDaemonSet(t *testing.T) {
 			if reg.SecurityContext != nil && reg.SecurityContext.Privileged != nil && *reg.SecurityContext.Privileged {
 				t.Error("node-driver-registrar is privileged")
 			}
+			// Its --http-endpoint (kubernetes-csi/node-driver-registrar
+			// cmd/csi-node-driver-registrar/node_register.go) serves /healthz
+			// only, which says "ok" or why the socket check failed; pprof,
+			// which would expose the process, only with --enable-pprof.
+			if slices.ContainsFunc(reg.Args, func(a string) bool { return strings.HasPrefix(a, "--enable-pprof") }) {
+				t.Error("node-driver-registrar serves pprof on its pod-IP port")
+			}
 			if got, want := flagValue(reg.Args, "--kubelet-registration-path"), tc.kubeletDir+"/plugins/local.csi.aliyun.com/csi.sock"; got != want {
 				t.Errorf("registration path %s, want %s", got, want)
 			}
