@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -121,16 +120,6 @@ func (n *node) deviceRegexp() string {
 
 func regexpQuote(s string) string { return strings.NewReplacer(".", `\.`).Replace(s) }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func (n *node) createConfig(spec v1alpha1.NodeLocalStorageInitConfigSpec) {
 	n.t.Helper()
 	_, err := n.c.OpenLocalClient().CsiV1alpha1().NodeLocalStorageInitConfigs().Create(n.t.Context(),
@@ -162,7 +151,11 @@ func (n *node) startController() *cluster.Process {
 // config and a health endpoint, and waits until it is healthy.
 func (n *node) startAgent(extra ...string) *cluster.Process {
 	n.t.Helper()
-	port := freePort(n.t)
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	port := ports[0]
 	args := append([]string{"--node-name=" + n.name, "--kubeconfig=" + n.c.Kubeconfig,
 		"--lvm-system-dir=" + n.lvmCfg.Dir, "--regexp=" + n.deviceRegexp(), "--interval=1s",
 		"--activation=loop", "--loop-lock-file=" + filepath.Join(n.t.TempDir(), "loop.lock"),

@@ -80,7 +80,11 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	}
 	lockFile := filepath.Join(t.TempDir(), "loop.lock")
 
-	agentPort, csiNodePort, csiCtrlPort, nlsPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	ports, err := cluster.FreePorts(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentPort, csiNodePort, csiCtrlPort, nlsPort := ports[0], ports[1], ports[2], ports[3]
 	agent := c.StartProcess(t, "agent-"+run, cluster.Binary(t, "./agent"), "--node-name="+node, "--kubeconfig="+agentKC,
 		"--lvm-system-dir="+vg.Config.Dir, "--regexp=^("+strings.Join(devs, "|")+")$", "--interval=1s",
 		"--activation="+mode, "--loop-lock-file="+lockFile, "--healthz-bind-address=127.0.0.1:"+strconv.Itoa(agentPort), "-v=2")
@@ -147,7 +151,7 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 			StorageClassName: new("open-local-lvm"),
 			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
 				corev1.ResourceStorage: resource.MustParse("64Mi")}}}}
-	pvc, err := kube.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{})
+	pvc, err = kube.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,16 +290,6 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	for _, p := range []*cluster.Process{agent, ctrl, nodeProc, nlsCtrl} {
 		noForbidden(t, p)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // scrape reads url as Prometheus does: HTTPS with a ServiceAccount token.
