@@ -352,14 +352,17 @@ func failure(lv *v1alpha1.LocalVolume) error {
 }
 
 // deleteFailed removes a LocalVolume whose node cannot hold it, unless it
-// changed meanwhile (UID and resourceVersion preconditions).
-func (s *Server) deleteFailed(ctx context.Context, lv *v1alpha1.LocalVolume) {
+// changed meanwhile (UID and resourceVersion preconditions); it reports
+// whether the record is gone or going.
+func (s *Server) deleteFailed(ctx context.Context, lv *v1alpha1.LocalVolume) bool {
 	uid, rv := lv.UID, lv.ResourceVersion
 	err := s.client.CsiV1alpha1().LocalVolumes().Delete(context.WithoutCancel(ctx), lv.Name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		klog.FromContext(ctx).Info("Could not delete the LocalVolume of a failed placement", "volume", lv.Name, "err", err)
+		return false
 	}
+	return true
 }
 
 // volumeContext is what NodeStage/NodePublish get: the StorageClass
