@@ -34,6 +34,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
@@ -53,11 +54,23 @@ type Server struct {
 	// space. The scheduler's decisions arrive as LocalVolumes it persisted
 	// before the PVC got its node, so they are seen by the next read.
 	allocate sync.Mutex
+	// fill: the thin pool fill thresholds, the scheduler's (its args
+	// thinPoolFillThresholds; the chart passes both the same values).
+	fill ledger.Fill
 }
 
-// New returns the Controller service.
+// New returns the Controller service, with ledger.DefaultFill.
 func New(client versioned.Interface, kube kubernetes.Interface) *Server {
-	return &Server{client: client, kube: kube, guard: inflight.New()}
+	return &Server{client: client, kube: kube, guard: inflight.New(), fill: ledger.DefaultFill}
+}
+
+// SetFill sets the thin pool fill thresholds (see ledger.Fill).
+func (s *Server) SetFill(f ledger.Fill) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	s.fill = f
+	return nil
 }
 
 // ControllerGetCapabilities: create/delete, expand, capacity and snapshots.
@@ -248,7 +261,7 @@ func (s *Server) createLocalVolume(ctx context.Context, id, node string, size in
 			return nil, err
 		}
 	}
-	l := ledgerOf(nodes...)
+	l := s.ledgerOf(nodes...)
 	var pl placement
 	var bestFree int64 = -1
 	var lastErr error = status.Error(codes.ResourceExhausted, "no node has a NodeLocalStorage")
@@ -612,7 +625,7 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 	}
 	// The new size must fit besides the volume's own current share (whole
 	// extents of a thick LV, virtual size in a thin pool).
-	if sf := ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
+	if sf := s.ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
 		return shortfallError(sf, codes.FailedPrecondition)
 	}
 	return s.setSize(ctx, lv.Name, size)
@@ -701,7 +714,7 @@ func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	} else if nodes, err = s.readAllNodes(ctx); err != nil {
 		return nil, err
 	}
-	l := ledgerOf(nodes...)
+	l := s.ledgerOf(nodes...)
 	var total, maxVol int64
 	for _, ns := range nodes {
 		t, m := ns.capacity(l, p)

@@ -187,13 +187,13 @@ func (s *Server) createSnapshotVolume(ctx context.Context, id string, src *v1alp
 		// A thin snapshot can diverge from its origin completely: counted
 		// at the origin's virtual size in the pool, like any thin volume.
 		size := src.Spec.Size.Value()
-		if err := ns.checkPool(ledgerOf(ns), src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
+		if err := ns.checkPool(s.ledgerOf(ns), src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(size, resource.BinarySI)
 	} else {
 		cow := min(p.InitialSize, src.Spec.Size.Value())
-		if err := ns.checkVG(ledgerOf(ns), src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
+		if err := ns.checkVG(s.ledgerOf(ns), src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(cow, resource.BinarySI)
@@ -457,9 +457,9 @@ func (s *Server) createRestore(ctx context.Context, id, node string, r *restoreP
 		}
 		if p.ThinPool != "" {
 			spec.ThinPool = p.ThinPool
-			err = ns.checkPool(ledgerOf(ns), snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
+			err = ns.checkPool(s.ledgerOf(ns), snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
 		} else {
-			err = ns.checkVG(ledgerOf(ns), snap.Spec.VGName, r.size, "volume "+id)
+			err = ns.checkVG(s.ledgerOf(ns), snap.Spec.VGName, r.size, "volume "+id)
 		}
 		if err != nil {
 			return nil, err

@@ -133,6 +133,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	if args.Strategy == config.StrategySpread {
 		pl.strategy = ledger.Spread
 	}
+	pl.ledger.SetFill(ledger.Fill{DataPercent: args.ThinPoolFillThresholds.DataPercent, MetadataPercent: args.ThinPoolFillThresholds.MetadataPercent})
 	for _, p := range args.Provisioners {
 		pl.ours[p] = true
 	}

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -54,6 +55,23 @@ type Fill struct {
 // (the pool needs thin_repair) and grows with snapshots and
 // fragmentation, so the limit is lower: where dmeventd starts warning.
 var DefaultFill = Fill{DataPercent: 90, MetadataPercent: 80}
+
+// MaxFillPercent bounds a fill threshold (and turns it off); a threshold
+// below MinFillPercent would refuse even an empty pool.
+const MinFillPercent, MaxFillPercent = 1, 100
+
+// Validate says which threshold is out of [MinFillPercent, MaxFillPercent].
+func (f Fill) Validate() error {
+	for _, t := range []struct {
+		name string
+		p    int32
+	}{{"data", f.DataPercent}, {"metadata", f.MetadataPercent}} {
+		if t.p < MinFillPercent || t.p > MaxFillPercent {
+			return fmt.Errorf("thin pool %s fill threshold %d%% is not in [%d, %d]", t.name, t.p, MinFillPercent, MaxFillPercent)
+		}
+	}
+	return nil
+}
 
 // DefaultStaleAfter is three of the agent's default heartbeat intervals
 // (agent/nodestorage.DefaultHeartbeatInterval, 2m): one missed write is
