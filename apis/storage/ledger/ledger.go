@@ -129,11 +129,22 @@ type pool struct {
 // overFilled reports the first of the pool's fills above its threshold
 // in f: "data" or "metadata", the fill and the threshold.
 func (p *pool) overFilled(f Fill) (what string, fill, threshold int32, over bool) {
+	return f.exceeded(p.dataPercent, p.metadataPercent)
+}
+
+// Exceeded applies the rule to a pool's status (for reporting a pool that
+// crosses a threshold): the first fill above its threshold.
+func (f Fill) Exceeded(p v1alpha1.ThinPool) (what string, fill, threshold int32, over bool) {
+	return f.exceeded(knownPercent(p.DataPercent), knownPercent(p.MetadataPercent))
+}
+
+// exceeded: data, then metadata; -1 (unknown) never exceeds.
+func (f Fill) exceeded(data, metadata int32) (what string, fill, threshold int32, over bool) {
 	switch {
-	case p.dataPercent > f.DataPercent:
-		return "data", p.dataPercent, f.DataPercent, true
-	case p.metadataPercent > f.MetadataPercent:
-		return "metadata", p.metadataPercent, f.MetadataPercent, true
+	case data > f.DataPercent:
+		return "data", data, f.DataPercent, true
+	case metadata > f.MetadataPercent:
+		return "metadata", metadata, f.MetadataPercent, true
 	}
 	return "", 0, 0, false
 }
