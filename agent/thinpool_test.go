@@ -59,9 +59,22 @@ func TestAgentThinPool(t *testing.T) {
 	if p.Name != "tp" || p.Total != 128*4*mib || p.OverprovisionRatio.Cmp(ratio) != 0 || p.Allocatable != 3*p.Total {
 		t.Errorf("thin pool = %+v, want tp of 512Mi, ratio 3, allocatable 1536Mi", p)
 	}
+	// Real fill from lvm: an empty pool's data is 0 %, its metadata holds
+	// the pool's superblock and maps (a few percent), both known.
+	if p.DataPercent == nil || *p.DataPercent != 0 || p.MetadataPercent == nil || *p.MetadataPercent <= 0 || *p.MetadataPercent >= 50 {
+		t.Errorf("fill of an empty pool: data %v, metadata %v; want 0 and a few percent", fmtPercent(p.DataPercent), fmtPercent(p.MetadataPercent))
+	}
+	t.Logf("empty pool %s/tp: data %s, metadata %s", vg, fmtPercent(p.DataPercent), fmtPercent(p.MetadataPercent))
 	// What is left for thick volumes: the VG minus the pool's data and its
 	// hidden metadata (and spare), i.e. exactly the free extents.
 	if v.Allocatable != v.Available || v.Allocatable >= vgBytes-p.Total {
 		t.Errorf("VG allocatable %d, available %d, pool %d: want allocatable = free space < %d", v.Allocatable, v.Available, p.Total, vgBytes-p.Total)
 	}
+}
+
+func fmtPercent(p *int32) string {
+	if p == nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d%%", *p)
 }

@@ -66,6 +66,7 @@ func defaults() *config.OpenLocalArgs {
 		ScoreWeights:            config.ScoreWeights{LVM: 1, Device: 1},
 		Provisioners:            []string{config.ProvisionerName, config.LegacyProvisionerName},
 		DefaultInlineVolumeSize: resource.MustParse("1Gi"),
+		ThinPoolFillThresholds:  config.ThinPoolFillThresholds{DataPercent: 90, MetadataPercent: 80},
 	}
 }
 
@@ -88,6 +89,7 @@ func TestDecodeArgs(t *testing.T) {
       storageFreePodAntiAffinityWeight: 50
       provisioners: [local.csi.aliyun.com]
       defaultInlineVolumeSize: 2Gi
+      thinPoolFillThresholds: {dataPercent: 95, metadataPercent: 70}
 `,
 			want: func(a *config.OpenLocalArgs) {
 				a.Strategy = config.StrategySpread
@@ -95,7 +97,13 @@ func TestDecodeArgs(t *testing.T) {
 				a.StorageFreePodAntiAffinityWeight = 50
 				a.Provisioners = []string{config.ProvisionerName}
 				a.DefaultInlineVolumeSize = resource.MustParse("2Gi")
+				a.ThinPoolFillThresholds = config.ThinPoolFillThresholds{DataPercent: 95, MetadataPercent: 70}
 			},
+		},
+		{
+			name: "one threshold set, the other defaulted",
+			yaml: header + "  pluginConfig:\n  - name: OpenLocal\n    args: {thinPoolFillThresholds: {metadataPercent: 60}}\n",
+			want: func(a *config.OpenLocalArgs) { a.ThinPoolFillThresholds.MetadataPercent = 60 },
 		},
 		{
 			name: "explicit apiVersion and kind",
@@ -154,6 +162,13 @@ func TestValidateArgs(t *testing.T) {
 	}{
 		{name: "defaults are valid"},
 		{name: "spread", modify: func(a *config.OpenLocalArgs) { a.Strategy = config.StrategySpread }},
+		{name: "fill thresholds of 100 turn the rule off", modify: func(a *config.OpenLocalArgs) {
+			a.ThinPoolFillThresholds = config.ThinPoolFillThresholds{DataPercent: 100, MetadataPercent: 100}
+		}},
+		{name: "fill thresholds out of range", modify: func(a *config.OpenLocalArgs) {
+			a.ThinPoolFillThresholds = config.ThinPoolFillThresholds{DataPercent: 0, MetadataPercent: 101}
+		}, want: []string{"args.thinPoolFillThresholds.dataPercent: Invalid value: 0: must be in the range [1, 100]",
+			"args.thinPoolFillThresholds.metadataPercent: Invalid value: 101: must be in the range [1, 100]"}},
 		{name: "unknown strategy", modify: func(a *config.OpenLocalArgs) { a.Strategy = "roundrobin" },
 			want: []string{`args.strategy: Unsupported value: "roundrobin"`}},
 		{name: "negative weight", modify: func(a *config.OpenLocalArgs) { a.ScoreWeights.LVM = -1 },

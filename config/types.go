@@ -48,6 +48,16 @@ type OpenLocalArgs struct {
 	// DefaultInlineVolumeSize is the size of a CSI inline volume that has no
 	// "size" attribute.
 	DefaultInlineVolumeSize resource.Quantity
+	// ThinPoolFillThresholds: a thin pool filled past one takes no new
+	// volume (ledger.Fill).
+	ThinPoolFillThresholds ThinPoolFillThresholds
+}
+
+// ThinPoolFillThresholds are percentages (1–100; 100 turns one off) of a
+// thin pool's data and metadata space.
+type ThinPoolFillThresholds struct {
+	DataPercent     int32
+	MetadataPercent int32
 }
 
 // ScoreWeights weigh the LVM and the exclusive-device part of a node score.

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -31,6 +32,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/csi/controller"
 	"github.com/open-local/open-local/csi/grpcserver"
 	"github.com/open-local/open-local/csi/identity"
@@ -54,6 +56,19 @@ type options struct {
 	ioLimits                                       iolimit.Options
 	// kubelet registration (what node-driver-registrar does), node mode
 	kubeletRegistryDir, kubeletEndpoint string
+	// thin pool fill thresholds, controller mode
+	fill ledger.Fill
+}
+
+func percentFlag(p *int32) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return err
+		}
+		*p = int32(n)
+		return nil
+	}
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -87,12 +102,18 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.ioLimits.StateDir, "io-limit-state-dir", "/var/lib/open-local/io-limits", "node mode: where the IO limits set per published volume are recorded (must survive plugin restarts)")
 	fs.StringVar(&o.kubeletRegistryDir, "kubelet-registration-dir", "", "node mode: register with the kubelet through its plugin registry dir (e.g. /var/lib/kubelet/plugins_registry), as node-driver-registrar does; empty: do not register")
 	fs.StringVar(&o.kubeletEndpoint, "kubelet-registration-path", "", "node mode: the CSI socket path as the kubelet sees it (default: the --endpoint path)")
+	o.fill = ledger.DefaultFill
+	fs.Func("thin-pool-data-fill-percent", fmt.Sprintf("controller mode: no new volume in a thin pool whose data space is fuller, 1-100 (the scheduler's thinPoolFillThresholds.dataPercent; default %d)", ledger.DefaultFill.DataPercent), percentFlag(&o.fill.DataPercent))
+	fs.Func("thin-pool-metadata-fill-percent", fmt.Sprintf("controller mode: the same for metadata (thinPoolFillThresholds.metadataPercent; default %d)", ledger.DefaultFill.MetadataPercent), percentFlag(&o.fill.MetadataPercent))
 	showVersion := fs.Bool("version", false, "print the version (hack/version.sh stamps it) and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if *showVersion {
 		return nil, errShowVersion
+	}
+	if err := o.fill.Validate(); err != nil {
+		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -169,7 +190,11 @@ func run(ctx context.Context, o *options) error {
 	csi.RegisterIdentityServer(srv, identity.New(o.driverName, version.Get().GitVersion))
 	switch o.mode {
 	case "controller":
-		csi.RegisterControllerServer(srv, controller.New(client, kube))
+		ctl := controller.New(client, kube)
+		if err := ctl.SetFill(o.fill); err != nil {
+			return err
+		}
+		csi.RegisterControllerServer(srv, ctl)
 	case "node":
 		mode, _ := lvm.ParseMode(o.activation)
 		if mode == lvm.ModeAuto {

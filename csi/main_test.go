@@ -28,6 +28,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad lvm-env", args: []string{"--mode=node", "--node-id=n", "--lvm-env=NOEQUALS"}, wantErr: "KEY=VALUE"},
 		{name: "cgroup layout", args: []string{"--mode=node", "--node-id=n", "--cgroup-driver=systemd", "--cgroup-root=/kubelet", "--cgroup-mount=/host/sys/fs/cgroup"}},
 		{name: "bad cgroup driver", args: []string{"--mode=node", "--node-id=n", "--cgroup-driver=upstart"}, wantErr: "--cgroup-driver"},
+		{name: "thin pool fill thresholds", args: []string{"--mode=controller", "--thin-pool-data-fill-percent=95", "--thin-pool-metadata-fill-percent=70"}},
+		{name: "fill threshold out of range", args: []string{"--mode=controller", "--thin-pool-metadata-fill-percent=0"}, wantErr: "metadata fill threshold"},
+		{name: "fill threshold not a number", args: []string{"--mode=controller", "--thin-pool-data-fill-percent=ninety"}, wantErr: "thin-pool-data-fill-percent"},
 		{name: "stray argument", args: []string{"--mode=controller", "extra"}, wantErr: "unexpected"},
 	}
 	for _, tt := range tests {

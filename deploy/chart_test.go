@@ -8,6 +8,7 @@ you may not use this file except in compliance with the License.
 package deploy_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -222,11 +223,11 @@ func TestSchedulerConfig(t *testing.T) {
 	}{
 		{name: "default", args: *findOpenLocalArgs(t, shipped)},
 		{name: "custom", set: []string{"scheduler.args.strategy=spread", "scheduler.args.scoreWeights.lvm=3",
-			"scheduler.args.storageFreePodAntiAffinityWeight=20", "scheduler.args.defaultInlineVolumeSize=2Gi",
+			"scheduler.args.storageFreePodAntiAffinityWeight=20", "scheduler.args.defaultInlineVolumeSize=2Gi", "scheduler.args.thinPoolFillThresholds.dataPercent=95",
 			"driverName=local.csi.example.com", "scheduler.schedulerName=local-storage", "scheduler.scoreWeight=5"},
 			args: olconfig.OpenLocalArgs{Strategy: olconfig.StrategySpread, ScoreWeights: olconfig.ScoreWeights{LVM: 3, Device: 1},
 				StorageFreePodAntiAffinityWeight: 20, Provisioners: []string{"local.csi.example.com", olconfig.LegacyProvisionerName},
-				DefaultInlineVolumeSize: resource.MustParse("2Gi")}},
+				DefaultInlineVolumeSize: resource.MustParse("2Gi"), ThinPoolFillThresholds: olconfig.ThinPoolFillThresholds{DataPercent: 95, MetadataPercent: 80}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
@@ -261,6 +262,19 @@ func TestSchedulerConfig(t *testing.T) {
 			args := findOpenLocalArgs(t, cfg)
 			if diff := cmp.Diff(&tc.args, args); diff != "" {
 				t.Errorf("OpenLocal args:\n%s", diff)
+			}
+			// The CSI controller places by the same thin pool fill thresholds.
+			dep := typed[appsv1.Deployment](t, m.get(t, "Deployment", "open-local-controller"))
+			for _, c := range dep.Spec.Template.Spec.Containers {
+				if c.Name != "csi-controller" {
+					continue
+				}
+				for _, flag := range []string{fmt.Sprintf("--thin-pool-data-fill-percent=%d", args.ThinPoolFillThresholds.DataPercent),
+					fmt.Sprintf("--thin-pool-metadata-fill-percent=%d", args.ThinPoolFillThresholds.MetadataPercent)} {
+					if !slices.Contains(c.Command, flag) {
+						t.Errorf("csi-controller command %v lacks %s (the scheduler's threshold)", c.Command, flag)
+					}
+				}
 			}
 			if err := validation.ValidateOpenLocalArgs(field.NewPath("args"), args); err != nil {
 				t.Error(err)

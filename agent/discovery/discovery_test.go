@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
@@ -163,7 +164,7 @@ func TestVolumeGroups(t *testing.T) {
 		t.Errorf("pool-b with no free extent: condition %s, want DiskFull", got[1].Condition)
 	}
 
-	wantPool := []v1alpha1.ThinPool{{Name: "pool0", Total: 4 * gib, Used: gib, MetadataPercent: 11,
+	wantPool := []v1alpha1.ThinPool{{Name: "pool0", Total: 4 * gib, Used: gib, DataPercent: ptr.To[int32](25), MetadataPercent: ptr.To[int32](11),
 		OverprovisionRatio: resource.MustParse("1"), Allocatable: 4 * gib}}
 	if !reflect.DeepEqual(a.ThinPools, wantPool) {
 		t.Errorf("pool-a thin pools = %+v\nwant %+v", a.ThinPools, wantPool)
@@ -391,4 +392,45 @@ func TestBlockDevicesRealSysfs(t *testing.T) {
 			t.Errorf("device %+v, want one of %v with its size", d, size)
 		}
 	}
+}
+
+// A pool's fill is lvm's data_percent and metadata_percent rounded up (a
+// threshold is never passed unseen), and absent where lvm reports none
+// (-1: an inactive pool, or lvm without device-mapper): unknown, not 0.
+func TestThinPoolFill(t *testing.T) {
+	pct := func(v int32) *int32 { return &v }
+	for _, tt := range []struct {
+		name           string
+		data, metadata float64
+		wantData       *int32
+		wantMetadata   *int32
+		wantUsed       uint64
+	}{
+		{name: "unknown", data: -1, metadata: -1},
+		{name: "empty", data: 0, metadata: 0, wantData: pct(0), wantMetadata: pct(0)},
+		{name: "rounded up", data: 89.01, metadata: 10.25, wantData: pct(90), wantMetadata: pct(11), wantUsed: 1911475196},
+		{name: "data known, metadata not", data: 50, metadata: -1, wantData: pct(50), wantUsed: gib},
+		{name: "overfull clamps", data: 100.5, metadata: 100, wantData: pct(100), wantMetadata: pct(100), wantUsed: 2 * gib},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vgs := []lvm.VG{{Name: "vg", Size: 10 * gib, Free: 6 * gib}}
+			lvs := []lvm.LV{{Name: "pool0", VG: "vg", Size: 2 * gib, Layout: "thin,pool", DataPercent: tt.data, MetadataPercent: tt.metadata}}
+			got, err := VolumeGroups(vgs, lvs, nil, Ownership{}, nil, Reserve{}, ThinConfigOf(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := got[0].ThinPools[0]
+			if !reflect.DeepEqual(p.DataPercent, tt.wantData) || !reflect.DeepEqual(p.MetadataPercent, tt.wantMetadata) || p.Used != tt.wantUsed {
+				t.Errorf("data %v metadata %v used %d, want %v %v %d", deref(p.DataPercent), deref(p.MetadataPercent), p.Used,
+					deref(tt.wantData), deref(tt.wantMetadata), tt.wantUsed)
+			}
+		})
+	}
+}
+
+func deref(p *int32) any {
+	if p == nil {
+		return "unknown"
+	}
+	return *p
 }

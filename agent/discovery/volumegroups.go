@@ -299,6 +299,16 @@ func satAdd(a, b uint64) uint64 {
 	return a + b
 }
 
+// fillPercent is an lvm percentage rounded up (a fill threshold is never
+// passed unseen), nil when lvm reports none (negative).
+func fillPercent(p float64) *int32 {
+	if p < 0 {
+		return nil
+	}
+	v := int32(math.Ceil(min(p, 100)))
+	return &v
+}
+
 // thinPoolStatus reports one pool: its sizes, how full it is, and the
 // virtual size its ratio allows.
 func thinPoolStatus(vg string, lv lvm.LV, thin ThinConfig) (v1alpha1.ThinPool, error) {
@@ -307,9 +317,7 @@ func thinPoolStatus(vg string, lv lvm.LV, thin ThinConfig) (v1alpha1.ThinPool, e
 	if lv.DataPercent > 0 {
 		p.Used = uint64(math.Ceil(float64(lv.Size) * min(lv.DataPercent, 100) / 100))
 	}
-	if lv.MetadataPercent > 0 {
-		p.MetadataPercent = int32(math.Ceil(min(lv.MetadataPercent, 100)))
-	}
+	p.DataPercent, p.MetadataPercent = fillPercent(lv.DataPercent), fillPercent(lv.MetadataPercent)
 	// ratio × size without overflow or float rounding: milli-units in big ints.
 	v := new(big.Int).Mul(new(big.Int).SetUint64(lv.Size), big.NewInt(ratio.MilliValue()))
 	v.Quo(v, big.NewInt(1000))

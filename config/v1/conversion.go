@@ -21,6 +21,11 @@ func Convert_v1_OpenLocalArgs_To_config_OpenLocalArgs(in *OpenLocalArgs, out *co
 	out.StorageFreePodAntiAffinityWeight = ptr.Deref(in.StorageFreePodAntiAffinityWeight, 0)
 	out.Provisioners = append([]string(nil), in.Provisioners...)
 	out.DefaultInlineVolumeSize = ptr.Deref(in.DefaultInlineVolumeSize, config.OpenLocalArgs{}.DefaultInlineVolumeSize).DeepCopy()
+	out.ThinPoolFillThresholds = config.ThinPoolFillThresholds{}
+	if in.ThinPoolFillThresholds != nil {
+		out.ThinPoolFillThresholds.DataPercent = ptr.Deref(in.ThinPoolFillThresholds.DataPercent, 0)
+		out.ThinPoolFillThresholds.MetadataPercent = ptr.Deref(in.ThinPoolFillThresholds.MetadataPercent, 0)
+	}
 	return nil
 }
 
@@ -35,5 +40,7 @@ func Convert_config_OpenLocalArgs_To_v1_OpenLocalArgs(in *config.OpenLocalArgs, 
 	out.Provisioners = append([]string(nil), in.Provisioners...)
 	size := in.DefaultInlineVolumeSize.DeepCopy()
 	out.DefaultInlineVolumeSize = &size
+	out.ThinPoolFillThresholds = &ThinPoolFillThresholds{DataPercent: ptr.To(in.ThinPoolFillThresholds.DataPercent),
+		MetadataPercent: ptr.To(in.ThinPoolFillThresholds.MetadataPercent)}
 	return nil
 }

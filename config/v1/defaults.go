@@ -4,6 +4,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config"
 )
@@ -32,5 +33,14 @@ func SetDefaults_OpenLocalArgs(obj *OpenLocalArgs) {
 	}
 	if obj.DefaultInlineVolumeSize == nil {
 		obj.DefaultInlineVolumeSize = resource.NewQuantity(parameters.DefaultInlineSize, resource.BinarySI)
+	}
+	if obj.ThinPoolFillThresholds == nil {
+		obj.ThinPoolFillThresholds = &ThinPoolFillThresholds{}
+	}
+	if obj.ThinPoolFillThresholds.DataPercent == nil {
+		obj.ThinPoolFillThresholds.DataPercent = ptr.To(ledger.DefaultFill.DataPercent)
+	}
+	if obj.ThinPoolFillThresholds.MetadataPercent == nil {
+		obj.ThinPoolFillThresholds.MetadataPercent = ptr.To(ledger.DefaultFill.MetadataPercent)
 	}
 }

@@ -28,6 +28,17 @@ type OpenLocalArgs struct {
 	// DefaultInlineVolumeSize is the size of a CSI inline volume without a
 	// "size" attribute (default 1Gi, as open-local).
 	DefaultInlineVolumeSize *resource.Quantity `json:"defaultInlineVolumeSize,omitempty"`
+	// ThinPoolFillThresholds: a thin pool whose data or metadata space is
+	// fuller than its threshold takes no new volume (the CSI controller
+	// keeps the same defaults).
+	ThinPoolFillThresholds *ThinPoolFillThresholds `json:"thinPoolFillThresholds,omitempty"`
+}
+
+// ThinPoolFillThresholds are percentages of a thin pool's space (1–100;
+// 100 turns one off): dataPercent defaults to 90, metadataPercent to 80.
+type ThinPoolFillThresholds struct {
+	DataPercent     *int32 `json:"dataPercent,omitempty"`
+	MetadataPercent *int32 `json:"metadataPercent,omitempty"`
 }
 
 // ScoreWeights weigh the LVM and the exclusive-device part of a node score

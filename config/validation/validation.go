@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config"
 )
@@ -52,7 +53,17 @@ func ValidateOpenLocalArgs(path *field.Path, args *config.OpenLocalArgs) error {
 	if _, err := parameters.ParseSize(args.DefaultInlineVolumeSize); err != nil {
 		errs = append(errs, field.Invalid(path.Child("defaultInlineVolumeSize"), args.DefaultInlineVolumeSize.String(), err.Error()))
 	}
+	fill := path.Child("thinPoolFillThresholds")
+	errs = append(errs, validatePercent(fill.Child("dataPercent"), args.ThinPoolFillThresholds.DataPercent)...)
+	errs = append(errs, validatePercent(fill.Child("metadataPercent"), args.ThinPoolFillThresholds.MetadataPercent)...)
 	return errs.ToAggregate()
+}
+
+func validatePercent(path *field.Path, p int32) field.ErrorList {
+	if p < ledger.MinFillPercent || p > ledger.MaxFillPercent {
+		return field.ErrorList{field.Invalid(path, p, fmt.Sprintf("must be in the range [%d, %d]", ledger.MinFillPercent, ledger.MaxFillPercent))}
+	}
+	return nil
 }
 
 func validateWeight(path *field.Path, w int32) field.ErrorList {

@@ -35,6 +35,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/csi/inflight"
@@ -54,11 +55,23 @@ type Server struct {
 	// space. The scheduler's decisions arrive as LocalVolumes it persisted
 	// before the PVC got its node, so they are seen by the next read.
 	allocate sync.Mutex
+	// fill: the thin pool fill thresholds, the scheduler's (its args
+	// thinPoolFillThresholds; the chart passes both the same values).
+	fill ledger.Fill
 }
 
-// New returns the Controller service.
+// New returns the Controller service, with ledger.DefaultFill.
 func New(client versioned.Interface, kube kubernetes.Interface) *Server {
-	return &Server{client: client, kube: kube, guard: inflight.New()}
+	return &Server{client: client, kube: kube, guard: inflight.New(), fill: ledger.DefaultFill}
+}
+
+// SetFill sets the thin pool fill thresholds (see ledger.Fill).
+func (s *Server) SetFill(f ledger.Fill) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	s.fill = f
+	return nil
 }
 
 // ControllerGetCapabilities: create/delete, expand, capacity and snapshots.
@@ -255,7 +268,7 @@ func (s *Server) createLocalVolume(ctx context.Context, id, node string, size in
 			return nil, err
 		}
 	}
-	l := ledgerOf(nodes...)
+	l := s.ledgerOf(nodes...)
 	var pl placement
 	var bestFree int64 = -1
 	var lastErr error = status.Error(codes.ResourceExhausted, "no node has a NodeLocalStorage")
@@ -353,14 +366,17 @@ func failure(lv *v1alpha1.LocalVolume) error {
 }
 
 // deleteFailed removes a LocalVolume whose node cannot hold it, unless it
-// changed meanwhile (UID and resourceVersion preconditions).
-func (s *Server) deleteFailed(ctx context.Context, lv *v1alpha1.LocalVolume) {
+// changed meanwhile (UID and resourceVersion preconditions); it reports
+// whether the record is gone or going.
+func (s *Server) deleteFailed(ctx context.Context, lv *v1alpha1.LocalVolume) bool {
 	uid, rv := lv.UID, lv.ResourceVersion
 	err := s.client.CsiV1alpha1().LocalVolumes().Delete(context.WithoutCancel(ctx), lv.Name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		klog.FromContext(ctx).Info("Could not delete the LocalVolume of a failed placement", "volume", lv.Name, "err", err)
+		return false
 	}
+	return true
 }
 
 // volumeContext is what NodeStage/NodePublish get: the StorageClass
@@ -638,7 +654,7 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 	}
 	// The new size must fit besides the volume's own current share (whole
 	// extents of a thick LV, virtual size in a thin pool).
-	if sf := ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
+	if sf := s.ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
 		return shortfallError(sf, codes.FailedPrecondition)
 	}
 	return s.setSize(ctx, lv.Name, size)
@@ -727,7 +743,7 @@ func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	} else if nodes, err = s.readAllNodes(ctx); err != nil {
 		return nil, err
 	}
-	l := ledgerOf(nodes...)
+	l := s.ledgerOf(nodes...)
 	var total, maxVol int64
 	for _, ns := range nodes {
 		t, m := ns.capacity(l, p)

@@ -84,8 +84,9 @@ const strategy = ledger.Spread
 // ledgerOf builds a ledger of the nodes read: the same capacity model the
 // scheduler keeps (StorageFault and filtered-out VGs, extents, thin pools,
 // devices, DiskFault and silent nodes), over what the API says now.
-func ledgerOf(nodes ...*nodeStorage) *ledger.Ledger {
+func (s *Server) ledgerOf(nodes ...*nodeStorage) *ledger.Ledger {
 	l := ledger.New()
+	l.SetFill(s.fill)
 	for _, n := range nodes {
 		if n.nls != nil {
 			nls := n.nls.DeepCopy()

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
@@ -63,7 +64,7 @@ func benchNode(vgs, n int) *nodeStorage {
 
 func TestPlaceSpreadsToMostFree(t *testing.T) {
 	ns := benchNode(3, 5) // vg0 and vg1 hold two volumes, vg2 one
-	l := ledgerOf(ns)
+	l := New(nil, nil).ledgerOf(ns)
 	p, err := ns.place(l, "new", parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}, 1<<30)
 	if err != nil || p.vg != "vg2" {
 		t.Fatalf("place = %+v, %v; want vg2", p, err)
@@ -122,7 +123,7 @@ func TestControllerCountsLikeTheLedger(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := ledgerOf(tt.ns)
+			l := New(nil, nil).ledgerOf(tt.ns)
 			total, mx := tt.ns.capacity(l, lvmClass)
 			if total != tt.wantTotal || mx != tt.wantMx {
 				t.Errorf("capacity = %d, %d; want %d, %d", total, mx, tt.wantTotal, tt.wantMx)
@@ -148,7 +149,7 @@ func BenchmarkPlace(b *testing.B) {
 	ns := benchNode(4, 1000)
 	p := parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM}
 	for b.Loop() {
-		if _, err := ns.place(ledgerOf(ns), "new", p, 1<<30); err != nil {
+		if _, err := ns.place(New(nil, nil).ledgerOf(ns), "new", p, 1<<30); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -183,5 +184,49 @@ func TestSnapshotID(t *testing.T) {
 	// A volume may be called snapshot-x; its LV may not.
 	if id, _, err := s.volumeID(t.Context(), "snapshot-x", parameters.Params{}); err != nil || id != "snapshot-x" || lvNameFor(id) == "" {
 		t.Errorf("volumeID(snapshot-x) = %q, %v (LV name %q)", id, err, lvNameFor(id))
+	}
+}
+
+// The controller refuses a thin pool filled past a threshold as the
+// scheduler does (one rule: the ledger's), with its own thresholds (the
+// flags the chart sets to the scheduler's args): ResourceExhausted naming
+// the pool and its fill, so csi-provisioner reschedules.
+func TestControllerThinPoolFill(t *testing.T) {
+	pct := func(v int32) *int32 { return &v }
+	ns := &nodeStorage{name: "n", nls: &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: "n"}}}
+	ns.nls.Status.NodeStorageInfo.VolumeGroups = []v1alpha1.VolumeGroup{{Name: "vg0", Allocatable: 100 << 30, Condition: v1alpha1.StorageReady,
+		ThinPools: []v1alpha1.ThinPool{{Name: "tp", Total: 10 << 30, Allocatable: 10 << 30, DataPercent: pct(85), MetadataPercent: pct(85)}}}}
+	ns.nls.Status.FilteredStorageInfo.VolumeGroups = []string{"vg0"}
+	thin := parameters.Params{VolumeType: v1alpha1.VolumeTypeLVM, ThinPool: "tp"}
+	for _, tt := range []struct {
+		name    string
+		fill    *ledger.Fill // nil: the default
+		wantErr string
+	}{
+		{name: "default: metadata 85% > 80%", wantErr: "thin pool tp in VG vg0 on n: metadata 85% full, above the 80% threshold"},
+		{name: "raised thresholds", fill: &ledger.Fill{DataPercent: 90, MetadataPercent: 90}},
+		{name: "lowered data threshold", fill: &ledger.Fill{DataPercent: 80, MetadataPercent: 90}, wantErr: "data 85% full, above the 80% threshold"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(nil, nil)
+			if tt.fill != nil {
+				if err := s.SetFill(*tt.fill); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pl, err := ns.place(s.ledgerOf(ns), "new", thin, 1<<30)
+			if tt.wantErr == "" {
+				if err != nil || pl.thinPool != "tp" {
+					t.Fatalf("place = %+v, %v; want tp", pl, err)
+				}
+				return
+			}
+			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("place = %+v, %v; want ResourceExhausted mentioning %q", pl, err, tt.wantErr)
+			}
+		})
+	}
+	if err := New(nil, nil).SetFill(ledger.Fill{DataPercent: 0, MetadataPercent: 80}); err == nil || !strings.Contains(err.Error(), "data fill threshold 0%") {
+		t.Errorf("SetFill(0, 80) = %v, want an error naming the data threshold", err)
 	}
 }

@@ -205,7 +205,7 @@ func TestCreateSnapshot(t *testing.T) {
 		{"unknown parameter", &csi.CreateSnapshotRequest{Name: "snapshot-x", SourceVolumeId: "vol-origin",
 			Parameters: map[string]string{"readonly": "true"}}, codes.InvalidArgument, `"readonly"`},
 		{"no room for the copy-on-write space", &csi.CreateSnapshotRequest{Name: "snapshot-x", SourceVolumeId: "vol-origin",
-			Parameters: map[string]string{"csi.aliyun.com/snapshot-initial-size": "8Gi"}}, codes.ResourceExhausted, "need 8Gi"},
+			Parameters: map[string]string{"csi.aliyun.com/snapshot-initial-size": "8Gi"}}, codes.FailedPrecondition, "need 8Gi"},
 		{"snapshot of a snapshot", &csi.CreateSnapshotRequest{Name: "snapshot-x", SourceVolumeId: "snap-0b1e2a4c-uid-1"}, codes.InvalidArgument, "snapshots of snapshots"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,5 +490,80 @@ func TestListAndGetSnapshots(t *testing.T) {
 	}
 	if _, err := f.srv.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: "snap-none"}); status.Code(err) != codes.NotFound {
 		t.Errorf("GetSnapshot of an unknown ID: %v", err)
+	}
+}
+
+// snapshotterRetries are the codes csi-snapshotter (external-snapshotter
+// v8.7.0, pkg/sidecar-controller isCSIFinalError) takes as "CreateSnapshot
+// may still be in progress": it keeps the content's
+// volumesnapshot-being-created annotation, and with it the content's
+// finalizer, so a deleted VolumeSnapshot (and its namespace) waits for a
+// later answer. Every other code lets the deletion go on; the sidecar
+// still retries CreateSnapshot after any error.
+var snapshotterRetries = map[codes.Code]bool{codes.Canceled: true, codes.DeadlineExceeded: true,
+	codes.Unavailable: true, codes.ResourceExhausted: true, codes.Aborted: true}
+
+// A CreateSnapshot that started nothing answers with a code csi-snapshotter
+// takes as final, so a VolumeSnapshot that failed (VG or pool full, source
+// gone) never blocks its deletion; a snapshot never taken deletes as OK,
+// however often asked (alibaba/open-local issue 14 item 6).
+func TestFailedSnapshotAnswersAreFinal(t *testing.T) {
+	f := newFixture(t, "ctl-snapfail", map[string]int64{"pool0": 10 * gib, "roomy": 20 * gib}, nil)
+	f.withThinPool(t, "pool0", "tp", 8*gib)
+	ctx := t.Context()
+	f.volume(t, "vol-full", 9*gib, map[string]string{"vgName": "pool0"})
+	f.volume(t, "vol-thinfull", 5*gib, map[string]string{"thinPool": "tp", "vgName": "pool0"})
+	f.volume(t, "vol-roomy", gib, map[string]string{"vgName": "roomy"})
+
+	for _, tt := range []struct {
+		name, snapshot, source string
+		params                 map[string]string
+		agent                  func(*v1alpha1.LocalVolume) // nil: the agent is never asked
+		code                   codes.Code
+		mention                string
+	}{
+		{name: "VG full", snapshot: "snapshot-vgfull", source: "vol-full",
+			params: map[string]string{"csi.aliyun.com/snapshot-initial-size": "2Gi"}, code: codes.FailedPrecondition, mention: "VG pool0 on node ctl-snapfail: need 2Gi"},
+		{name: "thin pool full", snapshot: "snapshot-poolfull", source: "vol-thinfull",
+			code: codes.FailedPrecondition, mention: "thin pool pool0/tp"},
+		{name: "source gone", snapshot: "snapshot-nosource", source: "vol-deleted-meanwhile", code: codes.NotFound, mention: "vol-deleted-meanwhile"},
+		{name: "the agent ran out of room, record dropped", snapshot: "snapshot-agentfull", source: "vol-roomy",
+			agent: func(lv *v1alpha1.LocalVolume) {
+				lv.Status.Phase, lv.Status.Code, lv.Status.Message = v1alpha1.PhaseFailed, "ResourceExhausted", "lvcreate: insufficient free space"
+			}, code: codes.FailedPrecondition, mention: "insufficient free space"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			call := f.snapshotAsync(ctx, tt.snapshot, tt.source, tt.params)
+			id := "snap-" + strings.TrimPrefix(tt.snapshot, "snapshot-")
+			if tt.agent != nil {
+				f.agent(t, id, tt.agent)
+			}
+			c := <-call
+			if status.Code(c.err) != tt.code || !strings.Contains(c.err.Error(), tt.mention) {
+				t.Fatalf("CreateSnapshot = %v, want %s mentioning %q", c.err, tt.code, tt.mention)
+			}
+			if snapshotterRetries[status.Code(c.err)] {
+				t.Fatalf("CreateSnapshot = %v: csi-snapshotter would keep the content's finalizer", c.err)
+			}
+			api := f.ol.CsiV1alpha1().LocalVolumes()
+			err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+				lv, err := api.Get(ctx, id, metav1.GetOptions{})
+				if err == nil && lv.DeletionTimestamp != nil {
+					// The agent's part: nothing on disk, the finalizer goes.
+					lv.Finalizers = nil
+					_, err = api.Update(ctx, lv, metav1.UpdateOptions{})
+					return false, err
+				}
+				return apierrors.IsNotFound(err), nil
+			})
+			if err != nil {
+				t.Fatalf("LocalVolume %s of a snapshot never taken is left: %v", id, err)
+			}
+			for range 2 {
+				if _, err := f.srv.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id}); err != nil {
+					t.Fatalf("DeleteSnapshot of a snapshot never taken = %v, want OK", err)
+				}
+			}
+		})
 	}
 }

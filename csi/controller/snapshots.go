@@ -97,7 +97,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 			return nil, err
 		}
 		if snap, err = s.createSnapshotVolume(ctx, id, src, params); err != nil {
-			return nil, err
+			return nil, nothingInProgress(err)
 		}
 		logger.Info("Requested snapshot", "node", snap.Spec.NodeName, "vg", snap.Spec.VGName, "thinPool", snap.Spec.ThinPool, "size", snap.Spec.Size.String())
 	case err != nil:
@@ -123,11 +123,35 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		if snap != nil && snap.Status.Phase == v1alpha1.PhaseFailed && snap.Status.SnapshotTime == nil {
 			// Never taken: drop the record, so nothing is left behind if the
 			// VolumeSnapshot goes, and a retry starts afresh.
-			s.deleteFailed(ctx, snap)
+			if s.deleteFailed(ctx, snap) {
+				return nil, nothingInProgress(err)
+			}
 		}
 		return nil, err
 	}
 	return &csi.CreateSnapshotResponse{Snapshot: csiSnapshot(snap)}, nil
+}
+
+// nothingInProgress rewrites the error of a CreateSnapshot that left
+// nothing behind (refused before a record was written, or its record
+// dropped) to a code csi-snapshotter takes as final. It keeps the
+// content's volumesnapshot-being-created annotation, and so the content's
+// finalizer and a deleted VolumeSnapshot's namespace, after any of
+// Canceled, DeadlineExceeded, Unavailable, ResourceExhausted and Aborted
+// (v8.7.0 isCSIFinalError; kubernetes-csi/external-snapshotter#1434): a
+// full VG must not hold a namespace in Terminating until the next retry.
+// It retries CreateSnapshot after a final code all the same, so a snapshot
+// still gets taken once room is freed.
+func nothingInProgress(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.ResourceExhausted, codes.Aborted:
+		return status.Error(codes.FailedPrecondition, st.Message())
+	}
+	return err
 }
 
 // createSnapshotVolume checks the source and the room for the snapshot
@@ -163,13 +187,13 @@ func (s *Server) createSnapshotVolume(ctx context.Context, id string, src *v1alp
 		// A thin snapshot can diverge from its origin completely: counted
 		// at the origin's virtual size in the pool, like any thin volume.
 		size := src.Spec.Size.Value()
-		if err := ns.checkPool(ledgerOf(ns), src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
+		if err := ns.checkPool(s.ledgerOf(ns), src.Spec.VGName, src.Spec.ThinPool, size, "snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(size, resource.BinarySI)
 	} else {
 		cow := min(p.InitialSize, src.Spec.Size.Value())
-		if err := ns.checkVG(ledgerOf(ns), src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
+		if err := ns.checkVG(s.ledgerOf(ns), src.Spec.VGName, cow, "the copy-on-write space of snapshot "+id); err != nil {
 			return nil, err
 		}
 		spec.Size = *resource.NewQuantity(cow, resource.BinarySI)
@@ -433,9 +457,9 @@ func (s *Server) createRestore(ctx context.Context, id, node string, r *restoreP
 		}
 		if p.ThinPool != "" {
 			spec.ThinPool = p.ThinPool
-			err = ns.checkPool(ledgerOf(ns), snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
+			err = ns.checkPool(s.ledgerOf(ns), snap.Spec.VGName, p.ThinPool, r.size, "volume "+id)
 		} else {
-			err = ns.checkVG(ledgerOf(ns), snap.Spec.VGName, r.size, "volume "+id)
+			err = ns.checkVG(s.ledgerOf(ns), snap.Spec.VGName, r.size, "volume "+id)
 		}
 		if err != nil {
 			return nil, err

@@ -58,7 +58,6 @@ func TestMain(m *testing.M) { cluster.Main(m) }
 const (
 	mib = int64(1) << 20
 	gib = int64(1) << 30
-	ns  = "default"
 )
 
 // timeout bounds each wait: every lvm command takes ~1 s in the emulated VM.
@@ -71,15 +70,34 @@ type env struct {
 	node  *csitest.Node
 	csi   csi.NodeClient
 	dir   string
+	ns    string // the namespace of claims, pods and VolumeSnapshots
+}
+
+// setupOptions vary setup: the snapshot and restore test needs
+// device-mapper and a thin pool; the failed-snapshot test neither.
+type setupOptions struct {
+	node, vg string
+	caps     []capability.Capability
+	thinPool bool
+	// snapshotterRetries are csi-snapshotter's retry flags.
+	snapshotterRetries []string
 }
 
 func setup(t *testing.T) *env {
-	capability.Require(t, capability.DeviceMapper, capability.Root, capability.LoopDevices, capability.LVM, capability.Ext4)
+	return setupWith(t, setupOptions{node: "snap-e2e-node", vg: "olsnape2e",
+		caps: []capability.Capability{capability.DeviceMapper, capability.Root, capability.LoopDevices, capability.LVM, capability.Ext4}, thinPool: true,
+		snapshotterRetries: []string{"--retry-interval-start=500ms", "--retry-interval-max=5s"}})
+}
+
+func setupWith(t *testing.T, o setupOptions) *env {
+	capability.Require(t, o.caps...)
 	c := cluster.ForTest(t)
 	ctx := t.Context()
-	e := &env{c: c, kube: c.Client(), snaps: snapclient.NewForConfigOrDie(c.RESTConfig()), dir: t.TempDir()}
-	e.node = csitest.NewAgentNode(t, c, "snap-e2e-node", "olsnape2e", 2*gib)
-	e.configureThinPool(t)
+	e := &env{c: c, kube: c.Client(), snaps: snapclient.NewForConfigOrDie(c.RESTConfig()), dir: t.TempDir(), ns: "default"}
+	e.node = csitest.NewAgentNode(t, c, o.node, o.vg, 2*gib)
+	if o.thinPool {
+		e.configureThinPool(t)
+	}
 
 	drv, err := identity.CSIDriver(identity.DefaultDriverName)
 	if err != nil {
@@ -99,8 +117,8 @@ func setup(t *testing.T) *env {
 	sidecar("csi-provisioner", "--csi-address="+ctrlSock, "--feature-gates=Topology=true", "--strict-topology",
 		"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
 		"--timeout=120s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
-	sidecar("csi-snapshotter", "--csi-address="+ctrlSock, "--timeout=120s", "--feature-gates=CSIVolumeGroupSnapshot=false",
-		"--leader-election=false", "--retry-interval-start=500ms", "--retry-interval-max=5s")
+	sidecar("csi-snapshotter", append([]string{"--csi-address=" + ctrlSock, "--timeout=120s", "--feature-gates=CSIVolumeGroupSnapshot=false",
+		"--leader-election=false"}, o.snapshotterRetries...)...)
 	sidecar("snapshot-controller", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=false",
 		"--retry-interval-start=500ms", "--retry-interval-max=5s")
 	e.csi = csi.NewNodeClient(csitest.Dial(t, "unix://"+nodeSock))
@@ -200,7 +218,7 @@ func (e *env) claim(t *testing.T, name, class string, size int64, snapshot strin
 	t.Helper()
 	ctx := t.Context()
 	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			StorageClassName: &class,
@@ -210,11 +228,11 @@ func (e *env) claim(t *testing.T, name, class string, size int64, snapshot strin
 	if snapshot != "" {
 		pvc.Spec.DataSource = &corev1.TypedLocalObjectReference{APIGroup: ptr.To(snapv1.GroupName), Kind: "VolumeSnapshot", Name: snapshot}
 	}
-	if _, err := e.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
 		Spec: corev1.PodSpec{
 			SchedulerName: profile.SchedulerName,
 			Containers:    []corev1.Container{{Name: "app", Image: "app"}},
@@ -222,12 +240,12 @@ func (e *env) claim(t *testing.T, name, class string, size int64, snapshot strin
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}},
 		},
 	}
-	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := e.kube.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var last *corev1.PersistentVolumeClaim
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		p, err := e.kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+		p, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
@@ -245,7 +263,7 @@ func (e *env) claim(t *testing.T, name, class string, size int64, snapshot strin
 	// comes right after it.
 	var got *corev1.Pod
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		got, err = e.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		got, err = e.kube.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && got.Spec.NodeName != "", nil
 	})
 	if err != nil || got == nil || got.Spec.NodeName != e.node.Name {
@@ -328,14 +346,14 @@ func readFile(t *testing.T, dir string) string {
 func (e *env) snapshot(t *testing.T, name, pvc, class string) *snapv1.VolumeSnapshot {
 	t.Helper()
 	ctx := t.Context()
-	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
 		Spec: snapv1.VolumeSnapshotSpec{Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: &pvc}, VolumeSnapshotClassName: &class}}
-	if _, err := e.snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
+	if _, err := e.snaps.SnapshotV1().VolumeSnapshots(e.ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var last *snapv1.VolumeSnapshot
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		got, err := e.snaps.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+		got, err := e.snaps.SnapshotV1().VolumeSnapshots(e.ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
@@ -364,12 +382,12 @@ func (e *env) deleteAndWait(t *testing.T, kind, name, localVolume string) {
 	ctx := t.Context()
 	switch kind {
 	case "pvc":
-		_ = e.kube.CoreV1().Pods(ns).Delete(ctx, name, *metav1.NewDeleteOptions(0))
-		if err := e.kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		_ = e.kube.CoreV1().Pods(e.ns).Delete(ctx, name, *metav1.NewDeleteOptions(0))
+		if err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	case "snapshot":
-		if err := e.snaps.SnapshotV1().VolumeSnapshots(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		if err := e.snaps.SnapshotV1().VolumeSnapshots(e.ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -471,8 +489,8 @@ func TestSnapshotAndRestore(t *testing.T) {
 			rw := restored["lvm-rw"]
 			e.deleteAndWait(t, "pvc", rw.Name, "pvc-"+string(rw.UID))
 			srcID := pv.Spec.CSI.VolumeHandle
-			_ = e.kube.CoreV1().Pods(ns).Delete(t.Context(), src, *metav1.NewDeleteOptions(0))
-			if err := e.kube.CoreV1().PersistentVolumeClaims(ns).Delete(t.Context(), pvc.Name, metav1.DeleteOptions{}); err != nil {
+			_ = e.kube.CoreV1().Pods(e.ns).Delete(t.Context(), src, *metav1.NewDeleteOptions(0))
+			if err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Delete(t.Context(), pvc.Name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.name == "thick" {
@@ -495,7 +513,7 @@ func TestSnapshotAndRestore(t *testing.T) {
 			// The read-only snapshot is kept while its read-only restore
 			// exists (DeleteSnapshot is refused; csi-snapshotter retries).
 			ro, roSnap := restored["lvm-ro"], snaps["lvm-ro"]
-			if err := e.snaps.SnapshotV1().VolumeSnapshots(ns).Delete(t.Context(), roSnap.Name, metav1.DeleteOptions{}); err != nil {
+			if err := e.snaps.SnapshotV1().VolumeSnapshots(e.ns).Delete(t.Context(), roSnap.Name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(5 * time.Second)
@@ -535,4 +553,77 @@ func (e *env) lvNames(t *testing.T) []string {
 		names = append(names, l.Name)
 	}
 	return names
+}
+
+// TestFailedSnapshotDoesNotBlockNamespace (issue 14 item 6): a VolumeSnapshot
+// whose CreateSnapshot is refused for lack of room (the VG is full: the
+// controller's room check, before the agent is asked, so no device-mapper
+// is needed) leaves its VolumeSnapshotContent without csi-snapshotter's
+// volumesnapshot-being-created annotation, and once the source PVC is
+// deleted, its namespace terminates at once. csi-snapshotter runs with its
+// default retries (1 s doubling to 5 min), as in a cluster: before the
+// fix, the answer (ResourceExhausted) kept the annotation and the content's
+// finalizer until a retry long after the source was gone.
+func TestFailedSnapshotDoesNotBlockNamespace(t *testing.T) {
+	e := setupWith(t, setupOptions{node: "snapfail-node", vg: "olsnapfail",
+		caps: []capability.Capability{capability.Root, capability.LoopDevices, capability.LVM}})
+	ctx := t.Context()
+	e.ns = "snapfail-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.storageClass(t, "lvm-snapfail", map[string]string{parameters.VolumeType: "LVM"})
+	// The VG has ~2Gi: after the claim, less than the snapshot's 512Mi.
+	e.snapshotClass(t, "snapfail", map[string]string{parameters.SnapshotInitialSize: "512Mi"})
+	_, pv := e.claim(t, "src", "lvm-snapfail", 1800*mib, "")
+
+	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: e.ns},
+		Spec: snapv1.VolumeSnapshotSpec{Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("src")}, VolumeSnapshotClassName: ptr.To("snapfail")}}
+	vs, err := e.snaps.SnapshotV1().VolumeSnapshots(e.ns).Create(ctx, vs, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := "snapcontent-" + string(vs.UID)
+	var last *snapv1.VolumeSnapshotContent
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		c, err := e.snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, content, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		last = c
+		_, creating := c.Annotations["snapshot.storage.kubernetes.io/volumesnapshot-being-created"]
+		return c.Status != nil && c.Status.Error != nil && !creating, nil
+	})
+	if err != nil {
+		t.Fatalf("content %s: want a final error and no being-created annotation: %v; last %+v", content, err, last)
+	}
+	if msg := ptr.Deref(last.Status.Error.Message, ""); !strings.Contains(msg, "FailedPrecondition") || !strings.Contains(msg, "need 512Mi") {
+		t.Errorf("content error %q, want the controller's FailedPrecondition naming the 512Mi", msg)
+	}
+
+	// The source goes, then the namespace: nothing may hold it.
+	_ = e.kube.CoreV1().Pods(e.ns).Delete(ctx, "src", *metav1.NewDeleteOptions(0))
+	if err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Delete(ctx, "src", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := e.kube.CoreV1().Namespaces().Delete(ctx, e.ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := e.kube.CoreV1().Namespaces().Get(ctx, e.ns, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		c, _ := e.snaps.SnapshotV1().VolumeSnapshotContents().Get(context.Background(), content, metav1.GetOptions{})
+		t.Fatalf("namespace %s still there after %v; content %+v; events:\n%s", e.ns, time.Since(start).Round(time.Second), c, e.events(content))
+	}
+	t.Logf("namespace %s gone %v after its deletion", e.ns, time.Since(start).Round(100*time.Millisecond))
+	if _, err := e.snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, content, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("content %s left: %v", content, err)
+	}
+	e.waitGone(t, pv.Spec.CSI.VolumeHandle)
 }

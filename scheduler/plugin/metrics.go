@@ -59,7 +59,7 @@ var (
 	shortfallLabels                           = map[ledger.ShortfallKind]string{
 		ledger.NoStorage: "no_storage", ledger.NoSuchVG: "no_such_vg", ledger.VGFull: "vg_full",
 		ledger.NoVGFits: "no_vg_fits", ledger.NoDevice: "no_device", ledger.HeldElsewhere: "held_elsewhere",
-		ledger.NoSuchPool: "no_such_thin_pool", ledger.PoolFull: "thin_pool_full",
+		ledger.NoSuchPool: "no_such_thin_pool", ledger.PoolFull: "thin_pool_full", ledger.PoolFilled: "thin_pool_filled",
 		ledger.NodeUnavailable: "node_unavailable",
 	}
 )

@@ -61,6 +61,7 @@ type OpenLocal struct {
 	defaultInlineSize int64
 	strategy          ledger.Strategy
 	weights           ledger.Weights
+	fill              ledger.Fill
 	ours              map[string]bool
 
 	ledger    *ledger.Ledger
@@ -133,6 +134,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	if args.Strategy == config.StrategySpread {
 		pl.strategy = ledger.Spread
 	}
+	pl.fill = ledger.Fill{DataPercent: args.ThinPoolFillThresholds.DataPercent, MetadataPercent: args.ThinPoolFillThresholds.MetadataPercent}
+	pl.ledger.SetFill(pl.fill)
 	for _, p := range args.Provisioners {
 		pl.ours[p] = true
 	}
@@ -155,8 +158,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	lvs := factory.Csi().V1alpha1().LocalVolumes()
 	pl.lvLister = lvs.Lister()
 	if _, err := nls.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { pl.nlsChanged(obj) },
-		UpdateFunc: func(_, obj any) { pl.nlsChanged(obj) },
+		AddFunc:    func(obj any) { pl.nlsChanged(obj); pl.reportFill(nil, obj) },
+		UpdateFunc: func(old, obj any) { pl.nlsChanged(obj); pl.reportFill(old, obj) },
 		DeleteFunc: pl.nlsDeleted,
 	}); err != nil {
 		return nil, err

@@ -28,7 +28,7 @@ func (l *Ledger) Capacity(nodeName string, v Volume) (total, largest int64) {
 	case v.ThinPool != "":
 		for i := range n.pools {
 			p := &n.pools[i]
-			if p.name != v.ThinPool || (v.VG != "" && p.vg != v.VG) || !p.schedulable {
+			if p.name != v.ThinPool || (v.VG != "" && p.vg != v.VG) || !p.schedulable || isOverFilled(p, l.fill) {
 				continue
 			}
 			if g := n.vgIndex(p.vg); g < 0 || !n.vgs[g].schedulable {

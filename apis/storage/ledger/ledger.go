@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,45 @@ type Ledger struct {
 	// written its NodeLocalStorage for staleAfter is unschedulable.
 	now        func() time.Time
 	staleAfter time.Duration
+
+	// fill: thin pools fuller than this take no new volumes.
+	fill Fill
+}
+
+// Fill are the thin pool fill thresholds, in percent (1–100; 100 turns
+// one off): a pool whose data or metadata space is fuller than its
+// threshold takes no new volume, whatever its virtual room, since the
+// volumes already in it keep writing. A pool's fill is what the agent
+// reports from lvm (v1alpha1.ThinPool.DataPercent, MetadataPercent);
+// unknown fill (lvm reports none: an inactive pool, lvm without
+// device-mapper) does not count as full, as the virtual size still bounds
+// the pool and refusing would make every such pool unschedulable.
+type Fill struct {
+	DataPercent, MetadataPercent int32
+}
+
+// DefaultFill: data 90 %, metadata 80 %. A full data space fails or
+// queues every write of the pool's volumes, so new volumes stop while a
+// tenth is left for the existing ones; a full metadata space is worse
+// (the pool needs thin_repair) and grows with snapshots and
+// fragmentation, so the limit is lower: where dmeventd starts warning.
+var DefaultFill = Fill{DataPercent: 90, MetadataPercent: 80}
+
+// MaxFillPercent bounds a fill threshold (and turns it off); a threshold
+// below MinFillPercent would refuse even an empty pool.
+const MinFillPercent, MaxFillPercent = 1, 100
+
+// Validate says which threshold is out of [MinFillPercent, MaxFillPercent].
+func (f Fill) Validate() error {
+	for _, t := range []struct {
+		name string
+		p    int32
+	}{{"data", f.DataPercent}, {"metadata", f.MetadataPercent}} {
+		if t.p < MinFillPercent || t.p > MaxFillPercent {
+			return fmt.Errorf("thin pool %s fill threshold %d%% is not in [%d, %d]", t.name, t.p, MinFillPercent, MaxFillPercent)
+		}
+	}
+	return nil
 }
 
 // DefaultStaleAfter is three of the agent's default heartbeat intervals
@@ -85,6 +125,32 @@ type pool struct {
 	capacity    int64
 	used        int64
 	reserved    int64
+	// dataPercent and metadataPercent are the pool's fill as the NLS says,
+	// -1 when unknown.
+	dataPercent, metadataPercent int32
+}
+
+// overFilled reports the first of the pool's fills above its threshold
+// in f: "data" or "metadata", the fill and the threshold.
+func (p *pool) overFilled(f Fill) (what string, fill, threshold int32, over bool) {
+	return f.exceeded(p.dataPercent, p.metadataPercent)
+}
+
+// Exceeded applies the rule to a pool's status (for reporting a pool that
+// crosses a threshold): the first fill above its threshold.
+func (f Fill) Exceeded(p v1alpha1.ThinPool) (what string, fill, threshold int32, over bool) {
+	return f.exceeded(knownPercent(p.DataPercent), knownPercent(p.MetadataPercent))
+}
+
+// exceeded: data, then metadata; -1 (unknown) never exceeds.
+func (f Fill) exceeded(data, metadata int32) (what string, fill, threshold int32, over bool) {
+	switch {
+	case data > f.DataPercent:
+		return "data", data, f.DataPercent, true
+	case metadata > f.MetadataPercent:
+		return "metadata", metadata, f.MetadataPercent, true
+	}
+	return "", 0, 0, false
 }
 
 func (p *pool) free() int64 { return p.capacity - p.used - p.reserved }
@@ -166,7 +232,16 @@ func New() *Ledger {
 		items:        map[string]*item{},
 		now:          time.Now,
 		staleAfter:   DefaultStaleAfter,
+		fill:         DefaultFill,
 	}
+}
+
+// SetFill sets the thin pool fill thresholds (see Fill; validated by the
+// caller: the scheduler's args).
+func (l *Ledger) SetFill(f Fill) {
+	l.mu.Lock()
+	l.fill = f
+	l.mu.Unlock()
 }
 
 // SetClock sets the time source and the heartbeat age after which a node
@@ -339,10 +414,10 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 		}
 	}
 	// Thin pools of the schedulable VGs.
-	wantPool := map[[2]string]int64{}
+	wantPool := map[[2]string]v1alpha1.ThinPool{}
 	for name := range filteredVG {
 		for _, p := range wantVG[name].ThinPools {
-			wantPool[[2]string{name, p.Name}] = clampInt64(p.Allocatable)
+			wantPool[[2]string{name, p.Name}] = p
 		}
 	}
 	for i := range n.pools {
@@ -351,12 +426,13 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 			p.schedulable, p.capacity = false, 0
 		}
 	}
-	for key, capacity := range wantPool {
+	for key, st := range wantPool {
 		p := n.poolFor(key[0], key[1])
-		if !p.schedulable || capacity > p.capacity {
+		capacity, data, metadata := clampInt64(st.Allocatable), knownPercent(st.DataPercent), knownPercent(st.MetadataPercent)
+		if !p.schedulable || capacity > p.capacity || data < p.dataPercent || metadata < p.metadataPercent {
 			grew = true
 		}
-		p.schedulable, p.capacity = true, capacity
+		p.schedulable, p.capacity, p.dataPercent, p.metadataPercent = true, capacity, data, metadata
 	}
 
 	filteredDev := map[string]bool{}
@@ -660,4 +736,12 @@ func (l *Ledger) Visit(vgFn func(VGUsage), devFn func(DeviceUsage)) {
 			}
 		}
 	}
+}
+
+// knownPercent is a reported fill percentage, -1 when unknown.
+func knownPercent(p *int32) int32 {
+	if p == nil {
+		return -1
+	}
+	return *p
 }

@@ -885,3 +885,75 @@ func TestDeviceHolders(t *testing.T) {
 		})
 	}
 }
+
+// A thin pool filled past a threshold (data or metadata, as the agent
+// reports lvm's percentages) takes no new volume, whatever its virtual
+// room: writes to the volumes already there would fill it. Unknown fill
+// (lvm reported none) does not count as full. The reason names the pool,
+// its fill and the threshold; Capacity counts no room there.
+func TestThinPoolFillThresholds(t *testing.T) {
+	pct := func(v int32) *int32 { return &v }
+	for _, tc := range []struct {
+		name           string
+		fill           Fill
+		data, metadata [2]*int32 // of vg0/tp and vg1/tp
+		vols           []Volume
+		want           string // vg/pool of volume a, or the shortfall's detail
+		wantReason     string
+		wantCapacity   int64 // GiB for thin volumes in tp (any VG)
+	}{
+		{name: "defaults, below both", data: [2]*int32{pct(90), pct(10)}, metadata: [2]*int32{pct(80), pct(10)},
+			vols: []Volume{thin("a", "vg0", "tp", 1)}, want: "vg0/tp", wantCapacity: 40},
+		{name: "unknown fill is not full", vols: []Volume{thin("a", "vg0", "tp", 1)}, want: "vg0/tp", wantCapacity: 40},
+		{name: "data above the default 90", data: [2]*int32{pct(91), nil}, vols: []Volume{thin("a", "vg0", "tp", 1)},
+			want:         "thin pool tp in VG vg0 on n1: data 91% full, above the 90% threshold (thinPoolFillThresholds.dataPercent)",
+			wantReason:   "node(s) had thin pool tp filled past a threshold (data 91% > 90%) for pvc default/a",
+			wantCapacity: 20},
+		{name: "metadata above the default 80", metadata: [2]*int32{pct(81), nil}, vols: []Volume{thin("a", "vg0", "tp", 1)},
+			want:         "thin pool tp in VG vg0 on n1: metadata 81% full, above the 80% threshold (thinPoolFillThresholds.metadataPercent)",
+			wantCapacity: 20},
+		{name: "another pool of the name takes it", data: [2]*int32{pct(95), pct(5)}, vols: []Volume{thin("a", "", "tp", 1)}, want: "vg1/tp", wantCapacity: 20},
+		{name: "both filled", data: [2]*int32{pct(95), nil}, metadata: [2]*int32{nil, pct(99)}, vols: []Volume{thin("a", "", "tp", 1)},
+			want:         "thin pool tp in VG vg0 on n1: data 95% full, above the 90% threshold (thinPoolFillThresholds.dataPercent)",
+			wantCapacity: 0},
+		{name: "lower thresholds from the args", fill: Fill{DataPercent: 50, MetadataPercent: 50}, data: [2]*int32{pct(51), pct(50)},
+			vols: []Volume{thin("a", "", "tp", 1)}, want: "vg1/tp", wantCapacity: 20},
+		{name: "100 turns the rule off", fill: Fill{DataPercent: 100, MetadataPercent: 100}, data: [2]*int32{pct(100), pct(100)}, metadata: [2]*int32{pct(100), pct(100)},
+			vols: []Volume{thin("a", "vg0", "tp", 1)}, want: "vg0/tp", wantCapacity: 40},
+		{name: "room still counts in a pool below", data: [2]*int32{pct(95), pct(5)}, vols: []Volume{thin("a", "", "tp", 21)},
+			want: "thin pool tp on n1: need 21Gi, free 20Gi (virtual sizes, overprovision ratio included)", wantCapacity: 20},
+		{name: "thick volumes ignore pool fill", data: [2]*int32{pct(100), pct(100)}, vols: []Volume{lvm("a", "vg0", 1)}, want: "vg0", wantCapacity: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New()
+			if tc.fill != (Fill{}) {
+				l.SetFill(tc.fill)
+			}
+			st := nls("n1", []vgSpec{{name: "vg0", gib: 100, filtered: true}, {name: "vg1", gib: 100, filtered: true}}, nil)
+			for i := range 2 {
+				st.Status.NodeStorageInfo.VolumeGroups[i].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(20 * gi),
+					OverprovisionRatio: resource.MustParse("1"), Allocatable: uint64(20 * gi), DataPercent: tc.data[i], MetadataPercent: tc.metadata[i]}}
+			}
+			l.SetNodeStorage(st)
+			got := ""
+			a, sf := l.Place("n1", tc.vols[0], Binpack)
+			if sf != nil {
+				got = sf.Detail()
+				if tc.wantReason != "" && sf.Reason() != tc.wantReason {
+					t.Errorf("reason %q\nwant   %q", sf.Reason(), tc.wantReason)
+				}
+			} else {
+				got = a.VG
+				if a.ThinPool != "" {
+					got += "/" + a.ThinPool
+				}
+			}
+			if got != tc.want {
+				t.Errorf("placed %q\nwant   %q", got, tc.want)
+			}
+			if total, _ := l.Capacity("n1", thin("", "", "tp", 0)); total != tc.wantCapacity*gi {
+				t.Errorf("capacity %d GiB, want %d", total/gi, tc.wantCapacity)
+			}
+		})
+	}
+}

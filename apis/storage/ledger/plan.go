@@ -133,6 +133,8 @@ const (
 	// NodeUnavailable: the node's NodeLocalStorage says DiskFault, or its
 	// agent's heartbeat is stale.
 	NodeUnavailable
+	// PoolFilled: every such thin pool is filled past a threshold (Fill).
+	PoolFilled
 )
 
 // Shortfall explains why a request does not fit a node.
@@ -152,6 +154,10 @@ type Shortfall struct {
 	// heartbeat's age (NodeUnavailable by a silent agent).
 	Fault string
 	Stale time.Duration
+	// FillOf ("data" or "metadata"), FillPercent and FillThreshold say
+	// how the thin pool is filled past its threshold (PoolFilled).
+	FillOf                     string
+	FillPercent, FillThreshold int32
 }
 
 // Deficit is how much is missing, for ranking near misses.
@@ -183,6 +189,8 @@ func (s *Shortfall) Reason() string {
 		return fmt.Sprintf("node(s) had no thin pool %s%s (thinPool of %s)", s.Pool, inVG(s.VG), s.Volume.Desc)
 	case PoolFull:
 		return fmt.Sprintf("node(s) had no thin pool %s%s with %s of virtual size free for %s", s.Pool, inVG(s.VG), Bytes(s.Need), s.Volume.Desc)
+	case PoolFilled:
+		return fmt.Sprintf("node(s) had thin pool %s filled past a threshold (%s %d%% > %d%%) for %s", s.Pool, s.FillOf, s.FillPercent, s.FillThreshold, s.Volume.Desc)
 	case NodeUnavailable:
 		if s.Fault != "" {
 			return "node(s) had NodeLocalStorage state " + s.Fault
@@ -212,6 +220,8 @@ func (s *Shortfall) Detail() string {
 		return fmt.Sprintf("node %s has no thin pool %s%s (thinPool of %s)", s.Node, s.Pool, inVG(s.VG), s.Volume.Desc)
 	case PoolFull:
 		return fmt.Sprintf("thin pool %s%s on %s: need %s, free %s (virtual sizes, overprovision ratio included)", s.Pool, inVG(s.VG), s.Node, Bytes(s.Need), Bytes(s.Free))
+	case PoolFilled:
+		return fmt.Sprintf("thin pool %s%s on %s: %s %d%% full, above the %d%% threshold (thinPoolFillThresholds.%sPercent)", s.Pool, inVG(s.VG), s.Node, s.FillOf, s.FillPercent, s.FillThreshold, s.FillOf)
 	case NodeUnavailable:
 		if s.Fault != "" {
 			return fmt.Sprintf("node %s: NodeLocalStorage state %s", s.Node, s.Fault)
@@ -333,7 +343,8 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 			s.taken[best] = true
 			s.targets = append(s.targets, best)
 		case v.ThinPool != "":
-			best, seen := -1, false
+			best, seen, roomy := -1, false, false
+			var filled *Shortfall
 			for i := range n.pools {
 				p := &n.pools[i]
 				f := s.poolFree[i]
@@ -341,6 +352,14 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 					continue
 				}
 				seen = true
+				if what, fill, threshold, over := p.overFilled(l.fill); over {
+					if filled == nil {
+						filled = &Shortfall{Kind: PoolFilled, Node: n.name, Volume: *v, VG: p.vg, Pool: v.ThinPool,
+							FillOf: what, FillPercent: fill, FillThreshold: threshold}
+					}
+					continue
+				}
+				roomy = true
 				if f < v.Size {
 					continue
 				}
@@ -352,12 +371,15 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 				if !seen {
 					return &Shortfall{Kind: NoSuchPool, Node: n.name, Volume: *v, VG: v.VG, Pool: v.ThinPool}
 				}
+				if !roomy {
+					return filled
+				}
 				sf := &Shortfall{Kind: PoolFull, Node: n.name, Volume: *v, VG: v.VG, Pool: v.ThinPool, Need: v.Size}
 				if v.VG != "" {
 					sf.Need = req.pinnedNeed[pinKey(v)]
 				}
 				for i := range n.pools {
-					if p := &n.pools[i]; p.name == v.ThinPool && (v.VG == "" || p.vg == v.VG) && s.poolFree[i] >= 0 {
+					if p := &n.pools[i]; p.name == v.ThinPool && (v.VG == "" || p.vg == v.VG) && s.poolFree[i] >= 0 && !isOverFilled(p, l.fill) {
 						// Free before this pod's other volumes, as for VGs.
 						sf.Free = max(sf.Free, p.free())
 					}
@@ -519,4 +541,9 @@ func (l *Ledger) Closest(nodes []string, req *Request, strategy Strategy) *Short
 		}
 	}
 	return best
+}
+
+func isOverFilled(p *pool, f Fill) bool {
+	_, _, _, over := p.overFilled(f)
+	return over
 }

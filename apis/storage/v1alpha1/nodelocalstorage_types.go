@@ -271,9 +271,16 @@ type ThinPool struct {
 	Total uint64 `json:"total"`
 	// Used is the pool's data space written so far, in bytes (lvm's data_percent).
 	Used uint64 `json:"used"`
-	// MetadataPercent is how full the pool's metadata space is, rounded up.
+	// DataPercent is how full the pool's data space is (lvm's
+	// data_percent, rounded up). Absent when lvm reports none (an inactive
+	// pool, or lvm without device-mapper): unknown, not empty.
+	// +optional
+	DataPercent *int32 `json:"dataPercent,omitempty"`
+	// MetadataPercent is how full the pool's metadata space is (lvm's
+	// metadata_percent, rounded up); absent when unknown, as DataPercent.
 	// A full metadata space stops every thin volume of the pool.
-	MetadataPercent int32 `json:"metadataPercent"`
+	// +optional
+	MetadataPercent *int32 `json:"metadataPercent,omitempty"`
 	// OverprovisionRatio is what the node's configuration
 	// (resourceToBeInited.vgs[].thinPool) says, 1 when it says nothing.
 	OverprovisionRatio resource.Quantity `json:"overprovisionRatio"`
