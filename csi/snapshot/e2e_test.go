@@ -23,7 +23,6 @@ package snapshot_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -174,12 +173,11 @@ func (e *env) startScheduler(t *testing.T) {
 	if err := os.WriteFile(cfg, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := cluster.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
+	port := strconv.Itoa(ports[0])
 	p := e.c.StartProcess(t, "open-local-scheduler", cluster.Binary(t, "./scheduler"), "--config="+cfg,
 		"--bind-address=127.0.0.1", "--secure-port="+port, "--authorization-always-allow-paths=/healthz", "-v=2")
 	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", timeout); err != nil {
