@@ -58,6 +58,11 @@ type Server struct {
 	// fill: the thin pool fill thresholds, the scheduler's (its args
 	// thinPoolFillThresholds; the chart passes both the same values).
 	fill ledger.Fill
+	// refusedClasses holds the parse errors of StorageClass parameters
+	// GetCapacity has logged: csi-provisioner asks every minute for every
+	// node, so each is logged once (grpc_server_handled_total{grpc_method=
+	// "GetCapacity",grpc_code="InvalidArgument"} counts every call).
+	refusedClasses sync.Map
 }
 
 // New returns the Controller service, with ledger.DefaultFill.
@@ -727,6 +732,11 @@ func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	}
 	p, err := parameters.Parse(req.GetParameters())
 	if err != nil {
+		// The class's pods then stay Pending with "did not have enough
+		// free storage" (no CSIStorageCapacity): say the real cause here.
+		if _, seen := s.refusedClasses.LoadOrStore(err.Error(), true); !seen {
+			klog.FromContext(ctx).Info("StorageClass parameters refused: no capacity is published for them, so its pods cannot be scheduled", "err", err, "parameters", req.GetParameters())
+		}
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	var nodes []*nodeStorage

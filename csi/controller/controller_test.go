@@ -9,6 +9,8 @@ package controller_test
 
 import (
 	"context"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
 	"math"
 	"strings"
 	"testing"
@@ -550,6 +552,29 @@ func TestGetCapacity(t *testing.T) {
 				t.Fatalf("GetCapacity = %d (max %d), want %d (max %d)", r.AvailableCapacity, r.MaximumVolumeSize.GetValue(), tt.total, tt.max)
 			}
 		})
+	}
+}
+
+// A StorageClass the parser refuses gets no capacity, so its pods stay
+// Pending with VolumeBinding's "not enough free storage": GetCapacity logs
+// the real cause, once per distinct error however often it is asked.
+func TestGetCapacityLogsRefusedClass(t *testing.T) {
+	f := newFixture(t, "ctl-cap-bad", map[string]int64{"a": gib}, nil)
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.BufferLogs(true)))
+	ctx := klog.NewContext(t.Context(), logger)
+	seg := &csi.Topology{Segments: map[string]string{"kubernetes.io/hostname": f.node}}
+	for range 3 {
+		for _, params := range []map[string]string{{"bps": "fast"}, {"vgname": "x"}} {
+			if _, err := f.srv.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: params, AccessibleTopology: seg}); status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("GetCapacity(%v): %v, want InvalidArgument", params, err)
+			}
+		}
+	}
+	out := logger.GetSink().(ktesting.Underlier).GetBuffer().String()
+	for _, want := range []string{`parameters={"bps":"fast"}`, `parameters={"vgname":"x"}`} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("log mentions %s %d times, want once:\n%s", want, n, out)
+		}
 	}
 }
 
