@@ -21,10 +21,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -156,7 +158,8 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.sysfs, "sysfs", "/sys", "[agent] where sysfs is mounted (open-local's --path.sysfs)")
 	fs.StringVar(&o.deviceRegexpText, "regexp", discovery.DefaultDeviceRegexp, "[agent] block devices whose name matches this Go regexp are reported, with their partitions")
 	fs.StringVar(&o.legacyLVPrefix, "lvname", discovery.DefaultLegacyLVPrefix, "[agent] LVs whose name starts with this prefix (or csi-) look like open-local's even without the "+lvm.OwnedTag+" tag: when no LocalVolume names them they are reported as orphans (all LVs no LocalVolume names are kept out of allocatable); empty disables")
-	fs.DurationVar(&o.interval, "interval", nodestorage.DefaultInterval, "[agent] time between discovery passes")
+	o.interval = nodestorage.DefaultInterval
+	fs.Var((*secondsOrDuration)(&o.interval), "interval", "[agent] time between discovery passes: a duration (90s, 2m) or integer seconds as open-local's --interval took them")
 	fs.DurationVar(&o.heartbeatInterval, "heartbeat-interval", nodestorage.DefaultHeartbeatInterval, "[agent] NodeLocalStorage status is written at least this often, otherwise only when it changes")
 	fs.StringVar(&o.lvmSystemDir, "lvm-system-dir", "", "[agent] LVM_SYSTEM_DIR for every lvm command (a directory with lvm.conf); lvm's default when empty")
 	fs.StringVar(&o.activation, "activation", string(lvm.ModeAuto), "[agent] how LVs become block devices: device-mapper (/dev/<vg>/<lv>), loop (a loop device over the LV's extents, for kernels without device-mapper) or auto")
@@ -382,5 +385,30 @@ func serveHealthz(ctx context.Context, o *options, kube kubernetes.Interface, ch
 	if _, err := secureserving.ServeHTTP(ctx, o.healthzAddr, o.metricsAuth, kube, []string{"/healthz"}, mux); err != nil {
 		return fmt.Errorf("--healthz-bind-address %s: %w", o.healthzAddr, err)
 	}
+	return nil
+}
+
+// secondsOrDuration is a duration flag that also takes a bare integer as
+// seconds: open-local's agent had --interval=60, and its DaemonSets keep
+// working unchanged after the switch.
+type secondsOrDuration time.Duration
+
+func (d *secondsOrDuration) String() string { return time.Duration(*d).String() }
+
+func (d *secondsOrDuration) Type() string { return "duration" }
+
+func (d *secondsOrDuration) Set(s string) error {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 || n > int64(math.MaxInt64/time.Second) {
+			return fmt.Errorf("%d seconds is out of range", n)
+		}
+		*d = secondsOrDuration(time.Duration(n) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration (90s, 2m) or integer seconds: %w", err)
+	}
+	*d = secondsOrDuration(v)
 	return nil
 }
