@@ -161,6 +161,9 @@ func TestStorageClasses(t *testing.T) {
 		"open-local-lvm":               {"volumeType": "LVM", "csi.storage.k8s.io/fstype": "ext4"},
 		"open-local-lvm-xfs":           {"volumeType": "LVM", "csi.storage.k8s.io/fstype": "xfs"},
 		"open-local-lvm-io-throttling": {"volumeType": "LVM", "csi.storage.k8s.io/fstype": "ext4", "bps": "1048576", "iops": "1024"},
+		// open-local's chart name for it, with its limits commented out:
+		// manifests written for that chart keep their (unthrottled) class.
+		"open-local-lvm-io-throttle": {"volumeType": "LVM", "csi.storage.k8s.io/fstype": "ext4"},
 		"open-local-device-ssd":        {"volumeType": "Device", "mediaType": "ssd", "csi.storage.k8s.io/fstype": "ext4"},
 		"open-local-device-hdd":        {"volumeType": "Device", "mediaType": "hdd", "csi.storage.k8s.io/fstype": "ext4"},
 	}
@@ -184,6 +187,13 @@ func TestStorageClasses(t *testing.T) {
 		if wantExpand := params["volumeType"] == "LVM"; sc.AllowVolumeExpansion == nil || *sc.AllowVolumeExpansion != wantExpand {
 			t.Errorf("%s: allowVolumeExpansion %v, want %v", name, sc.AllowVolumeExpansion, wantExpand)
 		}
+	}
+	// volumeBindingMode is a value per class (the CSI controller places
+	// Immediate volumes itself). --set on a list replaces the list.
+	imm := render(t, "storageClasses[0].name=fast", "storageClasses[0].enabled=true",
+		"storageClasses[0].parameters.volumeType=LVM", "storageClasses[0].volumeBindingMode=Immediate")
+	if sc := typed[storagev1.StorageClass](t, imm.get(t, "StorageClass", "fast")); *sc.VolumeBindingMode != storagev1.VolumeBindingImmediate {
+		t.Errorf("volumeBindingMode=Immediate: class has %s", *sc.VolumeBindingMode)
 	}
 	vsc := m.get(t, "VolumeSnapshotClass", "open-local-lvm")
 	if vsc.Object["driver"] != identity.DefaultDriverName || vsc.Object["deletionPolicy"] != "Delete" {
@@ -228,6 +238,15 @@ func TestSchedulerConfig(t *testing.T) {
 			args: olconfig.OpenLocalArgs{Strategy: olconfig.StrategySpread, ScoreWeights: olconfig.ScoreWeights{LVM: 3, Device: 1},
 				StorageFreePodAntiAffinityWeight: 20, Provisioners: []string{"local.csi.example.com", olconfig.LegacyProvisionerName},
 				DefaultInlineVolumeSize: resource.MustParse("2Gi"), ThinPoolFillThresholds: olconfig.ThinPoolFillThresholds{DataPercent: 95, MetadataPercent: 80}}},
+		// open-local's own driver name (kept by clusters that switch in
+		// place) is already the legacy provisioner: listed once, or the
+		// scheduler refuses its configuration.
+		{name: "yodaplugin", set: []string{"driverName=" + olconfig.LegacyProvisionerName},
+			args: func() olconfig.OpenLocalArgs {
+				a := *findOpenLocalArgs(t, shipped)
+				a.Provisioners = []string{olconfig.LegacyProvisionerName}
+				return a
+			}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
