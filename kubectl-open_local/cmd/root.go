@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-base/version"
 	"sigs.k8s.io/yaml"
 
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
@@ -56,15 +58,30 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl open-local"},
+		Version:       pluginVersion(),
 	}
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.config.AddFlags(root.PersistentFlags())
 	root.PersistentFlags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "all namespaces (volumes, orphans)")
 	root.PersistentFlags().StringVarP(&o.output, "output", "o", "", "output format: wide, json or yaml")
-	root.PersistentFlags().StringVarP(&o.selector, "selector", "l", "", "label selector on NodeLocalStorages (nodes, orphans) and LocalVolumes (volumes, orphans)")
+	root.PersistentFlags().StringVarP(&o.selector, "selector", "l", "", "label selector on NodeLocalStorages (nodes, why, orphans) and LocalVolumes (volumes, orphans)")
+	// --version without -v: kubectl's -v is the log level.
+	root.Flags().Bool("version", false, "print the version")
 	root.AddCommand(o.nodesCommand(), o.volumesCommand(), o.whyCommand(), o.orphansCommand())
 	return root
+}
+
+// pluginVersion is the version make build stamps, else the module version
+// `go install …@version` records.
+func pluginVersion() string {
+	v := version.Get().GitVersion
+	if strings.HasPrefix(v, "v0.0.0-master") {
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			return bi.Main.Version
+		}
+	}
+	return v
 }
 
 // complete validates the shared flags and makes the clients.
