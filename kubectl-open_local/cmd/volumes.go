@@ -59,7 +59,11 @@ func (o *options) volumesCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep := volumeReports(lvs.Items, pods, o.namespace)
+			pvcs, err := o.kube.CoreV1().PersistentVolumeClaims(o.namespace).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			rep := volumeReports(lvs.Items, pvcs.Items, pods, o.namespace)
 			if done, err := o.structured(rep); done {
 				return err
 			}
@@ -89,7 +93,13 @@ func volumeNamespace(lv *v1alpha1.LocalVolume) string {
 	return ""
 }
 
-func volumeReports(lvs []v1alpha1.LocalVolume, pods []corev1.Pod, namespace string) []VolumeReport {
+func volumeReports(lvs []v1alpha1.LocalVolume, pvcs []corev1.PersistentVolumeClaim, pods []corev1.Pod, namespace string) []VolumeReport {
+	// A claim re-created under the same name is another claim: its pods
+	// do not use this volume.
+	claimUID := map[string]string{}
+	for i := range pvcs {
+		claimUID[pvcs[i].Namespace+"/"+pvcs[i].Name] = string(pvcs[i].UID)
+	}
 	// Pods by the claims they mount.
 	users := map[string][]string{}
 	for i := range pods {
@@ -128,7 +138,9 @@ func volumeReports(lvs []v1alpha1.LocalVolume, pods []corev1.Pod, namespace stri
 		}
 		if c := lv.Spec.ClaimRef; c != nil {
 			r.Claim = c.Namespace + "/" + c.Name
-			r.Pods = users[r.Claim]
+			if uid, ok := claimUID[r.Claim]; ok && (c.UID == "" || string(c.UID) == uid) {
+				r.Pods = users[r.Claim]
+			}
 		}
 		if p := lv.Spec.PodRef; p != nil {
 			r.Pods = []string{p.Namespace + "/" + p.Name}

@@ -355,7 +355,10 @@ func (o *options) printWhy(r *WhyReport) error {
 			if v.Allocated != "" {
 				state = "allocated on " + v.Allocated
 			}
-			rows = append(rows, []string{v.Name, v.Desc, v.Type, orNone(where), qty(v.Size), state})
+			if where == "" {
+				where = "any"
+			}
+			rows = append(rows, []string{v.Name, v.Desc, v.Type, where, qty(v.Size), state})
 		}
 		if err := o.table(w, []string{"NAME", "VOLUME", "TYPE", "VG", "SIZE", "STATE"}, rows); err != nil {
 			return err
@@ -379,7 +382,7 @@ func (o *options) printWhy(r *WhyReport) error {
 		}
 	}
 	if c := r.Closest; c != nil {
-		fmt.Fprintf(w, "\nClosest fit: node %s, %s does not fit (need %s, free %s): %s\n", c.Node, c.Volume, qty(c.Need), qty(c.Free), c.Reason)
+		fmt.Fprintf(w, "\nClosest fit: node %s, %s short: %s\n", c.Node, qty(c.Need-c.Free), c.Reason)
 	}
 	fmt.Fprintln(w, "\nEvents:")
 	if len(r.Events) == 0 {
@@ -388,7 +391,11 @@ func (o *options) printWhy(r *WhyReport) error {
 	}
 	var rows [][]string
 	for _, e := range r.Events {
-		rows = append(rows, []string{age(e.Last), e.Type, e.Reason, orNone(e.From), e.Message})
+		when := age(e.Last)
+		if e.Count > 1 {
+			when += fmt.Sprintf(" (x%d)", e.Count)
+		}
+		rows = append(rows, []string{when, e.Type, e.Reason, orNone(e.From), e.Message})
 	}
 	return o.table(w, []string{"AGE", "TYPE", "REASON", "FROM", "MESSAGE"}, rows)
 }
