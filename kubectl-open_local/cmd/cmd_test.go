@@ -371,3 +371,114 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestWhyPinned: a pod pinned by a volume already allocated, with an
+// inline volume, a missing claim, a class the parser refuses and another
+// scheduler: the notes say what is not about capacity, the ledger decides
+// the rest.
+func TestWhyPinned(t *testing.T) {
+	c := cluster.ForTest(t)
+	ctx := t.Context()
+	kube, ol := c.Client(), c.OpenLocalClient()
+	const wns = "kctl-why"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: wns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), wns, metav1.DeleteOptions{}) })
+	if _, err := kube.CoreV1().ServiceAccounts(wns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	wffc := storagev1.VolumeBindingWaitForFirstConsumer
+	for name, params := range map[string]map[string]string{
+		"kctl-why-lvm": {"volumeType": "LVM"},
+		"kctl-why-bad": {"volumeType": "LVM", "vgname": "pool0"}, // the typo the parser refuses
+	} {
+		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "local.csi.aliyun.com", Parameters: params, VolumeBindingMode: &wffc}
+		if _, err := kube.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = kube.StorageV1().StorageClasses().Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
+	}
+	uids := map[string]string{}
+	pvc := func(name, class string, size int64) *corev1.PersistentVolumeClaim {
+		p, err := kube.CoreV1().PersistentVolumeClaims(wns).Create(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: ptr.To(class), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: qtyOf(size)}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids[string(p.UID)] = placeholder("pvc/" + name)
+		return p
+	}
+	held := pvc("held", "kctl-why-lvm", 4*gi)
+	pvc("fresh", "kctl-why-lvm", 2*gi)
+	pvc("typo", "kctl-why-bad", gi)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0"}, Spec: corev1.PodSpec{SchedulerName: "default-scheduler",
+		Containers: []corev1.Container{{Name: "c", Image: "none"}}}}
+	for _, claim := range []string{"held", "fresh", "missing", "typo"} {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: claim,
+			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+		Driver: "local.csi.aliyun.com", VolumeAttributes: map[string]string{"size": "3Gi"}}}})
+	pod, err := kube.CoreV1().Pods(wns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids[string(pod.UID)] = placeholder("pod/db-0")
+	inline := v1alpha1.InlineVolumeName(pod.UID, "scratch")
+	uids[inline] = "csi-" + strings.Repeat(".", len(inline)-len("csi-"))
+
+	lvs := ol.CsiV1alpha1().LocalVolumes()
+	name := v1alpha1.PVCVolumeName(held.UID)
+	if _, err := lvs.Create(ctx, &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.LocalVolumeSpec{NodeName: "kctl-c", VolumeType: v1alpha1.VolumeTypeLVM, VGName: "pool0", Size: qtyOf(4 * gi),
+			ClaimRef: &v1alpha1.ObjectReference{Namespace: wns, Name: "held", UID: held.UID}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lvs.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	nlss := ol.CsiV1alpha1().NodeLocalStorages()
+	for _, n := range []string{"kctl-c", "kctl-d"} {
+		if _, err := nlss.Create(ctx, &v1alpha1.NodeLocalStorage{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{label: "why"}},
+			Spec: v1alpha1.NodeLocalStorageSpec{NodeName: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nlss.Delete(context.Background(), n, metav1.DeleteOptions{}) })
+		// No heartbeat: an NLS written by hand, never judged stale.
+		if _, err := cluster.Update(ctx, nlss.Get, nlss.UpdateStatus, n, func(cur *v1alpha1.NodeLocalStorage) {
+			cur.Status = v1alpha1.NodeLocalStorageStatus{
+				NodeStorageInfo: v1alpha1.NodeStorageInfo{State: v1alpha1.StorageState{Type: v1alpha1.StorageReady},
+					VolumeGroups: []v1alpha1.VolumeGroup{{Name: "pool0", PhysicalVolumes: []string{"/dev/vdb"}, Total: uint64(20 * gi),
+						Available: uint64(20 * gi), Allocatable: uint64(20 * gi), ExtentSize: 4 << 20}}},
+				FilteredStorageInfo: v1alpha1.FilteredStorageInfo{VolumeGroups: []string{"pool0"}},
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	got, err := run(t, c, "why", "db-0", "-n", wns, "-l", label+"=why")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uid, p := range uids {
+		got = strings.ReplaceAll(got, uid, p)
+	}
+	path := filepath.Join("testdata", "why-pinned.golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("kubectl open-local why db-0:\n--- got\n%s\n--- want (%s)\n%s", got, path, want)
+	}
+}

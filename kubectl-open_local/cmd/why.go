@@ -154,7 +154,10 @@ func (o *options) why(ctx context.Context, name string) (*WhyReport, error) {
 		wv := WhyVolume{Name: v.vol.Name, Desc: v.vol.Desc, Type: string(v.vol.Type), VG: v.vol.VG, ThinPool: v.vol.ThinPool, MediaType: v.vol.MediaType, Size: v.vol.Size}
 		if lv := byName[v.vol.Name]; lv != nil {
 			// Held: it pins the pod, needs nothing more.
-			wv.Allocated = lv.Spec.NodeName
+			wv.Allocated, wv.VG, wv.ThinPool, wv.Size = lv.Spec.NodeName, lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.Size.Value()
+			if lv.Spec.Device != "" {
+				wv.VG = lv.Spec.Device
+			}
 			rep.Volumes = append(rep.Volumes, wv)
 			pin(lv.Spec.NodeName, v.vol.Desc+" is allocated there")
 			continue
