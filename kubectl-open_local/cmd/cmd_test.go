@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/utils/ptr"
 
@@ -53,6 +54,23 @@ type state struct {
 }
 
 func qtyOf(b int64) resource.Quantity { return *resource.NewQuantity(b, resource.BinarySI) }
+
+// create creates an object, waiting while one of its name is still being
+// deleted (a namespace or a protected PV of an earlier run in this
+// cluster: go test -count=2, or a reused OPEN_LOCAL_CLUSTER_DIR).
+func create(t *testing.T, fn func() error) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		err := fn()
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
 
 // placeholder stands for a UID in golden files: as long as a UID (36
 // characters), so the tables keep their alignment.
@@ -123,9 +141,10 @@ func known(t *testing.T) (*cluster.Cluster, map[string]string) {
 	s := &state{t: t, c: c, uids: map[string]string{}}
 	kube, ol := c.Client(), c.OpenLocalClient()
 
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	create(t, func() error {
+		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		return err
+	})
 	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	// Pods need the namespace's default ServiceAccount, which the
 	// controller manager creates a moment later.
@@ -197,9 +216,10 @@ func known(t *testing.T) (*cluster.Cluster, map[string]string) {
 		Capacity: corev1.ResourceList{corev1.ResourceStorage: qtyOf(2 * gi)}, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 		PersistentVolumeSource:        corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "local.csi.aliyun.com", VolumeHandle: "kctl-retained"}}}}
-	if _, err := kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	create(t, func() error {
+		_, err := kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{})
+		return err
+	})
 	t.Cleanup(func() {
 		_ = kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
 	})
@@ -381,9 +401,10 @@ func TestWhyPinned(t *testing.T) {
 	ctx := t.Context()
 	kube, ol := c.Client(), c.OpenLocalClient()
 	const wns = "kctl-why"
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: wns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	create(t, func() error {
+		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: wns}}, metav1.CreateOptions{})
+		return err
+	})
 	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), wns, metav1.DeleteOptions{}) })
 	if _, err := kube.CoreV1().ServiceAccounts(wns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
 		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
