@@ -276,6 +276,12 @@ func (o *options) podVolume(ctx context.Context, pod *corev1.Pod, vol *corev1.Vo
 	} else if err != nil {
 		return nil, err
 	}
+	if vol.Ephemeral != nil {
+		if err := ephemeral.VolumeIsForPod(pod, pvc); err != nil {
+			note("%v", err)
+			return nil, nil
+		}
+	}
 	className := storagehelpers.GetPersistentVolumeClaimClass(pvc)
 	if className == "" {
 		return nil, nil
@@ -317,7 +323,12 @@ func (o *options) podVolume(ctx context.Context, pod *corev1.Pod, vol *corev1.Vo
 	case v1alpha1.VolumeTypeDevice:
 		v.vol.MediaType = params.MediaType
 	}
-	if ds := pvc.Spec.DataSource; ds != nil {
+	// DataSourceRef wins over DataSource, as in the scheduler (dataSourceOf).
+	ds := pvc.Spec.DataSource
+	if r := pvc.Spec.DataSourceRef; r != nil && (r.Namespace == nil || *r.Namespace == pvc.Namespace) {
+		ds = &corev1.TypedLocalObjectReference{APIGroup: r.APIGroup, Kind: r.Kind, Name: r.Name}
+	}
+	if ds != nil {
 		switch {
 		case ds.Kind == "PersistentVolumeClaim" && (ds.APIGroup == nil || *ds.APIGroup == ""):
 			src, err := o.kube.CoreV1().PersistentVolumeClaims(pod.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
