@@ -13,10 +13,10 @@ all: build
 
 # Versions stamped into our binaries: hack/version.sh is their one source
 # (the image build uses it too).
-## build: what ships (agent, csi, scheduler) into bin/
+## build: what ships (agent, csi, scheduler, the kubectl plugin kubectl-open_local) into bin/
 build:
 	@mkdir -p bin
-	go build -ldflags "$$(hack/version.sh ldflags ours)" -o bin/ ./agent ./csi
+	go build -ldflags "$$(hack/version.sh ldflags ours)" -o bin/ ./agent ./csi ./kubectl-open_local
 	go build -ldflags "$$(hack/version.sh ldflags scheduler)" -o bin/ ./scheduler
 
 ## harness: the development CLIs under hack/ (demo, localcluster, loopvg, procruntime) into bin/

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 )
 
@@ -56,12 +57,10 @@ func ParsePolicy(s string) (Policy, error) {
 	return "", fmt.Errorf("unknown device wipe policy %q: want one of %v", s, Policies)
 }
 
-// ReleasedAnnotation, set on a quarantined Device LocalVolume to the
-// device's identity (status.deviceIdentity), tells the agent an operator
-// wiped (or otherwise vouches for) the disk: the agent then releases it
-// without wiping. The value must match, so an annotation copied from
-// another volume releases nothing.
-const ReleasedAnnotation = "csi.aliyun.com/device-wiped"
+// ReleasedAnnotation is v1alpha1.DeviceWipedAnnotation (its home is the
+// API package, so clients that cannot build this Linux-only package, such
+// as kubectl open-local on a laptop, name it too).
+const ReleasedAnnotation = v1alpha1.DeviceWipedAnnotation
 
 // ErrIdentityMismatch: the device at the path is not the one the record names.
 var ErrIdentityMismatch = errors.New("device identity does not match the record")

@@ -102,12 +102,19 @@ func TestImages(t *testing.T) {
 		t.Errorf("%d containers run our images, want 5 (agent, csi-plugin, csi-controller, nls-controller, scheduler)", ours)
 	}
 
+	// The kubectl plugin ships in the controller image.
+	if !slices.ContainsFunc(stages["controller"].copies, func(cp string) bool {
+		return strings.Contains(cp, "--from=build") && strings.Contains(cp, "/out/kubectl-open_local ")
+	}) {
+		t.Errorf("the controller image does not copy kubectl-open_local: %v", stages["controller"].copies)
+	}
+
 	// The build stage has every directory of the module the binaries use.
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(t.Context(), "go", "list", "-deps", "./agent", "./csi", "./scheduler")
+	cmd := exec.CommandContext(t.Context(), "go", "list", "-deps", "./agent", "./csi", "./scheduler", "./kubectl-open_local")
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err != nil {

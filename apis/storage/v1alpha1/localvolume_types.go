@@ -273,6 +273,13 @@ const (
 // cleanup (agent --mode=controller --node-loss-cleanup).
 const NodeLossAnnotation = "csi.aliyun.com/delete-on-node-loss"
 
+// DeviceWipedAnnotation, set on a quarantined Device LocalVolume to the
+// device's identity (status.deviceIdentity), tells the agent an operator
+// wiped (or otherwise vouches for) the disk: the agent then releases it
+// without wiping. The value must match, so an annotation copied from
+// another volume releases nothing.
+const DeviceWipedAnnotation = "csi.aliyun.com/device-wiped"
+
 // CopyStatus is the progress of a block copy from a snapshot into a new volume.
 type CopyStatus struct {
 	// Source is the LocalVolume copied from.
