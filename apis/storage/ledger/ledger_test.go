@@ -957,3 +957,40 @@ func TestThinPoolFillThresholds(t *testing.T) {
 		})
 	}
 }
+
+// A VG whose counted volumes already exceed its allocatable (writers that
+// did not see each other, a reserve raised under them) is full, not
+// missing: the agent's admission lets through only "not this ledger's
+// business" shortfalls, so a NoSuchVG here granted past allocatable.
+func TestOverSubscribedVGIsFull(t *testing.T) {
+	l := New()
+	l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 100, filtered: true}, {name: "pool1", gib: 10, filtered: true}}, nil))
+	l.SetVolume(lvmLV("pvc-a", "n1", "pool0", 70))
+	l.SetVolume(lvmLV("pvc-b", "n1", "pool0", 50)) // 120 of 100 counted
+	st := nls("n1", []vgSpec{{name: "pool0", gib: 100, filtered: true}, {name: "pool1", gib: 10, filtered: true}}, nil)
+	st.Status.NodeStorageInfo.VolumeGroups[1].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(4 * gi),
+		OverprovisionRatio: *resource.NewQuantity(1, resource.DecimalSI), Allocatable: uint64(4 * gi)}}
+	l.SetNodeStorage(st)
+	l.SetVolume(thinLV("pvc-t1", "n1", "pool1", "tp", 3))
+	l.SetVolume(thinLV("pvc-t2", "n1", "pool1", "tp", 3)) // 6 of 4 counted
+	for _, tc := range []struct {
+		name       string
+		vol        Volume
+		wantKind   ShortfallKind
+		wantDetail string
+	}{
+		{name: "pinned", vol: lvm("c", "pool0", 1), wantKind: VGFull, wantDetail: "VG pool0 on n1: need 1Gi, free 0"},
+		{name: "unpinned, no other VG room", vol: lvm("c", "", 20), wantKind: NoVGFits, wantDetail: "pvc default/c on n1: need 20Gi, largest VG free 10Gi"},
+		{name: "thin pool", vol: thin("c", "", "tp", 1), wantKind: PoolFull, wantDetail: "thin pool tp on n1: need 1Gi, free 0 (virtual sizes, overprovision ratio included)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sf := l.Fit("n1", NewRequest([]Volume{tc.vol}), Binpack)
+			if sf == nil {
+				t.Fatal("fits in an over-subscribed VG")
+			}
+			if sf.Kind != tc.wantKind || sf.Detail() != tc.wantDetail {
+				t.Errorf("shortfall %v %q, want %v %q", sf.Kind, sf.Detail(), tc.wantKind, tc.wantDetail)
+			}
+		})
+	}
+}

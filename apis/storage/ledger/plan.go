@@ -269,9 +269,11 @@ func (s *scratch) init(n *node, nvol int) {
 	}
 	for i := range n.vgs {
 		g := &n.vgs[i]
-		f := int64(-1)
+		f := int64(-1) // not schedulable: "no such VG"
 		if g.schedulable {
-			f = g.free()
+			// Over-subscribed (writers that did not see each other, a
+			// reserve raised under them) is full, never "no such VG".
+			f = max(g.free(), 0)
 		}
 		s.free = append(s.free, f)
 	}
@@ -284,7 +286,7 @@ func (s *scratch) init(n *node, nvol int) {
 		f := int64(-1)
 		if p.schedulable {
 			if g := n.vgIndex(p.vg); g >= 0 && n.vgs[g].schedulable {
-				f = p.free()
+				f = max(p.free(), 0) // over-subscribed is full, as for VGs
 			}
 		}
 		s.poolFree = append(s.poolFree, f)
@@ -396,7 +398,7 @@ func (l *Ledger) plan(n *node, req *Request, strategy Strategy, s *scratch) *Sho
 			take := n.vgs[i].take(v.Size, v.Striped)
 			if s.free[i] < take {
 				return &Shortfall{Kind: VGFull, Node: n.name, Volume: *v, VG: v.VG,
-					Need: req.pinnedNeed[v.VG], Free: n.vgs[i].free()}
+					Need: req.pinnedNeed[v.VG], Free: max(n.vgs[i].free(), 0)}
 			}
 			s.free[i] -= take
 			s.targets = append(s.targets, i)
