@@ -45,7 +45,7 @@ import (
 // the VG gauges equal the NodeLocalStorage's allocatable and the
 // LocalVolumes' sizes, the lvm latency histogram has observations, volume IO
 // is reported, the CSI calls are counted; and every metric the dashboard
-// queries is exported.
+// queries is exported. Then Prometheus scrapes them (testPrometheus).
 func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	capability.Require(t, capability.Root, capability.LoopDevices, capability.LVM)
 	c := cluster.ForTest(t)
@@ -286,6 +286,13 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	checkEndpoints(t, reader, stranger,
 		[]string{port(agentPort, "/metrics"), port(csiNodePort, "/metrics"), port(csiCtrlPort, "/metrics"), port(nlsPort, "/metrics")},
 		[]string{port(agentPort, "/healthz"), port(nlsPort, "/healthz")})
+
+	// A real Prometheus scrapes them as the chart says, an alert fires on
+	// purpose and every dashboard query is evaluated.
+	t.Run("prometheus", func(t *testing.T) {
+		testPrometheus(t, c, promTargets{run: run, node: node, vg: vgName, agent: agentPort, csiNode: csiNodePort,
+			csiController: csiCtrlPort, nlsCtrl: nlsPort, ctrl: ctrlClient, topo: topo})
+	})
 
 	for _, p := range []*cluster.Process{agent, ctrl, nodeProc, nlsCtrl} {
 		noForbidden(t, p)

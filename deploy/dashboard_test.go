@@ -57,7 +57,12 @@ type panel struct {
 		Type string `json:"type"`
 		UID  string `json:"uid"`
 	} `json:"datasource"`
-	GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+	GridPos     struct{ H, W, X, Y int } `json:"gridPos"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
 	Targets []struct {
 		Expr  string `json:"expr"`
 		RefID string `json:"refId"`
@@ -128,6 +133,7 @@ func TestDashboardStructure(t *testing.T) {
 	if queries < 20 {
 		t.Errorf("only %d queries", queries)
 	}
+	checkDashboardRows(t, d)
 	// The chart ships this file in the dashboard ConfigMap.
 	m := render(t, "monitoring.grafanaDashboard.enabled=true")
 	cm := m.get(t, "ConfigMap", "open-local-grafana-dashboard")
@@ -168,6 +174,49 @@ func TestDashboardMetricsExist(t *testing.T) {
 	for _, want := range []string{"open_local_scheduler_filter_decisions_total", "open_local_scheduler_reservations_total"} {
 		if !slices.Contains(used, want) {
 			t.Errorf("dashboard lacks %s", want)
+		}
+	}
+}
+
+// dashboardConcerns are the rows, in order: one per concern an operator
+// looks at (the row titles start with these words).
+var dashboardConcerns = []string{"Capacity", "Devices", "Volumes", "IO", "Latency", "Scheduler"}
+
+// checkDashboardRows: the panels are grouped under one row per concern, in
+// dashboardConcerns' order, laid out top to bottom (a panel belongs to the
+// row above it), each row with panels, every panel with a unit.
+func checkDashboardRows(t *testing.T, d *dashboard) {
+	t.Helper()
+	var rows []string
+	inRow := map[string]int{}
+	lastY := -1
+	for _, p := range d.Panels {
+		if p.GridPos.Y < lastY {
+			t.Errorf("panel %d %q at y=%d above the panel before it (y=%d): Grafana would show it in another row", p.ID, p.Title, p.GridPos.Y, lastY)
+		}
+		lastY = p.GridPos.Y
+		if p.Type == "row" {
+			rows = append(rows, p.Title)
+			continue
+		}
+		if len(rows) == 0 {
+			t.Errorf("panel %d %q above the first row", p.ID, p.Title)
+			continue
+		}
+		inRow[rows[len(rows)-1]]++
+		if p.FieldConfig.Defaults.Unit == "" {
+			t.Errorf("panel %d %q (row %q) has no unit", p.ID, p.Title, rows[len(rows)-1])
+		}
+	}
+	if len(rows) != len(dashboardConcerns) {
+		t.Fatalf("rows %q: want one per concern %v", rows, dashboardConcerns)
+	}
+	for i, r := range rows {
+		if first, _, _ := strings.Cut(r, " "); first != dashboardConcerns[i] {
+			t.Errorf("row %d %q: want the %s row", i, r, dashboardConcerns[i])
+		}
+		if inRow[r] == 0 {
+			t.Errorf("row %q has no panels", r)
 		}
 	}
 }

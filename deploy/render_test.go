@@ -58,7 +58,12 @@ func render(t testing.TB, set ...string) *manifests {
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
-	raw := helm(t, args...)
+	return parseManifests(t, helm(t, args...))
+}
+
+// parseManifests splits helm template's output into objects.
+func parseManifests(t testing.TB, raw []byte) *manifests {
+	t.Helper()
 	m := &manifests{raw: raw}
 	dec := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
 	for {

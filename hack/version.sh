@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 desc=${GIT_DESC:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
 commit=${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
-kube=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' go.mod)
+kube=$(sed -n 's/^\(require \)\{0,1\}[[:space:]]*k8s.io\/kubernetes \(v[0-9.]*\)$/\2/p' go.mod)  # a one-line require or inside a require block
 case "${1:-}/${2:-}" in
   ours/) echo "${VERSION:-v0.1.0-$desc}" ;;
   scheduler/) echo "$kube-open-local.$desc" ;;

@@ -58,6 +58,9 @@ const (
 	Ext4 Capability = "ext4"
 	// VM: qemu-system-x86_64 exists, so hack/vmrun.sh can boot a test VM.
 	VM Capability = "vm"
+	// Prometheus: Debian's prometheus package (prometheus and promtool), for
+	// the alert rules' unit tests and the dashboard queries.
+	Prometheus Capability = "prometheus"
 )
 
 // EnvRequire names the environment variable listing capabilities whose absence
@@ -71,7 +74,7 @@ const EnvInVM = "OPEN_LOCAL_IN_VM"
 // All lists every known capability, in a stable order for reports.
 func All() []Capability {
 	return []Capability{Root, LoopDevices, LVM, DeviceMapper, CapSysResource,
-		CgroupV1Blkio, CgroupV2IO, XFS, Ext4, VM}
+		CgroupV1Blkio, CgroupV2IO, XFS, Ext4, VM, Prometheus}
 }
 
 // result is a cached detection outcome.

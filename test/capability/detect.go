@@ -41,6 +41,7 @@ var detectors = map[Capability]func() (bool, string){
 	XFS:            func() (bool, string) { return detectFilesystem("xfs", "mkfs.xfs") },
 	Ext4:           func() (bool, string) { return detectFilesystem("ext4", "mkfs.ext4") },
 	VM:             detectVM,
+	Prometheus:     detectPrometheus,
 }
 
 func detectRoot() (bool, string) {
@@ -259,6 +260,18 @@ func detectVM() (bool, string) {
 		return false, err.Error() + " (apt package qemu-system-x86)"
 	}
 	return true, p
+}
+
+func detectPrometheus() (bool, string) {
+	var found []string
+	for _, name := range []string{"prometheus", "promtool"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return false, err.Error() + " (apt package prometheus; hack/deps.sh installs it)"
+		}
+		found = append(found, p)
+	}
+	return true, strings.Join(found, ", ")
 }
 
 func probe(name string, args ...string) (string, error) { return probeEnv(nil, name, args...) }

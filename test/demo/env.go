@@ -73,7 +73,7 @@ type demo struct {
 	kubeletAddress string
 	// vm is step 4's VM node while it runs (kernels without device-mapper).
 	vm    *vmNode
-	ports struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler int }
+	ports struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler, prometheus int }
 }
 
 func (d *demo) path(elem ...string) string {
@@ -105,6 +105,7 @@ func (d *demo) setUp(ctx context.Context) error {
 		{"control plane", d.setUpControlPlane},
 		{"node", d.setUpNode},
 		{"open-local", d.setUpOpenLocal},
+		{"prometheus", d.setUpPrometheus},
 	})
 }
 
@@ -135,12 +136,12 @@ func (d *demo) initNode(name, kubeletAddress string, kubeletPort int) error {
 	if err := d.host.save(); err != nil {
 		return err
 	}
-	ports, err := cluster.FreePorts(7)
+	ports, err := cluster.FreePorts(8)
 	if err != nil {
 		return err
 	}
 	d.ports.kubelet, d.ports.kubeletHealthz, d.ports.agent, d.ports.nlsController = ports[0], ports[1], ports[2], ports[3]
-	d.ports.csiNode, d.ports.csiController, d.ports.scheduler = ports[4], ports[5], ports[6]
+	d.ports.csiNode, d.ports.csiController, d.ports.scheduler, d.ports.prometheus = ports[4], ports[5], ports[6], ports[7]
 	if kubeletPort != 0 {
 		d.ports.kubelet = kubeletPort
 	}
@@ -326,9 +327,9 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 	}
 	err := d.startDaemons([]daemon{
 		{"nls-controller", d.cfg.Binaries["agent"], nil, []string{"--mode=controller", kc, "--leader-elect=false",
-			"--healthz-bind-address=" + loopback(d.ports.nlsController), "--metrics-auth=none", "-v=2"}},
+			"--healthz-bind-address=" + loopback(d.ports.nlsController), "-v=2"}},
 		{"csi-controller", d.cfg.Binaries["csi"], nil, []string{"--mode=controller", "--endpoint=unix://" + ctrlSock, kc,
-			"--metrics-bind-address=" + loopback(d.ports.csiController), "--metrics-auth=none", "-v=2"}},
+			"--metrics-bind-address=" + loopback(d.ports.csiController), "-v=2"}},
 		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
 			[]string{"--csi-address=" + ctrlSock, kc, "--feature-gates=Topology=true", "--strict-topology", "--extra-create-metadata",
 				"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=10s", "--timeout=2m", "--v=2"}},
@@ -345,7 +346,7 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 	if err := d.startScheduler(ctx); err != nil {
 		return "", err
 	}
-	for name, url := range map[string]string{"nls-controller": "http://" + loopback(d.ports.nlsController) + "/healthz",
+	for name, url := range map[string]string{"nls-controller": "https://" + loopback(d.ports.nlsController) + "/healthz",
 		"scheduler": "https://" + loopback(d.ports.scheduler) + "/healthz"} {
 		if err := d.waitHTTP(ctx, name, url); err != nil {
 			return "", err
@@ -368,7 +369,7 @@ func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
 	if err := d.startDaemons(d.nodeDaemons()); err != nil {
 		return "", err
 	}
-	if err := d.waitHTTP(ctx, "agent", "http://"+loopback(d.ports.agent)+"/healthz"); err != nil {
+	if err := d.waitHTTP(ctx, "agent", "https://"+loopback(d.ports.agent)+"/healthz"); err != nil {
 		return "", err
 	}
 	// The real kubelet found our registration socket, called NodeGetInfo and
@@ -401,12 +402,12 @@ func (d *demo) nodeDaemons() []daemon {
 	return []daemon{
 		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + d.nodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
 			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
-			"--healthz-bind-address=" + loopback(d.ports.agent), "--metrics-auth=none", "-v=2"}},
+			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
 		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
 			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
 			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
 			"--cgroup-driver=cgroupfs", "--cgroup-root=" + d.host.CgroupRoot, "--io-limit-state-dir=" + d.path("node", "io-limits"),
-			"--metrics-bind-address=" + loopback(d.ports.csiNode), "--metrics-auth=none", "-v=2"}, lvmEnvFlags...)},
+			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
 	}
 }
 

@@ -10,69 +10,31 @@ package demo
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/open-local/open-local/deploy"
+	"github.com/open-local/open-local/test/prometheus"
 )
 
 // ---- 8. monitoring
 
-// dashboardMetrics lists the metric names the chart's Grafana dashboard
-// queries (histograms by their base name).
-func dashboardMetrics() ([]string, error) {
-	var dash struct {
-		Panels []struct {
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(deploy.Dashboard, &dash); err != nil {
-		return nil, fmt.Errorf("the chart's dashboard: %w", err)
-	}
-	name := regexp.MustCompile(`\b((?:open_)?local_[a-z_]+|grpc_server_[a-z_]+)\b`)
-	seen := map[string]bool{}
-	for _, p := range dash.Panels {
-		for _, t := range p.Targets {
-			for _, m := range name.FindAllString(t.Expr, -1) {
-				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
-					m = strings.TrimSuffix(m, suffix)
-				}
-				seen[m] = true
-			}
-		}
-	}
-	var out []string
-	for m := range seen {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-// whyAbsent explains dashboard metrics that have no series on this demo
-// node: they describe objects or failures the demo does not make.
+// whyAbsent explains dashboard queries that return no series on this demo
+// node, by a metric the query reads: they describe objects or failures the
+// demo does not make. Any other query without series fails the step.
 var whyAbsent = map[string]string{
-	"open_local_thin_pool_data_percent":     "no thin pools in the demo",
-	"open_local_thin_pool_metadata_percent": "no thin pools in the demo",
-	"local_device_total":                    "no whole-disk (Device) volumes in the demo",
-	"local_device_available":                "no whole-disk (Device) volumes in the demo",
-	"local_device_bind":                     "no whole-disk (Device) volumes in the demo",
+	"open_local_thin_pool_":                 "no thin pools in the demo",
+	"local_device_":                         "no whole-disk (Device) volumes in the demo",
 	"local_inline_volume":                   "the inline volume of step 7 is gone with its pod",
 	"open_local_scheduler_devices":          "no whole-disk (Device) volumes in the demo",
 	"open_local_agent_warning_events_total": "the agent emitted no Warning Event (a reason's series appears with its first one)",
 }
 
 // coreMetrics must have data: the dashboard's VG, volume, IO, scheduler and
-// CSI panels.
+// CSI panels (a query reading one of them may not be explained away).
 var coreMetrics = []string{
 	"local_volume_group_total", "local_volume_group_used", "local_local_pv", "local_allocated_num",
 	"open_local_volume_written_bytes_total", "open_local_lvm_command_duration_seconds",
@@ -81,99 +43,100 @@ var coreMetrics = []string{
 
 func (d *demo) stepMonitoring(ctx context.Context, res *StepResult) error {
 	p := d.p
-	want, err := dashboardMetrics()
+	prom, err := prometheus.NewClient(loopback(d.ports.prometheus))
 	if err != nil {
 		return err
 	}
-	endpoints := []struct{ name, url string }{
-		{"agent", fmt.Sprintf("http://127.0.0.1:%d/metrics", d.ports.agent)},
-		{"csi-node", fmt.Sprintf("http://127.0.0.1:%d/metrics", d.ports.csiNode)},
-		{"csi-controller", fmt.Sprintf("http://127.0.0.1:%d/metrics", d.ports.csiController)},
-		{"scheduler", fmt.Sprintf("https://127.0.0.1:%d/metrics", d.ports.scheduler)},
-		{"kubelet", fmt.Sprintf("https://127.0.0.1:%d/metrics", d.ports.kubelet)},
-	}
 	// The kubelet computes volume statistics in the background (every
-	// volumeStatsAggPeriod): wait for them before scraping everything.
+	// volumeStatsAggPeriod): wait for them.
 	client := insecureLoopbackClient()
-	kubelet := endpoints[len(endpoints)-1]
+	kubeletURL := fmt.Sprintf("https://127.0.0.1:%d/metrics", d.ports.kubelet)
+	var kubeletStats []string
 	err = d.poll(ctx, time.Minute, "kubelet", func(ctx context.Context) (bool, string, error) {
-		lines, err := scrape(ctx, client, kubelet.url)
+		lines, err := scrape(ctx, client, kubeletURL)
 		if err != nil {
 			return false, err.Error(), nil
 		}
+		kubeletStats = kubeletStats[:0]
 		for _, l := range lines {
 			if strings.HasPrefix(l, "kubelet_volume_stats_used_bytes") {
-				return true, "", nil
+				kubeletStats = append(kubeletStats, l)
 			}
 		}
-		return false, "no kubelet_volume_stats_used_bytes yet", nil
+		return len(kubeletStats) > 0, "no kubelet_volume_stats_used_bytes yet", nil
 	})
 	if err != nil {
 		return fmt.Errorf("the kubelet reports no volume statistics for our volumes: %w", err)
 	}
-	series := map[string][]string{} // metric → "endpoint: line"
-	for _, ep := range endpoints {
-		lines, err := scrape(ctx, client, ep.url)
-		if err != nil {
-			return fmt.Errorf("scrape %s at %s: %w", ep.name, ep.url, err)
-		}
-		for _, l := range lines {
-			name := l
-			if i := strings.IndexAny(l, "{ "); i > 0 {
-				name = l[:i]
-			}
-			base := name
-			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
-				base = strings.TrimSuffix(base, suffix)
-			}
-			if slices.Contains(want, base) || name == "kubelet_volume_stats_used_bytes" {
-				series[base] = append(series[base], ep.name+"  "+l)
-			}
-		}
-		p.say("scraped %s (%s): %d series", ep.name, ep.url, len(lines))
+	if ok, why := prom.Ready(ctx, d.promJobs("")); !ok {
+		return fmt.Errorf("prometheus: %s", why)
 	}
-	p.say("the metrics the chart's Grafana dashboard (deploy/helm/open-local/dashboards/open-local.json) queries:")
-	var present, absent []string
-	for _, m := range want {
-		lines := series[m]
-		if len(lines) == 0 {
-			absent = append(absent, m)
-			continue
+	// $nodename as Grafana's variable has it: label_values of its query,
+	// every value selected.
+	nodes, err := prom.LabelValues(ctx, "local_volume_group_total", "nodename")
+	if err != nil || len(nodes) == 0 {
+		return fmt.Errorf("label_values(local_volume_group_total, nodename): %v %v", nodes, err)
+	}
+	p.say("Prometheus (http://%s) scrapes every open-local endpoint; the dashboard's $nodename offers %v", loopback(d.ports.prometheus), nodes)
+	qs, err := prometheus.Queries(deploy.Dashboard, map[string]string{"nodename": "(" + strings.Join(nodes, "|") + ")"}, promRateInterval)
+	if err != nil {
+		return fmt.Errorf("the chart's dashboard: %w", err)
+	}
+	p.say("every panel query of the chart's Grafana dashboard (deploy/helm/open-local/dashboards/open-local.json), $__rate_interval=%s:", promRateInterval)
+	var failed []string
+	withData, explained, row := 0, 0, ""
+	for _, r := range prom.Evaluate(ctx, qs) {
+		if r.Row != row {
+			row = r.Row
+			p.printf("   [%s]\n", row)
 		}
-		present = append(present, m)
-		shown := lines
-		if len(shown) > 3 {
-			shown = append(slices.Clone(shown[:3]), fmt.Sprintf("… %d more series", len(lines)-3))
+		name := fmt.Sprintf("%d %q %s", r.PanelID, r.Panel, r.RefID)
+		switch {
+		case r.Err != nil:
+			p.printf("     FAIL %s: %s: %v\n", name, r.Expr, r.Err)
+			failed = append(failed, name+": invalid: "+r.Err.Error())
+		case r.Series > 0:
+			withData++
+			p.printf("     ok   %s: valid, %d series, e.g. %s\n", name, r.Series, r.Sample)
+		default:
+			why := ""
+			for m, w := range whyAbsent {
+				if strings.Contains(r.Expr, m) {
+					why = w
+				}
+			}
+			for _, m := range coreMetrics {
+				if strings.Contains(r.Expr, m) {
+					why = ""
+				}
+			}
+			if why == "" {
+				p.printf("     FAIL %s: valid, no series and no known reason: %s\n", name, r.Expr)
+				failed = append(failed, name+": no series")
+				continue
+			}
+			explained++
+			p.printf("     --   %s: valid, no series: %s\n", name, why)
 		}
-		for _, l := range shown {
-			p.printf("     %s\n", l)
-		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d dashboard queries failed: %s", len(failed), strings.Join(failed, "; "))
+	}
+	p.check(res, "all %d panel queries of the dashboard are valid PromQL: %d return series (every core metric among them), %d have none for a stated reason",
+		len(qs), withData, explained)
+	alerts, err := prom.Alerts(ctx)
+	if err != nil {
+		return err
+	}
+	p.say("the chart's alert rules are loaded; alerts pending or firing now: %d", len(alerts))
+	for _, a := range alerts {
+		p.printf("     %s %s %v\n", a.State, a.Name, a.Labels)
 	}
 	p.say("and the kubelet's own volume statistics (from NodeGetVolumeStats of our CSI node plugin):")
-	for _, l := range series["kubelet_volume_stats_used_bytes"] {
+	for _, l := range kubeletStats {
 		p.printf("     %s\n", l)
 	}
-	var missingCore []string
-	for _, m := range coreMetrics {
-		if len(series[m]) == 0 {
-			missingCore = append(missingCore, m)
-		}
-	}
-	if len(missingCore) > 0 {
-		return fmt.Errorf("dashboard metrics without data: %v", missingCore)
-	}
-	p.check(res, "%d of the dashboard's %d metrics have data, among them every core one (%s)", len(present), len(want), strings.Join(coreMetrics, ", "))
-	for _, m := range absent {
-		why := whyAbsent[m]
-		if why == "" {
-			return fmt.Errorf("dashboard metric %s has no data and no known reason", m)
-		}
-		p.say("no data for %s: %s", m, why)
-	}
-	if len(series["kubelet_volume_stats_used_bytes"]) == 0 {
-		return fmt.Errorf("the kubelet reports no volume statistics for our volumes")
-	}
-	p.check(res, "the kubelet reports volume statistics of %d volumes through our NodeGetVolumeStats", len(series["kubelet_volume_stats_used_bytes"]))
+	p.check(res, "the kubelet reports volume statistics of %d volumes through our NodeGetVolumeStats", len(kubeletStats))
 	return nil
 }
 
