@@ -21,10 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/component-helpers/storage/ephemeral"
-	storagehelpers "k8s.io/component-helpers/storage/volume"
 
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
+	"github.com/open-local/open-local/apis/storage/podvolumes"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/config/profile"
@@ -232,7 +232,8 @@ func (o *options) why(ctx context.Context, name string) (*WhyReport, error) {
 }
 
 // podVolume is a pod volume that open-local provides: what the ledger
-// counts for it and, for a clone, the LocalVolume it is copied from.
+// counts for it (podvolumes, the scheduler's own rule) and, for a clone,
+// the LocalVolume it is copied from.
 type podVolume struct {
 	vol    ledger.Volume
 	source string
@@ -240,108 +241,67 @@ type podVolume struct {
 	boundTo string
 }
 
-// podVolume maps one pod volume to what the scheduler counts for it (see
-// scheduler/plugin claimNeed and inlineNeed: the same parsers, the same
-// names). nil: not ours, or nothing to count; problems are notes.
+// apiLookup gives podvolumes the API server.
+type apiLookup struct {
+	ctx context.Context
+	o   *options
+}
+
+func (l apiLookup) Claim(namespace, name string) (*corev1.PersistentVolumeClaim, error) {
+	return l.o.kube.CoreV1().PersistentVolumeClaims(namespace).Get(l.ctx, name, metav1.GetOptions{})
+}
+
+func (l apiLookup) Class(name string) (*storagev1.StorageClass, error) {
+	return l.o.kube.StorageV1().StorageClasses().Get(l.ctx, name, metav1.GetOptions{})
+}
+
+func ours(driver string) bool {
+	return driver == config.ProvisionerName || driver == config.LegacyProvisionerName
+}
+
+// podVolume maps one pod volume to what the scheduler counts for it. nil:
+// not ours, or nothing to count; problems are notes.
 func (o *options) podVolume(ctx context.Context, pod *corev1.Pod, vol *corev1.Volume, rep *WhyReport) (*podVolume, error) {
 	note := func(format string, a ...any) { rep.Notes = append(rep.Notes, fmt.Sprintf(format, a...)) }
-	if vol.CSI != nil {
-		if vol.CSI.Driver != config.ProvisionerName && vol.CSI.Driver != config.LegacyProvisionerName {
-			return nil, nil
-		}
-		desc := fmt.Sprintf("inline volume %s of pod %s/%s", vol.Name, pod.Namespace, pod.Name)
-		// The scheduler's defaultInlineVolumeSize may differ from this default.
-		attrs, err := parameters.ParseInline(vol.CSI.VolumeAttributes, parameters.DefaultInlineSize)
-		if err != nil {
-			note("%s: %v", desc, err)
-			return nil, nil
-		}
-		return &podVolume{vol: ledger.Volume{Name: v1alpha1.InlineVolumeName(pod.UID, vol.Name), Desc: desc,
-			Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}}, nil
-	}
-	var claim string
+	// The scheduler's defaultInlineVolumeSize may differ from this default.
+	need, skip, err := podvolumes.Of(pod, vol, apiLookup{ctx, o}, ours, parameters.DefaultInlineSize)
 	switch {
-	case vol.PersistentVolumeClaim != nil:
-		claim = vol.PersistentVolumeClaim.ClaimName
-	case vol.Ephemeral != nil:
-		claim = ephemeral.VolumeClaimName(pod, vol)
-	default:
+	case podvolumes.IsRefusal(err):
+		note("%v", err)
 		return nil, nil
-	}
-	desc := fmt.Sprintf("pvc %s/%s", pod.Namespace, claim)
-	pvc, err := o.kube.CoreV1().PersistentVolumeClaims(pod.Namespace).Get(ctx, claim, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		note("%s not found (VolumeBinding waits for it)", desc)
-		return nil, nil
-	} else if err != nil {
+	case err != nil:
 		return nil, err
-	}
-	if vol.Ephemeral != nil {
-		if err := ephemeral.VolumeIsForPod(pod, pvc); err != nil {
-			note("%v", err)
+	case need == nil && skip.BoundTo != "":
+		pv, err := o.kube.CoreV1().PersistentVolumes().Get(ctx, skip.BoundTo, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		if pv != nil && pv.Spec.CSI != nil && !ours(pv.Spec.CSI.Driver) {
 			return nil, nil
 		}
-	}
-	className := storagehelpers.GetPersistentVolumeClaimClass(pvc)
-	if className == "" {
-		return nil, nil
-	}
-	sc, err := o.kube.StorageV1().StorageClasses().Get(ctx, className, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		note("%s: storageclass %q not found", desc, className)
-		return nil, nil
-	} else if err != nil {
-		return nil, err
-	}
-	if sc.Provisioner != config.ProvisionerName && sc.Provisioner != config.LegacyProvisionerName {
-		return nil, nil
-	}
-	v := &podVolume{vol: ledger.Volume{Name: v1alpha1.PVCVolumeName(pvc.UID), Desc: desc}}
-	if pvc.Spec.VolumeName != "" {
-		// Bound: counted through its LocalVolume, which pins the pod.
-		v.boundTo = pvc.Spec.VolumeName
-		return v, nil
-	}
-	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
-		note("%s: storageclass %s binds Immediately: provisioned before scheduling, without the scheduler's ledger", desc, sc.Name)
-		return nil, nil
-	}
-	size, err := parameters.ParseSize(pvc.Spec.Resources.Requests[corev1.ResourceStorage])
-	if err != nil {
-		note("%s: storage request: %v", desc, err)
-		return nil, nil
-	}
-	params, err := parameters.Parse(sc.Parameters)
-	if err != nil {
-		note("%s: storageclass %s: %v", desc, sc.Name, err)
-		return nil, nil
-	}
-	v.vol.Size, v.vol.Type = size, params.VolumeType
-	switch params.VolumeType {
-	case v1alpha1.VolumeTypeLVM:
-		v.vol.VG, v.vol.ThinPool, v.vol.Striped = params.VGName, params.ThinPool, params.Striped()
-	case v1alpha1.VolumeTypeDevice:
-		v.vol.MediaType = params.MediaType
-	}
-	// DataSourceRef wins over DataSource, as in the scheduler (dataSourceOf).
-	ds := pvc.Spec.DataSource
-	if r := pvc.Spec.DataSourceRef; r != nil && (r.Namespace == nil || *r.Namespace == pvc.Namespace) {
-		ds = &corev1.TypedLocalObjectReference{APIGroup: r.APIGroup, Kind: r.Kind, Name: r.Name}
-	}
-	if ds != nil {
-		switch {
-		case ds.Kind == "PersistentVolumeClaim" && (ds.APIGroup == nil || *ds.APIGroup == ""):
-			src, err := o.kube.CoreV1().PersistentVolumeClaims(pod.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
-			if err != nil {
-				note("%s: source pvc %q: %v", desc, ds.Name, err)
-				return nil, nil
-			}
-			v.source = v1alpha1.PVCVolumeName(src.UID)
-		case ds.Kind == "VolumeSnapshot":
-			note("%s is restored from VolumeSnapshot %s: it goes to its snapshot's node and VG (not resolved here)", desc, ds.Name)
+		return &podVolume{vol: ledger.Volume{Name: skip.Claim, Desc: fmt.Sprintf("pvc %s/%s", pod.Namespace, claimName(pod, vol))},
+			boundTo: skip.BoundTo}, nil
+	case need == nil:
+		if skip.Reason != "" {
+			note("%s", skip.Reason)
 		}
+		return nil, nil
+	}
+	v := &podVolume{vol: need.Volume}
+	if need.Source != nil {
+		v.source = need.Source.Volume
+	}
+	if need.Snapshot != "" {
+		note("%s is restored from VolumeSnapshot %s: it goes to its snapshot's node and VG (not resolved here)", need.Desc, need.Snapshot)
 	}
 	return v, nil
+}
+
+func claimName(pod *corev1.Pod, vol *corev1.Volume) string {
+	if vol.Ephemeral != nil {
+		return ephemeral.VolumeClaimName(pod, vol)
+	}
+	return vol.PersistentVolumeClaim.ClaimName
 }
 
 func (o *options) printWhy(r *WhyReport) error {

@@ -6,34 +6,17 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/component-helpers/storage/ephemeral"
-	storagehelpers "k8s.io/component-helpers/storage/volume"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/open-local/open-local/apis/storage/ledger"
-	"github.com/open-local/open-local/apis/storage/parameters"
+	"github.com/open-local/open-local/apis/storage/podvolumes"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
-// volumeSpec is one local volume of the pod and what its LocalVolume will say.
-type volumeSpec struct {
-	ledger.Volume
-	// Requested is the size the LocalVolume records (the PVC's request);
-	// Volume.Size is what the ledger counts (0 for a read-only restore).
-	Requested int64
-	// ReadOnly: a read-only view of its source snapshot (the snapshot was
-	// taken with csi.aliyun.com/readonly).
-	ReadOnly bool
-	LVMType  v1alpha1.LVMType
-	Source   *v1alpha1.LocalVolumeSource
-	ClaimRef *v1alpha1.ObjectReference
-	PodRef   *v1alpha1.ObjectReference
-	// snapshot names the VolumeSnapshot a PVC is restored from, until
-	// pinToSource resolves it into Source.
-	snapshot string
-}
+// volumeSpec is one local volume of the pod and what its LocalVolume will
+// say (podvolumes computes it; kubectl open-local why shows the same).
+type volumeSpec = podvolumes.Need
 
 // podState is the pod's local-volume needs, computed once in PreFilter.
 // It is shared by the cycle's clones (Clone returns the same pointer):
@@ -117,22 +100,16 @@ func (pl *OpenLocal) podNeeds(pod *v1.Pod) (*podState, *needError) {
 	}
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
-		var spec *volumeSpec
-		var err *needError
-		switch {
-		case vol.PersistentVolumeClaim != nil:
-			spec, err = pl.claimNeed(pod, vol.PersistentVolumeClaim.ClaimName, false, vol)
-		case vol.Ephemeral != nil:
-			spec, err = pl.claimNeed(pod, ephemeral.VolumeClaimName(pod, vol), true, vol)
-		case vol.CSI != nil && pl.ours[vol.CSI.Driver]:
-			spec, err = pl.inlineNeed(pod, vol)
-		default:
+		if vol.PersistentVolumeClaim == nil && vol.Ephemeral == nil && (vol.CSI == nil || !pl.ours[vol.CSI.Driver]) {
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		if spec == nil {
+		spec, _, err := podvolumes.Of(pod, vol, listerLookup{pl}, pl.isOurs, pl.defaultInlineSize)
+		switch {
+		case podvolumes.IsRefusal(err):
+			return nil, unresolvable("%v", err)
+		case err != nil:
+			return nil, &needError{code: fwk.Error, msg: err.Error()}
+		case spec == nil:
 			continue
 		}
 		st.hasLocal = true
@@ -149,7 +126,7 @@ func (pl *OpenLocal) podNeeds(pod *v1.Pod) (*podState, *needError) {
 			}
 			continue
 		}
-		if spec.Source != nil || spec.snapshot != "" {
+		if spec.Source != nil || spec.Snapshot != "" {
 			if err := pl.pinToSource(spec, pin); err != nil {
 				return nil, err
 			}
@@ -164,118 +141,24 @@ func (pl *OpenLocal) podNeeds(pod *v1.Pod) (*podState, *needError) {
 	return st, nil
 }
 
-// claimNeed returns the volume a PVC still needs, or nil if it is not an
-// unbound WaitForFirstConsumer PVC of ours. Problems VolumeBinding already
-// reports (missing or lost PVCs) are left to it.
-func (pl *OpenLocal) claimNeed(pod *v1.Pod, claimName string, isEphemeral bool, vol *v1.Volume) (*volumeSpec, *needError) {
-	pvc, err := pl.pvcLister.PersistentVolumeClaims(pod.Namespace).Get(claimName)
-	if err != nil {
-		return nil, nil //nolint:nilerr // VolumeBinding reports missing PVCs
-	}
-	if isEphemeral && ephemeral.VolumeIsForPod(pod, pvc) != nil {
-		return nil, nil
-	}
-	if pvc.Spec.VolumeName != "" || pvc.DeletionTimestamp != nil {
-		// Bound: its LocalVolume is counted and its PV's node affinity pins the pod.
-		return nil, nil
-	}
-	desc := fmt.Sprintf("pvc %s/%s", pvc.Namespace, pvc.Name)
-	className := storagehelpers.GetPersistentVolumeClaimClass(pvc)
-	if className == "" {
-		return nil, nil
-	}
-	sc, err := pl.scLister.Get(className)
-	if apierrors.IsNotFound(err) {
-		return nil, unresolvable("%s: storageclass %q not found", desc, className)
-	} else if err != nil {
-		return nil, &needError{code: fwk.Error, msg: err.Error()}
-	}
-	if !pl.ours[sc.Provisioner] {
-		return nil, nil
-	}
-	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
-		// Immediate binding: provisioned before scheduling, without us.
-		return nil, nil
-	}
-	request := pvc.Spec.Resources.Requests[v1.ResourceStorage]
-	size, err := parameters.ParseSize(request)
-	if err != nil {
-		return nil, unresolvable("%s: storage request: %v", desc, err)
-	}
-	spec := &volumeSpec{
-		Volume:    ledger.Volume{Name: v1alpha1.PVCVolumeName(pvc.UID), Desc: desc, Size: size},
-		Requested: size,
-		ClaimRef:  &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
-	}
-	// The parser CreateVolume runs: a class it would refuse must not get
-	// space reserved and a LocalVolume written first.
-	params, err := parameters.Parse(sc.Parameters)
-	if err != nil {
-		return nil, unresolvable("%s: storageclass %s: %v", desc, sc.Name, err)
-	}
-	spec.Type = params.VolumeType
-	switch params.VolumeType {
-	case v1alpha1.VolumeTypeLVM:
-		spec.VG, spec.ThinPool, spec.LVMType, spec.Striped = params.VGName, params.ThinPool, params.LVMType, params.Striped()
-	case v1alpha1.VolumeTypeDevice:
-		spec.MediaType = params.MediaType
-	}
-	if src := dataSourceOf(pvc); src != nil {
-		if spec.Type != v1alpha1.VolumeTypeLVM {
-			return nil, unresolvable("%s: a %s volume cannot be restored or cloned", desc, spec.Type)
-		}
-		switch {
-		case src.Kind == "VolumeSnapshot" && src.APIGroup != nil && *src.APIGroup == "snapshot.storage.k8s.io":
-			spec.snapshot = src.Name
-		case src.Kind == "PersistentVolumeClaim" && (src.APIGroup == nil || *src.APIGroup == ""):
-			srcPVC, err := pl.pvcLister.PersistentVolumeClaims(pvc.Namespace).Get(src.Name)
-			if err != nil {
-				return nil, unresolvable("%s: source pvc %q: %v", desc, src.Name, err)
-			}
-			spec.Source = &v1alpha1.LocalVolumeSource{Volume: v1alpha1.PVCVolumeName(srcPVC.UID)}
-		}
-	}
-	return spec, nil
+// listerLookup gives podvolumes the scheduler's informer caches.
+type listerLookup struct{ pl *OpenLocal }
+
+func (l listerLookup) Claim(namespace, name string) (*v1.PersistentVolumeClaim, error) {
+	return l.pl.pvcLister.PersistentVolumeClaims(namespace).Get(name)
 }
 
-func dataSourceOf(pvc *v1.PersistentVolumeClaim) *v1.TypedObjectReference {
-	if r := pvc.Spec.DataSourceRef; r != nil && (r.Namespace == nil || *r.Namespace == pvc.Namespace) {
-		return r
-	}
-	if d := pvc.Spec.DataSource; d != nil {
-		return &v1.TypedObjectReference{APIGroup: d.APIGroup, Kind: d.Kind, Name: d.Name}
-	}
-	return nil
+func (l listerLookup) Class(name string) (*storagev1.StorageClass, error) {
+	return l.pl.scLister.Get(name)
 }
 
-// inlineNeed is a CSI ephemeral inline volume of our driver (always LVM).
-func (pl *OpenLocal) inlineNeed(pod *v1.Pod, vol *v1.Volume) (*volumeSpec, *needError) {
-	desc := fmt.Sprintf("inline volume %s of pod %s/%s", vol.Name, pod.Namespace, pod.Name)
-	// The parser the CSI node runs at NodePublishVolume: what it would
-	// refuse must not get space first.
-	attrs, err := parameters.ParseInline(vol.CSI.VolumeAttributes, pl.defaultInlineSize)
-	if err != nil {
-		return nil, unresolvable("%s: %v", desc, err)
-	}
-	if vol.CSI.FSType != nil {
-		if _, err := parameters.ParseFSType(*vol.CSI.FSType); err != nil {
-			return nil, unresolvable("%s: %v", desc, err)
-		}
-	}
-	return &volumeSpec{
-		Volume: ledger.Volume{Name: v1alpha1.InlineVolumeName(pod.UID, vol.Name), Desc: desc,
-			Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size},
-		Requested: attrs.Size,
-		LVMType:   v1alpha1.LVMTypeLinear,
-		PodRef:    &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
-	}, nil
-}
+func (pl *OpenLocal) isOurs(driver string) bool { return pl.ours[driver] }
 
 // pinToSource pins a restored or cloned volume to the node and VG of its
 // source: an LVM copy is made from the origin LV.
 func (pl *OpenLocal) pinToSource(spec *volumeSpec, pin func(node, why string) *needError) *needError {
-	if spec.snapshot != "" {
-		name, err := pl.snapshots.localVolumeOf(spec.ClaimRef.Namespace, spec.snapshot)
+	if spec.Snapshot != "" {
+		name, err := pl.snapshots.localVolumeOf(spec.ClaimRef.Namespace, spec.Snapshot)
 		if err != nil {
 			return err
 		}
