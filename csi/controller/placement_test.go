@@ -55,7 +55,7 @@ func benchNode(vgs, n int) *nodeStorage {
 		ns.nls.Status.FilteredStorageInfo.VolumeGroups = append(ns.nls.Status.FilteredStorageInfo.VolumeGroups, name)
 	}
 	for i := range n {
-		ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+		ns.volumes = append(ns.volumes, &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
 			Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: fmt.Sprintf("vg%d", i%vgs),
 				Size: *resource.NewQuantity(1<<20, resource.BinarySI)}})
 	}
@@ -87,7 +87,7 @@ func TestControllerCountsLikeTheLedger(t *testing.T) {
 		ns.nls.Status.NodeStorageInfo.VolumeGroups = []v1alpha1.VolumeGroup{{Name: "vg0", Allocatable: uint64(alloc), Condition: v1alpha1.StorageReady}}
 		ns.nls.Status.FilteredStorageInfo.VolumeGroups = []string{"vg0"}
 		for i, sz := range sizes {
-			ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+			ns.volumes = append(ns.volumes, &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
 				Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: "vg0",
 					Size: *resource.NewQuantity(sz, resource.BinarySI)}})
 		}

@@ -169,12 +169,11 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	}
 	// A one-node ledger: the scheduler's and the CSI controller's rules
 	// (whole extents, striping, snapshots' copy-on-write space, thin pools).
-	l := ledger.New()
-	nls.Spec.NodeName = s.opts.NodeID
-	l.SetNodeStorage(nls)
+	volumes := make([]*v1alpha1.LocalVolume, len(list.Items))
 	for i := range list.Items {
-		l.SetVolume(&list.Items[i])
+		volumes[i] = &list.Items[i]
 	}
+	l := ledger.ForNode(s.opts.NodeID, nls, volumes)
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
 	if _, sf := l.Place(s.opts.NodeID, want, ledger.Spread); sf != nil {
