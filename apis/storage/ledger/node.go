@@ -29,3 +29,21 @@ func (l *Ledger) AddNode(node string, nls *v1alpha1.NodeLocalStorage, volumes []
 		}
 	}
 }
+
+// Admit is the node agent's check before it spends VG space (an lvcreate,
+// an lvextend, a thin pool): the Shortfall (VGFull, NoVGFits or PoolFull)
+// when v does not fit its VG's or pool's allocatable beside everything the
+// ledger counts, nil when it fits or when the answer is not about room (a
+// VG or pool the status does not list yet, a fault or a stale heartbeat of
+// the asking agent itself): then LVM decides, as it always did.
+func (l *Ledger) Admit(node string, v Volume) *Shortfall {
+	_, sf := l.Place(node, v, Spread)
+	if sf == nil {
+		return nil
+	}
+	switch sf.Kind {
+	case VGFull, NoVGFits, PoolFull:
+		return sf
+	}
+	return nil
+}
