@@ -35,6 +35,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/awaitvolume"
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -170,19 +171,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		}
 	}
 
-	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
-		switch {
-		case lv == nil:
-			return false, status.Errorf(codes.Aborted, "LocalVolume %s was deleted while being created", id)
-		case lv.DeletionTimestamp != nil:
-			return false, status.Errorf(codes.Aborted, "LocalVolume %s is being deleted", id)
-		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= lv.Spec.Size.Value():
-			return true, nil
-		case lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.ObservedGeneration >= lv.Generation:
-			return false, failure(lv)
-		}
-		return false, nil
-	})
+	lv, err = awaitvolume.Ready(ctx, s.client, id)
 	if err != nil {
 		if status.Code(err) == codes.ResourceExhausted && lv != nil {
 			// The node cannot hold it: let the pod be rescheduled, and
@@ -365,11 +354,6 @@ func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params
 	return nil
 }
 
-// failure turns a Failed status into the error the sidecar gets.
-func failure(lv *v1alpha1.LocalVolume) error {
-	return status.Errorf(lv.Status.FailureCode(), "node %s: %s", lv.Spec.NodeName, lv.Status.Message)
-}
-
 // deleteFailed removes a LocalVolume whose node cannot hold it, unless it
 // changed meanwhile (UID and resourceVersion preconditions); it reports
 // whether the record is gone or going.
@@ -548,7 +532,7 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 	// A released disk that waits for its wipe (Quarantined) is held by its
 	// record until then; the PV need not wait with it (policy manual may
 	// wait for an operator for days).
-	_, err = s.waitFor(waitCtx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
+	_, err = awaitvolume.Until(waitCtx, s.client, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
 		return lv == nil || (lv.DeletionTimestamp != nil && lv.Status.Phase == v1alpha1.PhaseQuarantined), nil
 	})
 	if err != nil && nodeGone && ctx.Err() == nil {
@@ -627,19 +611,8 @@ func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 			return nil, err
 		}
 	}
-	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
-		switch {
-		case lv == nil:
-			return false, status.Errorf(codes.NotFound, "volume %s was deleted", id)
-		case lv.Status.ObservedGeneration < lv.Generation:
-			return false, nil
-		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= size:
-			return true, nil
-		case lv.Status.Phase == v1alpha1.PhaseFailed:
-			return false, failure(lv)
-		}
-		return false, nil
-	})
+	// The agent made the new size: spec.size is at least size now.
+	lv, err = awaitvolume.Ready(ctx, s.client, id)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/awaitvolume"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
@@ -108,14 +109,14 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		return nil, status.Errorf(codes.Aborted, "snapshot %s is being deleted", id)
 	}
 
-	snap, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
+	snap, err = awaitvolume.Until(ctx, s.client, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
 		switch {
 		case lv == nil:
 			return false, status.Errorf(codes.Aborted, "snapshot %s was deleted while being created", id)
 		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.SnapshotTime != nil && lv.Status.RestoreSize != nil:
 			return true, nil
 		case lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.ObservedGeneration >= lv.Generation:
-			return false, failure(lv)
+			return false, awaitvolume.Failure(lv)
 		}
 		return false, nil
 	})
@@ -410,7 +411,7 @@ func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p
 	case snap.Status.Phase == v1alpha1.PhaseFailed && snap.Status.SnapshotTime != nil:
 		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s cannot be restored: %s", id, snap.Status.Message)
 	case snap.Status.Phase != v1alpha1.PhaseReady || snap.Status.RestoreSize == nil:
-		return nil, status.Errorf(codes.Unavailable, "snapshot %s is not ready to use yet%s", id, describe(snap))
+		return nil, status.Errorf(codes.Unavailable, "snapshot %s is not ready to use yet%s", id, awaitvolume.Describe(snap))
 	}
 	restoreSize := snap.Status.RestoreSize.Value()
 	plan := &restorePlan{snapshot: snap, size: max(r.GetRequiredBytes(), restoreSize), readOnly: snap.Spec.ReadOnly}
