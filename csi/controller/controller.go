@@ -13,8 +13,6 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"regexp"
@@ -206,12 +204,11 @@ func (s *Server) volumeID(ctx context.Context, name string, p parameters.Params)
 		}
 		return v1alpha1.PVCVolumeName(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
 	}
-	// snap- names are snapshots' (snapshotID).
-	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, snapshotPrefix) {
+	// snap- names are snapshots' (v1alpha1.SnapshotVolumeName).
+	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, v1alpha1.SnapshotPrefix) {
 		return name, nil, nil
 	}
-	sum := sha256.Sum256([]byte(name))
-	return "csi-" + hex.EncodeToString(sum[:20]), nil, nil
+	return v1alpha1.RequestVolumeName(name), nil, nil
 }
 
 // lvNamePattern is LVM's LV name alphabet; names that fit it and are short
@@ -224,8 +221,7 @@ func lvNameFor(id string) string {
 	if lvNamePattern.MatchString(id) && id != "." && id != ".." && parameters.ValidLVName(id) == nil {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(id))
-	return "lv-" + hex.EncodeToString(sum[:16])
+	return v1alpha1.GeneratedLVName(id)
 }
 
 // preferredNode is the node of the first preferred (else requisite) topology

@@ -165,13 +165,13 @@ func TestSnapshotID(t *testing.T) {
 		{name: "my-snap", want: "snap-"},
 	}
 	for _, tt := range tests {
-		got := snapshotID(tt.name)
+		got := v1alpha1.SnapshotVolumeName(tt.name)
 		if tt.want == "snap-" {
-			if len(got) != len("snap-")+40 || got[:5] != "snap-" || got != snapshotID(tt.name) {
-				t.Errorf("snapshotID(%q) = %q, want a stable snap-<hash>", tt.name, got)
+			if len(got) != len("snap-")+40 || got[:5] != "snap-" || got != v1alpha1.SnapshotVolumeName(tt.name) {
+				t.Errorf("v1alpha1.SnapshotVolumeName(%q) = %q, want a stable snap-<hash>", tt.name, got)
 			}
 		} else if got != tt.want {
-			t.Errorf("snapshotID(%q) = %q, want %q", tt.name, got, tt.want)
+			t.Errorf("v1alpha1.SnapshotVolumeName(%q) = %q, want %q", tt.name, got, tt.want)
 		}
 		if lvNameFor(got) != "" {
 			t.Errorf("snapshot ID %q is not usable as an LV name", got)

@@ -9,8 +9,6 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"sort"
 	"strings"
 
@@ -30,26 +28,9 @@ import (
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
-// snapshotPrefix starts every snapshot's LocalVolume name (and CSI
-// snapshot ID): csi-snapshotter's snapshot-<VolumeSnapshot UID> becomes
-// snap-<UID>, because lvm refuses LV names that start with "snapshot".
-const snapshotPrefix = "snap-"
-
-// snapshotID is the LocalVolume name of a CSI snapshot name: deterministic,
-// so a retried CreateSnapshot finds its snapshot again.
-func snapshotID(name string) string {
-	if rest, ok := strings.CutPrefix(name, "snapshot-"); ok {
-		if id := snapshotPrefix + rest; len(validation.IsDNS1123Subdomain(id)) == 0 {
-			return id
-		}
-	}
-	sum := sha256.Sum256([]byte(name))
-	return snapshotPrefix + hex.EncodeToString(sum[:20])
-}
-
 // getSnapshot returns the snapshot LocalVolume id, or NotFound.
 func (s *Server) getSnapshot(ctx context.Context, id string) (*v1alpha1.LocalVolume, error) {
-	if !strings.HasPrefix(id, snapshotPrefix) || len(validation.IsDNS1123Subdomain(id)) > 0 {
+	if !strings.HasPrefix(id, v1alpha1.SnapshotPrefix) || len(validation.IsDNS1123Subdomain(id)) > 0 {
 		return nil, status.Errorf(codes.NotFound, "snapshot %s not found", id)
 	}
 	lv, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
@@ -82,7 +63,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	id := snapshotID(req.GetName())
+	id := v1alpha1.SnapshotVolumeName(req.GetName())
 	release, err := s.guard.Acquire(id)
 	if err != nil {
 		return nil, err

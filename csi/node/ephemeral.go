@@ -37,7 +37,7 @@ const DefaultInlineReadyTimeout = 90 * time.Second
 
 // publishEphemeral publishes a CSI ephemeral inline volume: kubelet calls
 // NodePublishVolume only (no staging), with the volume handle
-// csi-<sha256(podUID+volumeName)> as volume ID, the pod's volumeAttributes
+// v1alpha1.InlineVolumeName (csi-<sha256(podUID+volumeName)>) as volume ID, the pod's volumeAttributes
 // and podInfoOnMount keys. The LocalVolume of that name is the one the
 // scheduler's PreBind wrote, or, for a pod another scheduler placed, the
 // one created here; once the agent made its LV, it is formatted and mounted
