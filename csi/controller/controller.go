@@ -627,7 +627,8 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 		return err
 	}
 	// The new size must fit besides the volume's own current share (whole
-	// extents of a thick LV, virtual size in a thin pool).
+	// extents of a thick LV, virtual size in a thin pool below its fill
+	// thresholds: ResourceExhausted otherwise).
 	if sf := s.ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
 		return shortfallError(sf, codes.FailedPrecondition)
 	}

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
@@ -50,6 +52,46 @@ func TestForNode(t *testing.T) {
 			}
 			if tt.nls != nil && tt.nls.Spec.NodeName != before.Spec.NodeName {
 				t.Errorf("ForNode changed the caller's NLS: spec.nodeName %q, was %q", tt.nls.Spec.NodeName, before.Spec.NodeName)
+			}
+		})
+	}
+}
+
+// A thin volume grows by virtual size in its pool; a pool filled past a
+// threshold takes no new volume, and no growth either (the volumes in it
+// would only write more), while a growth that does not grow still fits.
+func TestFitGrowthRespectsFill(t *testing.T) {
+	pct := func(v int32) *int32 { return &v }
+	tests := []struct {
+		name           string
+		fill           *Fill
+		data, metadata *int32
+		size           int64 // GiB, the volume holds 4
+		want           ShortfallKind
+	}{
+		{name: "below the thresholds", data: pct(50), metadata: pct(50), size: 8, want: -1},
+		{name: "unknown fill", size: 8, want: -1},
+		{name: "data past 90", data: pct(91), size: 8, want: PoolFilled},
+		{name: "metadata past 80", metadata: pct(81), size: 8, want: PoolFilled},
+		{name: "the same size still fits", data: pct(91), size: 4, want: -1},
+		{name: "100 turns the rule off", fill: &Fill{DataPercent: 100, MetadataPercent: 100}, data: pct(100), size: 8, want: -1},
+		{name: "room still counts", data: pct(10), size: 21, want: PoolFull},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := nls("n1", []vgSpec{{name: "vg0", gib: 100, filtered: true}}, nil)
+			st.Status.NodeStorageInfo.VolumeGroups[0].ThinPools = []v1alpha1.ThinPool{{Name: "tp", Total: uint64(20 * gi),
+				OverprovisionRatio: resource.MustParse("1"), Allocatable: uint64(20 * gi), DataPercent: tt.data, MetadataPercent: tt.metadata}}
+			l := ForNode("n1", st, []*v1alpha1.LocalVolume{thinLV("a", "n1", "vg0", "tp", 4)})
+			if tt.fill != nil {
+				l.SetFill(*tt.fill)
+			}
+			sf := l.FitGrowth("a", tt.size*gi)
+			switch {
+			case tt.want < 0 && sf != nil:
+				t.Errorf("FitGrowth = %s, want room", sf.Detail())
+			case tt.want >= 0 && (sf == nil || sf.Kind != tt.want):
+				t.Errorf("FitGrowth = %+v, want kind %d", sf, tt.want)
 			}
 		})
 	}
