@@ -41,7 +41,8 @@ var (
 		// agent/volumes: informer (spec.nodeName=<node>), Get+Update of
 		// finalizers and of a snapshot's spec.size when its copy-on-write
 		// space grows; csi/node: Get (also of a read-only restore's
-		// snapshot), List (room in the VG), Create (inline
+		// snapshot), List and Watch (room in the VG; awaitvolume.Ready for an
+		// inline volume), Create (inline
 		// volume of a pod another scheduler placed), Delete (inline volume
 		// unpublished); agent/inline: informer, Delete; agent/metrics:
 		// informer.
@@ -57,7 +58,7 @@ var (
 	// csi/controller.
 	csiControllerRules = access{
 		// Get (validate, expand, delete, snapshots), List (placement, a
-		// volume's snapshots, ListSnapshots), Watch (waitFor's ListWatch),
+		// volume's snapshots, ListSnapshots), Watch (awaitvolume.Until's ListWatch),
 		// Create (CreateVolume, CreateSnapshot), Update (expansion), Delete
 		// (DeleteVolume, DeleteSnapshot). Snapshot class parameters come in
 		// the CSI request: no snapshot.storage.k8s.io access.

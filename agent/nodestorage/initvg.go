@@ -16,10 +16,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
@@ -46,6 +48,7 @@ type vgAction struct {
 	pool     string
 	poolSize uint64
 	poolErr  error
+	extent   uint64 // of vg, for counting the pool in whole extents
 }
 
 func (a vgAction) key() string {
@@ -102,7 +105,7 @@ func planThinPool(want v1alpha1.VGToBeInited, vg *lvm.VG, lvs []lvm.LV) (vgActio
 	if tp == nil || tp.Size == "" {
 		return vgAction{}, false
 	}
-	a := vgAction{vg: vg.Name, pool: tp.Name}
+	a := vgAction{vg: vg.Name, pool: tp.Name, extent: vg.ExtentSize}
 	for _, lv := range lvs {
 		if lv.VG == vg.Name && lv.Name == tp.Name {
 			if lv.IsThinPool() {
@@ -221,6 +224,9 @@ func (c *Controller) runAction(ctx context.Context, nls *v1alpha1.NodeLocalStora
 		if a.poolErr != nil {
 			return a.poolErr
 		}
+		if err := c.admitThinPool(nls, a); err != nil {
+			return err
+		}
 		// Tagged like our volumes, but discovery never counts a pool as
 		// VG space for thick volumes, tagged or not.
 		if _, err := c.lvm.CreateThinPool(ctx, lvm.ThinPoolOptions{VG: a.vg, Name: a.pool, Size: a.poolSize, Tags: []string{lvm.OwnedTag}}); err != nil {
@@ -251,4 +257,48 @@ func (c *Controller) runAction(ctx context.Context, nls *v1alpha1.NodeLocalStora
 
 func quantity(n uint64) string {
 	return resource.NewQuantity(int64(min(n, 1<<62)), resource.BinarySI).String()
+}
+
+// admitThinPool is the capacity authority's check for a thin pool the
+// NodeLocalStorage configures: its data, metadata and the metadata spare
+// (thinPoolTake) must fit the VG's allocatable beside every LocalVolume
+// counted there, as for any new LV (ledger.Admit, the check the volumes
+// reconciler makes before an lvcreate). Otherwise a pool created after the
+// scheduler granted thick volumes on the VG would take their space: the
+// pool's LVs are not volumes, so once made they count as foreign and
+// allocatable falls under what was granted. Checked against the status
+// this agent wrote last; a VG that status does not list yet (made in this
+// very pass) holds no LocalVolume's space, and LVM decides.
+func (c *Controller) admitThinPool(nls *v1alpha1.NodeLocalStorage, a vgAction) error {
+	vols, err := c.volumes.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	data, metadata := thinPoolTake(a.poolSize, a.extent)
+	want := ledger.Volume{Name: a.pool, Desc: fmt.Sprintf("thin pool %s/%s (data %s, metadata and its spare %s)", a.vg, a.pool, quantity(data), quantity(2*metadata)),
+		Type: v1alpha1.VolumeTypeLVM, VG: a.vg, Size: int64(min(data+2*metadata, 1<<62))}
+	if sf := ledger.ForNode(c.node, nls, vols).Admit(c.node, want); sf != nil {
+		return fmt.Errorf("%s, counting every LocalVolume of the VG (NodeLocalStorage allocatable, not LVM's free space): not created; free the space or lower the pool's size", sf.Detail())
+	}
+	return nil
+}
+
+// thinPoolTake is what lvcreate --type thin-pool takes of a VG for a pool
+// of data bytes, in whole extents: the data LV and a metadata LV, and as
+// much again for the pool metadata spare. lvm sizes the metadata by the
+// chunk size it picks (64 bytes a chunk, at least 2 MiB; its chunk size
+// grows to keep the metadata near 128 MiB); data/1024 bounded to
+// [4 MiB, 128 MiB] is at or above what it picks by default (64 KiB chunks)
+// for every pool size, so the estimate errs on the safe side.
+func thinPoolTake(data, extent uint64) (dataTake, metadataTake uint64) {
+	const mib = 1 << 20
+	metadata := min(max(data/1024, 4*mib), 128*mib)
+	return roundUp(data, extent), roundUp(metadata, extent)
+}
+
+func roundUp(n, extent uint64) uint64 {
+	if extent == 0 || n%extent == 0 {
+		return n
+	}
+	return n + extent - n%extent
 }

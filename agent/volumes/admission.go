@@ -52,26 +52,18 @@ func (r *Reconciler) admit(ctx context.Context, lv *v1alpha1.LocalVolume, size i
 	if err != nil {
 		return err
 	}
-	l := ledger.New()
-	nls.Spec.NodeName = r.opts.NodeName
-	l.SetNodeStorage(nls)
+	granted := all[:0:0]
 	for _, o := range all {
-		if o.Name != lv.Name && o.Spec.NodeName == r.opts.NodeName && (grantedBefore(o, lv) || o.Status.CurrentSize != nil) {
-			l.SetVolume(o)
+		if o.Name != lv.Name && (grantedBefore(o, lv) || o.Status.CurrentSize != nil) {
+			granted = append(granted, o)
 		}
 	}
+	l := ledger.ForNode(r.opts.NodeName, nls, granted)
 	want := ledger.Volume{Name: lv.Name, Desc: "LocalVolume " + lv.Name, Type: v1alpha1.VolumeTypeLVM,
 		VG: lv.Spec.VGName, ThinPool: lv.Spec.ThinPool, Size: size, Striped: lv.Spec.Striped()}
-	_, sf := l.Place(r.opts.NodeName, want, ledger.Spread)
-	if sf == nil {
-		return nil
-	}
-	switch sf.Kind {
-	case ledger.VGFull, ledger.NoVGFits, ledger.PoolFull:
+	if sf := l.Admit(r.opts.NodeName, want); sf != nil {
 		return &errNoRoom{sf: sf}
 	}
-	// Not a question of room (a VG or pool the status does not list yet, a
-	// stale heartbeat of this very agent): LVM decides.
 	return nil
 }
 

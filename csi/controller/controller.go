@@ -13,8 +13,6 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"regexp"
@@ -35,6 +33,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/awaitvolume"
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -170,19 +169,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		}
 	}
 
-	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
-		switch {
-		case lv == nil:
-			return false, status.Errorf(codes.Aborted, "LocalVolume %s was deleted while being created", id)
-		case lv.DeletionTimestamp != nil:
-			return false, status.Errorf(codes.Aborted, "LocalVolume %s is being deleted", id)
-		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= lv.Spec.Size.Value():
-			return true, nil
-		case lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.ObservedGeneration >= lv.Generation:
-			return false, failure(lv)
-		}
-		return false, nil
-	})
+	lv, err = awaitvolume.Ready(ctx, s.client, id)
 	if err != nil {
 		if status.Code(err) == codes.ResourceExhausted && lv != nil {
 			// The node cannot hold it: let the pod be rescheduled, and
@@ -217,12 +204,11 @@ func (s *Server) volumeID(ctx context.Context, name string, p parameters.Params)
 		}
 		return v1alpha1.PVCVolumeName(pvc.UID), &v1alpha1.ObjectReference{Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID}, nil
 	}
-	// snap- names are snapshots' (snapshotID).
-	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, snapshotPrefix) {
+	// snap- names are snapshots' (v1alpha1.SnapshotVolumeName).
+	if len(validation.IsDNS1123Subdomain(name)) == 0 && !strings.HasPrefix(name, v1alpha1.SnapshotPrefix) {
 		return name, nil, nil
 	}
-	sum := sha256.Sum256([]byte(name))
-	return "csi-" + hex.EncodeToString(sum[:20]), nil, nil
+	return v1alpha1.RequestVolumeName(name), nil, nil
 }
 
 // lvNamePattern is LVM's LV name alphabet; names that fit it and are short
@@ -235,8 +221,7 @@ func lvNameFor(id string) string {
 	if lvNamePattern.MatchString(id) && id != "." && id != ".." && parameters.ValidLVName(id) == nil {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(id))
-	return "lv-" + hex.EncodeToString(sum[:16])
+	return v1alpha1.GeneratedLVName(id)
 }
 
 // preferredNode is the node of the first preferred (else requisite) topology
@@ -363,11 +348,6 @@ func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params
 		return status.Errorf(codes.Aborted, "volume %s is being deleted", lv.Name)
 	}
 	return nil
-}
-
-// failure turns a Failed status into the error the sidecar gets.
-func failure(lv *v1alpha1.LocalVolume) error {
-	return status.Errorf(lv.Status.FailureCode(), "node %s: %s", lv.Spec.NodeName, lv.Status.Message)
 }
 
 // deleteFailed removes a LocalVolume whose node cannot hold it, unless it
@@ -548,7 +528,7 @@ func (s *Server) deleteLocalVolume(ctx context.Context, lv *v1alpha1.LocalVolume
 	// A released disk that waits for its wipe (Quarantined) is held by its
 	// record until then; the PV need not wait with it (policy manual may
 	// wait for an operator for days).
-	_, err = s.waitFor(waitCtx, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
+	_, err = awaitvolume.Until(waitCtx, s.client, lv.Name, func(lv *v1alpha1.LocalVolume) (bool, error) {
 		return lv == nil || (lv.DeletionTimestamp != nil && lv.Status.Phase == v1alpha1.PhaseQuarantined), nil
 	})
 	if err != nil && nodeGone && ctx.Err() == nil {
@@ -627,19 +607,8 @@ func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 			return nil, err
 		}
 	}
-	lv, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
-		switch {
-		case lv == nil:
-			return false, status.Errorf(codes.NotFound, "volume %s was deleted", id)
-		case lv.Status.ObservedGeneration < lv.Generation:
-			return false, nil
-		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.CurrentSize != nil && lv.Status.CurrentSize.Value() >= size:
-			return true, nil
-		case lv.Status.Phase == v1alpha1.PhaseFailed:
-			return false, failure(lv)
-		}
-		return false, nil
-	})
+	// The agent made the new size: spec.size is at least size now.
+	lv, err = awaitvolume.Ready(ctx, s.client, id)
 	if err != nil {
 		return nil, err
 	}
@@ -658,7 +627,8 @@ func (s *Server) grow(ctx context.Context, lv *v1alpha1.LocalVolume, size int64)
 		return err
 	}
 	// The new size must fit besides the volume's own current share (whole
-	// extents of a thick LV, virtual size in a thin pool).
+	// extents of a thick LV, virtual size in a thin pool below its fill
+	// thresholds: ResourceExhausted otherwise).
 	if sf := s.ledgerOf(ns).FitGrowth(lv.Name, size); sf != nil {
 		return shortfallError(sf, codes.FailedPrecondition)
 	}

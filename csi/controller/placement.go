@@ -28,7 +28,7 @@ import (
 type nodeStorage struct {
 	name    string
 	nls     *v1alpha1.NodeLocalStorage // nil: the node has no NodeLocalStorage
-	volumes []v1alpha1.LocalVolume
+	volumes []*v1alpha1.LocalVolume
 }
 
 func (s *Server) readNode(ctx context.Context, node string) (*nodeStorage, error) {
@@ -46,7 +46,9 @@ func (s *Server) readNode(ctx context.Context, node string) (*nodeStorage, error
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list LocalVolumes of node %s: %v", node, err)
 	}
-	ns.volumes = list.Items
+	for i := range list.Items {
+		ns.volumes = append(ns.volumes, &list.Items[i])
+	}
 	return ns, nil
 }
 
@@ -67,9 +69,9 @@ func (s *Server) readAllNodes(ctx context.Context) ([]*nodeStorage, error) {
 		byNode[n.name] = n
 		nodes = append(nodes, n)
 	}
-	for _, v := range vols.Items {
-		if n := byNode[v.Spec.NodeName]; n != nil {
-			n.volumes = append(n.volumes, v)
+	for i := range vols.Items {
+		if n := byNode[vols.Items[i].Spec.NodeName]; n != nil {
+			n.volumes = append(n.volumes, &vols.Items[i])
 		}
 	}
 	return nodes, nil
@@ -88,14 +90,7 @@ func (s *Server) ledgerOf(nodes ...*nodeStorage) *ledger.Ledger {
 	l := ledger.New()
 	l.SetFill(s.fill)
 	for _, n := range nodes {
-		if n.nls != nil {
-			nls := n.nls.DeepCopy()
-			nls.Spec.NodeName = n.name
-			l.SetNodeStorage(nls)
-		}
-		for i := range n.volumes {
-			l.SetVolume(&n.volumes[i])
-		}
+		l.AddNode(n.name, n.nls, n.volumes)
 	}
 	return l
 }

@@ -55,7 +55,7 @@ func benchNode(vgs, n int) *nodeStorage {
 		ns.nls.Status.FilteredStorageInfo.VolumeGroups = append(ns.nls.Status.FilteredStorageInfo.VolumeGroups, name)
 	}
 	for i := range n {
-		ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+		ns.volumes = append(ns.volumes, &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
 			Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: fmt.Sprintf("vg%d", i%vgs),
 				Size: *resource.NewQuantity(1<<20, resource.BinarySI)}})
 	}
@@ -87,7 +87,7 @@ func TestControllerCountsLikeTheLedger(t *testing.T) {
 		ns.nls.Status.NodeStorageInfo.VolumeGroups = []v1alpha1.VolumeGroup{{Name: "vg0", Allocatable: uint64(alloc), Condition: v1alpha1.StorageReady}}
 		ns.nls.Status.FilteredStorageInfo.VolumeGroups = []string{"vg0"}
 		for i, sz := range sizes {
-			ns.volumes = append(ns.volumes, v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
+			ns.volumes = append(ns.volumes, &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("v%d", i)},
 				Spec: v1alpha1.LocalVolumeSpec{NodeName: "n", VolumeType: v1alpha1.VolumeTypeLVM, VGName: "vg0",
 					Size: *resource.NewQuantity(sz, resource.BinarySI)}})
 		}
@@ -165,13 +165,13 @@ func TestSnapshotID(t *testing.T) {
 		{name: "my-snap", want: "snap-"},
 	}
 	for _, tt := range tests {
-		got := snapshotID(tt.name)
+		got := v1alpha1.SnapshotVolumeName(tt.name)
 		if tt.want == "snap-" {
-			if len(got) != len("snap-")+40 || got[:5] != "snap-" || got != snapshotID(tt.name) {
-				t.Errorf("snapshotID(%q) = %q, want a stable snap-<hash>", tt.name, got)
+			if len(got) != len("snap-")+40 || got[:5] != "snap-" || got != v1alpha1.SnapshotVolumeName(tt.name) {
+				t.Errorf("v1alpha1.SnapshotVolumeName(%q) = %q, want a stable snap-<hash>", tt.name, got)
 			}
 		} else if got != tt.want {
-			t.Errorf("snapshotID(%q) = %q, want %q", tt.name, got, tt.want)
+			t.Errorf("v1alpha1.SnapshotVolumeName(%q) = %q, want %q", tt.name, got, tt.want)
 		}
 		if lvNameFor(got) != "" {
 			t.Errorf("snapshot ID %q is not usable as an LV name", got)

@@ -9,8 +9,6 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"sort"
 	"strings"
 
@@ -25,30 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/awaitvolume"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
-// snapshotPrefix starts every snapshot's LocalVolume name (and CSI
-// snapshot ID): csi-snapshotter's snapshot-<VolumeSnapshot UID> becomes
-// snap-<UID>, because lvm refuses LV names that start with "snapshot".
-const snapshotPrefix = "snap-"
-
-// snapshotID is the LocalVolume name of a CSI snapshot name: deterministic,
-// so a retried CreateSnapshot finds its snapshot again.
-func snapshotID(name string) string {
-	if rest, ok := strings.CutPrefix(name, "snapshot-"); ok {
-		if id := snapshotPrefix + rest; len(validation.IsDNS1123Subdomain(id)) == 0 {
-			return id
-		}
-	}
-	sum := sha256.Sum256([]byte(name))
-	return snapshotPrefix + hex.EncodeToString(sum[:20])
-}
-
 // getSnapshot returns the snapshot LocalVolume id, or NotFound.
 func (s *Server) getSnapshot(ctx context.Context, id string) (*v1alpha1.LocalVolume, error) {
-	if !strings.HasPrefix(id, snapshotPrefix) || len(validation.IsDNS1123Subdomain(id)) > 0 {
+	if !strings.HasPrefix(id, v1alpha1.SnapshotPrefix) || len(validation.IsDNS1123Subdomain(id)) > 0 {
 		return nil, status.Errorf(codes.NotFound, "snapshot %s not found", id)
 	}
 	lv, err := s.client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
@@ -81,7 +63,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	id := snapshotID(req.GetName())
+	id := v1alpha1.SnapshotVolumeName(req.GetName())
 	release, err := s.guard.Acquire(id)
 	if err != nil {
 		return nil, err
@@ -108,14 +90,14 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		return nil, status.Errorf(codes.Aborted, "snapshot %s is being deleted", id)
 	}
 
-	snap, err = s.waitFor(ctx, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
+	snap, err = awaitvolume.Until(ctx, s.client, id, func(lv *v1alpha1.LocalVolume) (bool, error) {
 		switch {
 		case lv == nil:
 			return false, status.Errorf(codes.Aborted, "snapshot %s was deleted while being created", id)
 		case lv.Status.Phase == v1alpha1.PhaseReady && lv.Status.SnapshotTime != nil && lv.Status.RestoreSize != nil:
 			return true, nil
 		case lv.Status.Phase == v1alpha1.PhaseFailed && lv.Status.ObservedGeneration >= lv.Generation:
-			return false, failure(lv)
+			return false, awaitvolume.Failure(lv)
 		}
 		return false, nil
 	})
@@ -410,7 +392,7 @@ func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p
 	case snap.Status.Phase == v1alpha1.PhaseFailed && snap.Status.SnapshotTime != nil:
 		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s cannot be restored: %s", id, snap.Status.Message)
 	case snap.Status.Phase != v1alpha1.PhaseReady || snap.Status.RestoreSize == nil:
-		return nil, status.Errorf(codes.Unavailable, "snapshot %s is not ready to use yet%s", id, describe(snap))
+		return nil, status.Errorf(codes.Unavailable, "snapshot %s is not ready to use yet%s", id, awaitvolume.Describe(snap))
 	}
 	restoreSize := snap.Status.RestoreSize.Value()
 	plan := &restorePlan{snapshot: snap, size: max(r.GetRequiredBytes(), restoreSize), readOnly: snap.Spec.ReadOnly}

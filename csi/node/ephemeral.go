@@ -9,7 +9,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -23,9 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/apis/storage/awaitvolume"
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -38,7 +37,7 @@ const DefaultInlineReadyTimeout = 90 * time.Second
 
 // publishEphemeral publishes a CSI ephemeral inline volume: kubelet calls
 // NodePublishVolume only (no staging), with the volume handle
-// csi-<sha256(podUID+volumeName)> as volume ID, the pod's volumeAttributes
+// v1alpha1.InlineVolumeName (csi-<sha256(podUID+volumeName)>) as volume ID, the pod's volumeAttributes
 // and podInfoOnMount keys. The LocalVolume of that name is the one the
 // scheduler's PreBind wrote, or, for a pod another scheduler placed, the
 // one created here; once the agent made its LV, it is formatted and mounted
@@ -169,12 +168,11 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	}
 	// A one-node ledger: the scheduler's and the CSI controller's rules
 	// (whole extents, striping, snapshots' copy-on-write space, thin pools).
-	l := ledger.New()
-	nls.Spec.NodeName = s.opts.NodeID
-	l.SetNodeStorage(nls)
+	volumes := make([]*v1alpha1.LocalVolume, len(list.Items))
 	for i := range list.Items {
-		l.SetVolume(&list.Items[i])
+		volumes[i] = &list.Items[i]
 	}
+	l := ledger.ForNode(s.opts.NodeID, nls, volumes)
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
 	if _, sf := l.Place(s.opts.NodeID, want, ledger.Spread); sf != nil {
@@ -217,51 +215,9 @@ func (s *Server) waitReady(ctx context.Context, lv *v1alpha1.LocalVolume) (*v1al
 	if timeout <= 0 {
 		timeout = DefaultInlineReadyTimeout
 	}
-	name := lv.Name
-	var last *v1alpha1.LocalVolume = lv
-	var failure error
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		cur, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			failure = status.Errorf(codes.Aborted, "LocalVolume %s was deleted while waiting for node %s to create it", name, s.opts.NodeID)
-			return true, nil
-		case err != nil:
-			return false, nil // the API may come back before the deadline
-		}
-		last = cur
-		switch {
-		case cur.DeletionTimestamp != nil:
-			failure = status.Errorf(codes.Aborted, "LocalVolume %s is being deleted", name)
-			return true, nil
-		case cur.Status.Phase == v1alpha1.PhaseReady && cur.Status.CurrentSize != nil &&
-			cur.Status.CurrentSize.Cmp(cur.Spec.Size) >= 0 && cur.Status.ObservedGeneration >= cur.Generation:
-			return true, nil
-		case cur.Status.Phase == v1alpha1.PhaseFailed && cur.Status.ObservedGeneration >= cur.Generation:
-			failure = status.Errorf(cur.Status.FailureCode(), "the agent on node %s cannot create LocalVolume %s: %s", s.opts.NodeID, name, cur.Status.Message)
-			return true, nil
-		}
-		return false, nil
-	})
-	if failure != nil {
-		return nil, failure
-	}
-	if err != nil {
-		code := codes.DeadlineExceeded
-		if errors.Is(err, context.Canceled) {
-			code = codes.Canceled
-		}
-		return nil, status.Errorf(code, "waiting for the agent on node %s to create LocalVolume %s: %v%s", s.opts.NodeID, name, err, progress(last))
-	}
-	return last, nil
-}
-
-// progress says where the agent is with a LocalVolume, for error messages.
-func progress(lv *v1alpha1.LocalVolume) string {
-	if lv.Status.Phase == "" {
-		return fmt.Sprintf(" (no status yet: is the agent of node %s running?)", lv.Spec.NodeName)
-	}
-	return fmt.Sprintf(" (%s%s)", lv.Status.Phase, statusNote(lv))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return awaitvolume.Ready(ctx, s.opts.Client, lv.Name)
 }
 
 // releaseInline deletes the LocalVolume of an inline volume after its

@@ -80,7 +80,8 @@ func (l *Ledger) Place(nodeName string, v Volume, strategy Strategy) (Assignment
 // FitGrowth checks that the LVM LocalVolume name, already accounted, can
 // grow to size (as counted: thick LVs in whole extents of its VG, thin
 // ones by virtual size in its pool): the growth must fit in what is free
-// besides the volume's own current share. A growth never moves a volume,
+// besides the volume's own current share, and a thin volume grows only in
+// a pool below the fill thresholds (PoolFilled). A growth never moves a volume,
 // so a DiskFault or silent node is not refused here: the agent reports
 // what it can do.
 func (l *Ledger) FitGrowth(name string, size int64) *Shortfall {
@@ -103,6 +104,12 @@ func (l *Ledger) FitGrowth(name string, size int64) *Shortfall {
 		}
 		if free := n.pools[i].free() + v.size; free < size {
 			return &Shortfall{Kind: PoolFull, Node: v.node, Volume: want, VG: v.target, Pool: v.pool, Need: size, Free: free}
+		}
+		// A pool filled past a threshold takes no more virtual size, as it
+		// takes no new volume (Fill): its volumes would only write more.
+		if what, fill, threshold, over := n.pools[i].overFilled(l.fill); over && size > v.size {
+			return &Shortfall{Kind: PoolFilled, Node: v.node, Volume: want, VG: v.target, Pool: v.pool,
+				FillOf: what, FillPercent: fill, FillThreshold: threshold}
 		}
 		return nil
 	}

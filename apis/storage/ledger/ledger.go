@@ -359,6 +359,12 @@ func (l *Ledger) SetNodeStorage(nls *v1alpha1.NodeLocalStorage) {
 	if name == "" {
 		name = nls.Name
 	}
+	l.setNodeStorage(name, nls)
+}
+
+// setNodeStorage is SetNodeStorage for the node called name, whatever nls
+// names (ForNode's callers read an object of that name).
+func (l *Ledger) setNodeStorage(name string, nls *v1alpha1.NodeLocalStorage) {
 	l.mu.Lock()
 	n := l.nodeFor(name)
 	grew := !n.hasNLS
