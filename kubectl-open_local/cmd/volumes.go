@@ -127,7 +127,7 @@ func volumeReports(lvs []v1alpha1.LocalVolume, pvcs []corev1.PersistentVolumeCla
 			continue
 		}
 		r := VolumeReport{Name: lv.Name, Kind: string(lv.Spec.Kind), Node: lv.Spec.NodeName, VG: lv.Spec.VGName,
-			ThinPool: lv.Spec.ThinPool, Device: lv.Spec.Device, Size: lv.Spec.Size.Value(), Counted: lv.Spec.CountedSize(),
+			ThinPool: lv.Spec.ThinPool, Device: lv.Spec.Device, Size: lv.Spec.Size.Value(), Counted: lv.CountedSize(),
 			Phase: string(lv.Status.Phase), Message: lv.Status.Message, Created: lv.CreationTimestamp,
 			Deleting: lv.DeletionTimestamp != nil}
 		if r.Kind == "" {

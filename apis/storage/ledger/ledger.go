@@ -508,7 +508,7 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	if v.kind == v1alpha1.VolumeTypeDevice {
 		v.target = lv.Spec.Device
 	} else {
-		v.kind, v.target, v.pool, v.size = v1alpha1.VolumeTypeLVM, lv.Spec.VGName, lv.Spec.ThinPool, lv.Spec.CountedSize()
+		v.kind, v.target, v.pool, v.size = v1alpha1.VolumeTypeLVM, lv.Spec.VGName, lv.Spec.ThinPool, lv.CountedSize()
 		v.striped = lv.Spec.Striped()
 	}
 	l.mu.Lock()

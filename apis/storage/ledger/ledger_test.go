@@ -994,3 +994,43 @@ func TestOverSubscribedVGIsFull(t *testing.T) {
 		})
 	}
 }
+
+// A growth the agent refused for room (Failed, ResourceExhausted, for the
+// current generation) holds what the LV has, not what spec.size asks: the
+// CSI controller raised spec.size before the agent refused, and counting
+// it would hold space nobody got, so pods waited for room LVM still had.
+// The agent retries the growth, and its admission decides it then.
+func TestRefusedGrowthCountsTheLV(t *testing.T) {
+	grown := func(code string, phase v1alpha1.LocalVolumePhase, observed int64, current string) *v1alpha1.LocalVolume {
+		lv := lvmLV("pvc-g", "n1", "pool0", 30)
+		lv.Generation = 2
+		lv.Status.Phase, lv.Status.Code, lv.Status.ObservedGeneration = phase, code, observed
+		if current != "" {
+			q := resource.MustParse(current)
+			lv.Status.CurrentSize = &q
+		}
+		return lv
+	}
+	for _, tc := range []struct {
+		name     string
+		lv       *v1alpha1.LocalVolume
+		wantUsed int64 // GiB of pool0 counted
+	}{
+		{name: "growing", lv: grown("", v1alpha1.PhasePending, 1, "10Gi"), wantUsed: 30},
+		{name: "grown", lv: grown("", v1alpha1.PhaseReady, 2, "30Gi"), wantUsed: 30},
+		{name: "growth refused for room", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 2, "10Gi"), wantUsed: 10},
+		{name: "refusal of an older generation", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 1, "10Gi"), wantUsed: 30},
+		{name: "growth failed otherwise", lv: grown("Internal", v1alpha1.PhaseFailed, 2, "10Gi"), wantUsed: 30},
+		{name: "create refused (no LV yet)", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 2, ""), wantUsed: 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New()
+			l.SetNodeStorage(nls("n1", []vgSpec{{name: "pool0", gib: 100, filtered: true}}, nil))
+			l.SetVolume(tc.lv)
+			want := []string{fmt.Sprintf("n1/pool0 sched=true cap=100 used=%d reserved=0", tc.wantUsed)}
+			if got := usage(l); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("usage %v, want %v", got, want)
+			}
+		})
+	}
+}

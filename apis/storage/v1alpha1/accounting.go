@@ -34,6 +34,25 @@ func (s *LocalVolumeSpec) CountedSize() int64 {
 	return s.Size.Value()
 }
 
+// CountedSize is what the LocalVolume holds on its node: its spec's
+// CountedSize, except for a growth the agent refused for room (Failed,
+// ResourceExhausted, for this generation, with the LV at a smaller
+// status.currentSize): that counts what the LV has. The CSI controller
+// raises spec.size before the agent decides; counting the refused size
+// would hold space nobody got. The agent retries the growth, and its
+// admission decides it again.
+func (lv *LocalVolume) CountedSize() int64 {
+	n := lv.Spec.CountedSize()
+	st := &lv.Status
+	if st.Phase != PhaseFailed || st.Code != "ResourceExhausted" || st.ObservedGeneration != lv.Generation || st.CurrentSize == nil {
+		return n
+	}
+	if c := st.CurrentSize; c.Sign() > 0 && c.Cmp(lv.Spec.Size) < 0 && n > 0 {
+		return c.Value()
+	}
+	return n
+}
+
 // Striped reports a striped thick LV, which LVM allocates as stripes ×
 // ceil(extents/stripes) (LVTake).
 func (s *LocalVolumeSpec) Striped() bool {
