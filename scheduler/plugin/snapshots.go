@@ -9,6 +9,8 @@ import (
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	snaplisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumesnapshot/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
 // snapshotResolver finds the LocalVolume a VolumeSnapshot's data lives in.
@@ -63,5 +65,7 @@ func (r snapshotResolver) localVolumeOf(namespace, name string) (string, *needEr
 			return *c.Status.SnapshotHandle, nil
 		}
 	}
-	return "snap-" + string(vs.UID), nil
+	// Not bound yet: external-snapshotter will ask CreateSnapshot for
+	// "snapshot-<VolumeSnapshot UID>", whose LocalVolume this is.
+	return v1alpha1.SnapshotVolumeName("snapshot-" + string(vs.UID)), nil
 }
