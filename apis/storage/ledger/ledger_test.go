@@ -995,11 +995,11 @@ func TestOverSubscribedVGIsFull(t *testing.T) {
 	}
 }
 
-// A growth the agent refused for room (Failed, ResourceExhausted, for the
-// current generation) holds what the LV has, not what spec.size asks: the
-// CSI controller raised spec.size before the agent refused, and counting
-// it would hold space nobody got, so pods waited for room LVM still had.
-// The agent retries the growth, and its admission decides it then.
+// A volume the agent refused for room (Failed, ResourceExhausted, for the
+// current generation) holds what its LV has, not what spec.size asks: the
+// CSI controller raised spec.size before the agent refused a growth, and a
+// refused create's record lives until its writer deletes it; counting
+// them held space nobody got. The agent retries, and decides again then.
 func TestRefusedGrowthCountsTheLV(t *testing.T) {
 	grown := func(code string, phase v1alpha1.LocalVolumePhase, observed int64, current string) *v1alpha1.LocalVolume {
 		lv := lvmLV("pvc-g", "n1", "pool0", 30)
@@ -1021,7 +1021,8 @@ func TestRefusedGrowthCountsTheLV(t *testing.T) {
 		{name: "growth refused for room", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 2, "10Gi"), wantUsed: 10},
 		{name: "refusal of an older generation", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 1, "10Gi"), wantUsed: 30},
 		{name: "growth failed otherwise", lv: grown("Internal", v1alpha1.PhaseFailed, 2, "10Gi"), wantUsed: 30},
-		{name: "create refused (no LV yet)", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 2, ""), wantUsed: 30},
+		{name: "create refused (no LV)", lv: grown("ResourceExhausted", v1alpha1.PhaseFailed, 2, ""), wantUsed: 0},
+		{name: "create failed otherwise", lv: grown("Internal", v1alpha1.PhaseFailed, 2, ""), wantUsed: 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := New()

@@ -35,20 +35,25 @@ func (s *LocalVolumeSpec) CountedSize() int64 {
 }
 
 // CountedSize is what the LocalVolume holds on its node: its spec's
-// CountedSize, except for a growth the agent refused for room (Failed,
-// ResourceExhausted, for this generation, with the LV at a smaller
-// status.currentSize): that counts what the LV has. The CSI controller
-// raises spec.size before the agent decides; counting the refused size
-// would hold space nobody got. The agent retries the growth, and its
-// admission decides it again.
+// CountedSize, except when the agent refused this generation for room
+// (Failed, ResourceExhausted, observedGeneration = generation): then what
+// its LV has (status.currentSize), nothing for a create. A refused record
+// holds no space: the CSI controller raises spec.size before the agent
+// decides a growth, and a refused create's record stays until its writer
+// deletes it; counting either held space nobody got, so pods waited for
+// room LVM still had, and the agent refused volumes that fit. The agent
+// retries, and its admission decides again then.
 func (lv *LocalVolume) CountedSize() int64 {
 	n := lv.Spec.CountedSize()
 	st := &lv.Status
-	if st.Phase != PhaseFailed || st.Code != "ResourceExhausted" || st.ObservedGeneration != lv.Generation || st.CurrentSize == nil {
+	if st.Phase != PhaseFailed || st.Code != "ResourceExhausted" || st.ObservedGeneration != lv.Generation {
 		return n
 	}
-	if c := st.CurrentSize; c.Sign() > 0 && c.Cmp(lv.Spec.Size) < 0 && n > 0 {
-		return c.Value()
+	if st.CurrentSize == nil {
+		return 0
+	}
+	if c := st.CurrentSize; c.Sign() >= 0 && c.Cmp(lv.Spec.Size) < 0 {
+		return min(c.Value(), n)
 	}
 	return n
 }
