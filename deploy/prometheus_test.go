@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +84,10 @@ func testPrometheus(t *testing.T, c *cluster.Cluster, tg promTargets) {
 		t.Fatal(err)
 	}
 	rules := filepath.Join(dir, "open-local.rules.yaml")
-	short := regexp.MustCompile(`(?m)^(\s+for:) \S+$`).ReplaceAll(raw, []byte("$1 "+(2*scrapeInterval).String()))
+	short, err := prometheus.ShortenFor(raw, 2*scrapeInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(rules, short, 0o644); err != nil {
 		t.Fatal(err)
 	}

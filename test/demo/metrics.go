@@ -132,6 +132,9 @@ func (d *demo) stepMonitoring(ctx context.Context, res *StepResult) error {
 	for _, a := range alerts {
 		p.printf("     %s %s %v\n", a.State, a.Name, a.Labels)
 	}
+	if err := d.fireAlertOnPurpose(ctx, res, prom); err != nil {
+		return err
+	}
 	p.say("and the kubelet's own volume statistics (from NodeGetVolumeStats of our CSI node plugin):")
 	for _, l := range kubeletStats {
 		p.printf("     %s\n", l)
@@ -164,4 +167,50 @@ func scrape(ctx context.Context, client *http.Client, url string) ([]string, err
 		}
 	}
 	return lines, s.Err()
+}
+
+// orphanLV is the LV step 8 creates by hand (and removes) so that an alert
+// fires: named like open-local's (prefix local), owned by no LocalVolume.
+const orphanLV = "local-demo-orphan"
+
+// fireAlertOnPurpose makes the chart's OpenLocalOrphanLVs fire: an LV
+// created by hand in the demo's VG, as an admin's backup LV or one left by
+// a force-deleted LocalVolume would be, is counted by no LocalVolume; the
+// agent reports it (open_local_orphan_lvs), Prometheus fires the alert.
+// The LV is the demo's own and is removed again.
+func (d *demo) fireAlertOnPurpose(ctx context.Context, res *StepResult, prom *prometheus.Client) error {
+	p := d.p
+	out, err := d.lvm.Run(ctx, "lvcreate", "--yes", "--name", orphanLV, "--size", "8m", VG)
+	if err != nil {
+		return fmt.Errorf("lvcreate %s/%s: %w", VG, orphanLV, err)
+	}
+	p.command(fmt.Sprintf("lvcreate --name %s --size 8m %s   # by hand, as an admin would: no LocalVolume names it", orphanLV, VG), strings.TrimSpace(string(out)))
+	defer func() {
+		// Only the LV this step made, by its name.
+		if _, err := d.lvm.Run(context.WithoutCancel(ctx), "lvremove", "--yes", VG+"/"+orphanLV); err != nil {
+			p.say("lvremove %s/%s: %v", VG, orphanLV, err)
+		}
+	}()
+	start := time.Now()
+	var fired prometheus.Alert
+	err = d.poll(ctx, 2*time.Minute, "prometheus", func(ctx context.Context) (bool, string, error) {
+		alerts, err := prom.Alerts(ctx)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for _, a := range alerts {
+			if a.Name == demoAlert && a.Labels["vgname"] == VG {
+				fired = a
+				if a.State == "firing" {
+					return true, "", nil
+				}
+			}
+		}
+		return false, fmt.Sprintf("%s not firing yet (%s)", demoAlert, fired.State), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the orphan LV %s/%s did not make %s fire: %w", VG, orphanLV, demoAlert, err)
+	}
+	p.check(res, "%s fired %s after the LV was made: %v (runbook: docs/alerts.md)", demoAlert, time.Since(start).Round(time.Second), fired.Labels)
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -243,4 +244,39 @@ func (c *Client) Evaluate(ctx context.Context, qs []PanelQuery) []Result {
 		out = append(out, r)
 	}
 	return out
+}
+
+// ShortenFor returns rules (a Prometheus rules file) with the `for:` of
+// the named alerts (all when none are named) set to d: the expressions
+// stay the shipped ones, but a test or the demo need not sit out a
+// production hold time of half an hour.
+func ShortenFor(rules []byte, d time.Duration, alerts ...string) ([]byte, error) {
+	var doc map[string]any // every key kept, only `for` changed
+	if err := yaml.Unmarshal(rules, &doc); err != nil {
+		return nil, err
+	}
+	found := map[string]bool{}
+	groups, _ := doc["groups"].([]any)
+	for _, g := range groups {
+		group, _ := g.(map[string]any)
+		list, _ := group["rules"].([]any)
+		for _, r := range list {
+			rule, _ := r.(map[string]any)
+			name, _ := rule["alert"].(string)
+			if name == "" || (len(alerts) > 0 && !slices.Contains(alerts, name)) {
+				continue
+			}
+			rule["for"] = d.String()
+			found[name] = true
+		}
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("no alert rules to shorten")
+	}
+	for _, a := range alerts {
+		if !found[a] {
+			return nil, fmt.Errorf("no alert %s in the rules", a)
+		}
+	}
+	return yaml.Marshal(doc)
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
 
 	"github.com/open-local/open-local/test/capability"
 )
@@ -117,5 +118,65 @@ func TestServer(t *testing.T) {
 	vals, err := c.LabelValues(ctx, "demo_bytes", "node")
 	if err != nil || !cmp.Equal(vals, []string{"n1"}) {
 		t.Errorf("label values %v %v", vals, err)
+	}
+}
+
+// ShortenFor changes only the hold time of the alerts it names, keeps every
+// other key, and refuses a name the rules do not have.
+func TestShortenFor(t *testing.T) {
+	raw := []byte(`groups:
+  - name: g
+    interval: 1m
+    rules:
+      - alert: A
+        expr: up == 0
+        for: 30m
+        labels: {severity: warning}
+      - alert: B
+        expr: up == 1
+        for: 1h
+      - record: r
+        expr: sum(up)
+`)
+	for _, tc := range []struct {
+		alerts  []string
+		want    map[string]string // alert -> for
+		wantErr bool
+	}{
+		{alerts: nil, want: map[string]string{"A": "10s", "B": "10s"}},
+		{alerts: []string{"B"}, want: map[string]string{"A": "30m", "B": "10s"}},
+		{alerts: []string{"C"}, wantErr: true},
+	} {
+		out, err := ShortenFor(raw, 10*time.Second, tc.alerts...)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("%v: no error", tc.alerts)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Groups []struct {
+				Interval string `json:"interval"`
+				Rules    []struct {
+					Alert, Record, For string
+					Labels             map[string]string
+				} `json:"rules"`
+			} `json:"groups"`
+		}
+		if err := yaml.Unmarshal(out, &doc); err != nil {
+			t.Fatal(err)
+		}
+		g := doc.Groups[0]
+		if g.Interval != "1m" || len(g.Rules) != 3 || g.Rules[0].Labels["severity"] != "warning" || g.Rules[2].Record != "r" {
+			t.Errorf("%v: keys lost:\n%s", tc.alerts, out)
+		}
+		for _, r := range g.Rules[:2] {
+			if r.For != tc.want[r.Alert] {
+				t.Errorf("%v: %s for %s, want %s", tc.alerts, r.Alert, r.For, tc.want[r.Alert])
+			}
+		}
 	}
 }
