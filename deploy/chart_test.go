@@ -164,8 +164,8 @@ func TestStorageClasses(t *testing.T) {
 		// open-local's chart name for it, with its limits commented out:
 		// manifests written for that chart keep their (unthrottled) class.
 		"open-local-lvm-io-throttle": {"volumeType": "LVM", "csi.storage.k8s.io/fstype": "ext4"},
-		"open-local-device-ssd":        {"volumeType": "Device", "mediaType": "ssd", "csi.storage.k8s.io/fstype": "ext4"},
-		"open-local-device-hdd":        {"volumeType": "Device", "mediaType": "hdd", "csi.storage.k8s.io/fstype": "ext4"},
+		"open-local-device-ssd":      {"volumeType": "Device", "mediaType": "ssd", "csi.storage.k8s.io/fstype": "ext4"},
+		"open-local-device-hdd":      {"volumeType": "Device", "mediaType": "hdd", "csi.storage.k8s.io/fstype": "ext4"},
 	}
 	scs := m.ofKind("StorageClass")
 	if len(scs) != len(want) {
