@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -8,6 +9,7 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/open-local/open-local/apis/storage/ledger"
+	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
 // Metrics on the scheduler's standard /metrics endpoint (legacyregistry),
@@ -112,6 +114,12 @@ var (
 	vgAllocatedDesc = metrics.NewDesc(subsystem+"_vg_allocated_bytes",
 		"Bytes of a VG held by LocalVolumes (state=volumes) and by in-flight reservations (state=reserved).",
 		[]string{"node", "vg", "state"}, nil, metrics.ALPHA, "")
+	heartbeatAgeDesc = metrics.NewDesc(subsystem+"_node_heartbeat_age_seconds",
+		"Age of a node's NodeLocalStorage heartbeat (status.nodeStorageInfo.state.lastHeartbeatTime) as the scheduler sees it; nodes without one are not reported.",
+		[]string{"node"}, nil, metrics.ALPHA, "")
+	unavailableDesc = metrics.NewDesc(subsystem+"_node_unavailable",
+		"1 for a node the scheduler places no new local volumes on, by reason: stale (heartbeat older than three agent intervals) or DiskFault (the NodeLocalStorage state).",
+		[]string{"node", "reason"}, nil, metrics.ALPHA, "")
 	devicesDesc = metrics.NewDesc(subsystem+"_devices",
 		"Schedulable exclusive devices by node, media type and whether one is allocated.",
 		[]string{"node", "media_type", "allocated"}, nil, metrics.ALPHA, "")
@@ -122,6 +130,8 @@ func (c *ledgerCollector) DescribeWithStability(ch chan<- *metrics.Desc) {
 	ch <- vgCapacityDesc
 	ch <- vgAllocatedDesc
 	ch <- devicesDesc
+	ch <- heartbeatAgeDesc
+	ch <- unavailableDesc
 }
 
 func (c *ledgerCollector) CollectWithStability(ch chan<- metrics.Metric) {
@@ -156,5 +166,19 @@ func (c *ledgerCollector) CollectWithStability(ch chan<- metrics.Metric) {
 	}
 	for k, n := range devs {
 		ch <- metrics.NewLazyConstMetric(devicesDesc, metrics.GaugeValue, float64(n), k.node, k.media, k.allocated)
+	}
+	var nodes []ledger.NodeState
+	l.VisitNodes(func(s ledger.NodeState) { nodes = append(nodes, s) })
+	for _, s := range nodes {
+		if s.HasNLS && s.HeartbeatAge >= 0 {
+			ch <- metrics.NewLazyConstMetric(heartbeatAgeDesc, metrics.GaugeValue, s.HeartbeatAge.Seconds(), s.Node)
+		}
+		if s.Unavailable != "" {
+			reason := "stale"
+			if strings.HasPrefix(s.Unavailable, string(v1alpha1.StorageFault)) {
+				reason = string(v1alpha1.StorageFault) // the free-text reason stays out of the label
+			}
+			ch <- metrics.NewLazyConstMetric(unavailableDesc, metrics.GaugeValue, 1, s.Node, reason)
+		}
 	}
 }

@@ -751,3 +751,36 @@ func knownPercent(p *int32) int32 {
 	}
 	return *p
 }
+
+// NodeState is a node's agent as the ledger judges it.
+type NodeState struct {
+	Node string
+	// HasNLS: the node's NodeLocalStorage exists.
+	HasNLS bool
+	// HeartbeatAge is the age of the NodeLocalStorage's lastHeartbeatTime;
+	// negative when none was written.
+	HeartbeatAge time.Duration
+	// Unavailable is why the node takes no new volumes: "stale" (the
+	// heartbeat is older than the stale limit) or the NLS fault ("DiskFault
+	// (reason)"); empty when it takes them.
+	Unavailable string
+}
+
+// VisitNodes calls fn for every node, under the read lock.
+func (l *Ledger) VisitNodes(fn func(NodeState)) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, n := range l.nodes {
+		s := NodeState{Node: n.name, HasNLS: n.hasNLS, HeartbeatAge: -1}
+		if !n.heartbeat.IsZero() {
+			s.HeartbeatAge = l.now().Sub(n.heartbeat)
+		}
+		if sf := l.unavailable(n); n.hasNLS && sf != nil {
+			s.Unavailable = sf.Fault
+			if sf.Fault == "" {
+				s.Unavailable = "stale"
+			}
+		}
+		fn(s)
+	}
+}

@@ -1035,3 +1035,38 @@ func TestRefusedGrowthCountsTheLV(t *testing.T) {
 		})
 	}
 }
+
+// VisitNodes reports each node's agent as the scheduler judges it: the
+// heartbeat's age and why the node takes no new volumes, for the metrics
+// an operator alerts on.
+func TestVisitNodes(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(-d)); return &t }
+	l := New()
+	l.SetClock(func() time.Time { return now }, DefaultStaleAfter)
+	for name, st := range map[string]v1alpha1.StorageState{
+		"fresh":   {Type: v1alpha1.StorageReady, LastHeartbeatTime: at(time.Minute)},
+		"stale":   {Type: v1alpha1.StorageReady, LastHeartbeatTime: at(DefaultStaleAfter + 5*time.Second)},
+		"fault":   {Type: v1alpha1.StorageFault, Reason: "DiscoveryFailed", LastHeartbeatTime: at(0)},
+		"unknown": {},
+	} {
+		o := nls(name, []vgSpec{{name: "vg", gib: 1, filtered: true}}, nil)
+		o.Status.NodeStorageInfo.State = st
+		l.SetNodeStorage(o)
+	}
+	l.SetVolume(lvmLV("pvc-x", "no-nls", "vg", 1)) // a node known only from a volume
+	got := map[string]string{}
+	l.VisitNodes(func(s NodeState) {
+		got[s.Node] = fmt.Sprintf("nls=%t age=%s unavailable=%q", s.HasNLS, s.HeartbeatAge, s.Unavailable)
+	})
+	want := map[string]string{
+		"fresh":   `nls=true age=1m0s unavailable=""`,
+		"stale":   `nls=true age=6m5s unavailable="stale"`,
+		"fault":   `nls=true age=0s unavailable="DiskFault (DiscoveryFailed)"`,
+		"unknown": `nls=true age=-1ns unavailable=""`,
+		"no-nls":  `nls=false age=-1ns unavailable=""`,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("VisitNodes:\n got %v\nwant %v", got, want)
+	}
+}
