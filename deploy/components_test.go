@@ -31,9 +31,9 @@ import (
 
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 	"github.com/open-local/open-local/test/loopvg"
 )
 

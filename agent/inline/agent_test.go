@@ -22,10 +22,10 @@ import (
 
 	"github.com/open-local/open-local/agent/inline"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 // TestAgentCollectsInlineVolumes runs the real agent binary on a node with

@@ -39,11 +39,11 @@ import (
 
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/config/profile"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/csi/identity"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }

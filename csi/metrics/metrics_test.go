@@ -21,10 +21,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/csi/grpcserver"
 	"github.com/open-local/open-local/csi/identity"
 	"github.com/open-local/open-local/csi/metrics"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 // panicky is the Identity service with a Probe that panics, to see that the

@@ -29,13 +29,13 @@ import (
 
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/csi/node"
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/csi/node/iolimit/iolimittest"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 // inlineHandle is kubelet's volume handle of an inline volume

@@ -18,9 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 // TestAgentRefusesWhenAlreadyOverSubscribed: three writers that did not see

@@ -26,9 +26,9 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/open-local/open-local/apis/storage/parameters"
-	"github.com/open-local/open-local/csi/csitest"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/csitest"
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
