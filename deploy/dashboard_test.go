@@ -32,46 +32,12 @@ import (
 	"github.com/open-local/open-local/deploy"
 	lvmmetrics "github.com/open-local/open-local/lvm/metrics"
 	"github.com/open-local/open-local/test/cluster"
+	promtest "github.com/open-local/open-local/test/prometheus"
 )
 
-// dashboard is the part of Grafana's dashboard model the tests look at.
-type dashboard struct {
-	UID           string  `json:"uid"`
-	Title         string  `json:"title"`
-	SchemaVersion int     `json:"schemaVersion"`
-	Panels        []panel `json:"panels"`
-	Templating    struct {
-		List []struct {
-			Name  string `json:"name"`
-			Type  string `json:"type"`
-			Query any    `json:"query"`
-		} `json:"list"`
-	} `json:"templating"`
-}
-
-type panel struct {
-	ID         int    `json:"id"`
-	Type       string `json:"type"`
-	Title      string `json:"title"`
-	Datasource *struct {
-		Type string `json:"type"`
-		UID  string `json:"uid"`
-	} `json:"datasource"`
-	GridPos     struct{ H, W, X, Y int } `json:"gridPos"`
-	FieldConfig struct {
-		Defaults struct {
-			Unit string `json:"unit"`
-		} `json:"defaults"`
-	} `json:"fieldConfig"`
-	Targets []struct {
-		Expr  string `json:"expr"`
-		RefID string `json:"refId"`
-	} `json:"targets"`
-}
-
-func loadDashboard(t *testing.T) *dashboard {
+func loadDashboard(t *testing.T) *promtest.Dashboard {
 	t.Helper()
-	var d dashboard
+	var d promtest.Dashboard
 	if err := json.Unmarshal(deploy.Dashboard, &d); err != nil {
 		t.Fatalf("dashboard is not valid JSON: %v", err)
 	}
@@ -185,7 +151,7 @@ var dashboardConcerns = []string{"Capacity", "Devices", "Volumes", "IO", "Latenc
 // checkDashboardRows: the panels are grouped under one row per concern, in
 // dashboardConcerns' order, laid out top to bottom (a panel belongs to the
 // row above it), each row with panels, every panel with a unit.
-func checkDashboardRows(t *testing.T, d *dashboard) {
+func checkDashboardRows(t *testing.T, d *promtest.Dashboard) {
 	t.Helper()
 	var rows []string
 	inRow := map[string]int{}

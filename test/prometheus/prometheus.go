@@ -168,22 +168,41 @@ type PanelQuery struct {
 	RefID, Expr      string
 }
 
-// Dashboard is the part of Grafana's JSON model the queries need.
+// Dashboard is the part of Grafana's JSON model the tests look at: the
+// queries (Queries) and the structure (deploy's dashboard test).
 type Dashboard struct {
-	Panels []struct {
-		ID          int    `json:"id"`
-		Type        string `json:"type"`
-		Title       string `json:"title"`
-		FieldConfig struct {
-			Defaults struct {
-				Unit string `json:"unit"`
-			} `json:"defaults"`
-		} `json:"fieldConfig"`
-		Targets []struct {
-			Expr  string `json:"expr"`
-			RefID string `json:"refId"`
-		} `json:"targets"`
-	} `json:"panels"`
+	UID           string  `json:"uid"`
+	Title         string  `json:"title"`
+	SchemaVersion int     `json:"schemaVersion"`
+	Panels        []Panel `json:"panels"`
+	Templating    struct {
+		List []struct {
+			Name  string `json:"name"`
+			Type  string `json:"type"`
+			Query any    `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+// Panel is one panel (or row) of a Dashboard.
+type Panel struct {
+	ID         int    `json:"id"`
+	Type       string `json:"type"`
+	Title      string `json:"title"`
+	Datasource *struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	} `json:"datasource"`
+	GridPos     struct{ H, W, X, Y int } `json:"gridPos"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+	Targets []struct {
+		Expr  string `json:"expr"`
+		RefID string `json:"refId"`
+	} `json:"targets"`
 }
 
 // Queries lists every panel target of dashboard JSON, with Grafana's
