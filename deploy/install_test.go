@@ -40,7 +40,7 @@ func TestMain(m *testing.M) { cluster.Main(m) }
 // get a server-side dry run (no kubelet runs there, and no images exist).
 var appliedKinds = []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CSIDriver",
 	"StorageClass", "VolumeSnapshotClass", "NodeLocalStorageInitConfig", "ConfigMap", "Service",
-	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
 
 // installer applies rendered objects with server-side apply.
 type installer struct {
@@ -100,7 +100,8 @@ func TestInstall(t *testing.T) {
 	c := cluster.ForTest(t)
 	ctx := t.Context()
 	in := newInstaller(t, c.RESTConfig())
-	for _, set := range [][]string{nil, {"controller.replicas=2", "agent.lvm.useHostConfig=false", "monitoring.grafanaDashboard.enabled=true"}} {
+	for _, set := range [][]string{nil, {"controller.replicas=2", "agent.lvm.useHostConfig=false", "monitoring.grafanaDashboard.enabled=true",
+		"admission.schedulerNamePolicy.enabled=true"}} {
 		m := render(t, set...)
 		for _, u := range m.objs {
 			if err := in.apply(ctx, u, true); err != nil {
@@ -208,13 +209,14 @@ func TestInstall(t *testing.T) {
 	})
 }
 
-// applyChart really applies the default chart's appliedKinds (idempotent:
-// server-side apply), and removes at the end what did not exist before.
-func applyChart(t *testing.T, c *cluster.Cluster) {
+// applyChart really applies the chart's appliedKinds, rendered with the
+// dashboard on and the extra --set values (idempotent: server-side apply),
+// and removes at the end what did not exist before.
+func applyChart(t *testing.T, c *cluster.Cluster, set ...string) {
 	t.Helper()
 	ctx := t.Context()
 	in := newInstaller(t, c.RESTConfig())
-	m := render(t, "monitoring.grafanaDashboard.enabled=true")
+	m := render(t, append([]string{"monitoring.grafanaDashboard.enabled=true"}, set...)...)
 	for _, u := range m.objs {
 		if !slices.Contains(appliedKinds, u.GetKind()) {
 			continue

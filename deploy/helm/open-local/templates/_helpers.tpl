@@ -11,6 +11,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.customLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "open-local.selector" -}}
@@ -51,4 +54,10 @@ securityContext:
 resources:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{- /* The driver names a StorageClass provisioner or an inline volume of ours
+may carry: ours, open-local's, and open-local's legacy yodaplugin name. */ -}}
+{{- define "open-local.driverNames" -}}
+{{- list .Values.driverName "local.csi.aliyun.com" "yodaplugin.csi.alibabacloud.com" | uniq | toJson -}}
 {{- end -}}
