@@ -20,3 +20,9 @@ const ChartDir = "helm/open-local"
 //
 //go:embed helm/open-local/dashboards/open-local.json
 var Dashboard []byte
+
+// Values is the chart's values.yaml: its defaults, for programs that write
+// values files for it (openlocalvalues).
+//
+//go:embed helm/open-local/values.yaml
+var Values []byte

@@ -68,7 +68,7 @@ func NewRoot(streams genericiooptions.IOStreams) *cobra.Command {
 	root.PersistentFlags().StringVarP(&o.selector, "selector", "l", "", "label selector on NodeLocalStorages (nodes, why, orphans) and LocalVolumes (volumes, orphans)")
 	// --version without -v: kubectl's -v is the log level.
 	root.Flags().Bool("version", false, "print the version")
-	root.AddCommand(o.nodesCommand(), o.volumesCommand(), o.whyCommand(), o.orphansCommand())
+	root.AddCommand(o.nodesCommand(), o.volumesCommand(), o.whyCommand(), o.orphansCommand(), o.convertValuesCommand())
 	return root
 }
 
