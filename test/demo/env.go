@@ -35,6 +35,7 @@ import (
 	"github.com/open-local/open-local/csi/identity"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
@@ -320,27 +321,51 @@ func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 // the same flags where they matter: the cluster's part (NLS controller,
 // CSI controller and sidecars, scheduler) and this node's.
 func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
-	kc := "--kubeconfig=" + d.cluster.Kubeconfig
 	ctrlSock := d.path("csi", "controller.sock")
 	if err := os.MkdirAll(d.path("csi"), 0o755); err != nil {
 		return "", err
 	}
-	err := d.startDaemons([]daemon{
-		{"nls-controller", d.cfg.Binaries["agent"], nil, []string{"--mode=controller", kc, "--leader-elect=false",
-			"--healthz-bind-address=" + loopback(d.ports.nlsController), "-v=2"}},
-		{"csi-controller", d.cfg.Binaries["csi"], nil, []string{"--mode=controller", "--endpoint=unix://" + ctrlSock, kc,
-			"--metrics-bind-address=" + loopback(d.ports.csiController), "-v=2"}},
-		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
-			[]string{"--csi-address=" + ctrlSock, kc, "--feature-gates=Topology=true", "--strict-topology", "--extra-create-metadata",
-				"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=10s", "--timeout=2m", "--v=2"}},
-		{"csi-resizer", filepath.Join(d.cfg.ToolsDir, "csi-resizer"), nil,
-			[]string{"--csi-address=" + ctrlSock, kc, "--timeout=2m", "--handle-volume-inuse-error=false", "--v=2"}},
-		{"csi-snapshotter", filepath.Join(d.cfg.ToolsDir, "csi-snapshotter"), nil,
-			[]string{"--csi-address=" + ctrlSock, kc, "--timeout=2m", "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
-		{"snapshot-controller", filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), nil,
-			[]string{kc, "--feature-gates=CSIVolumeGroupSnapshot=false", "--v=2"}},
-	})
+	// The controller Deployment's containers as the chart renders them,
+	// changed only where a process on this machine must differ: its socket
+	// and kubeconfig, loopback ports, no peer to elect a leader with, no
+	// pod to own CSIStorageCapacity, capacity polled faster (the steps wait
+	// for it).
+	manifest, err := d.helmTemplate(ctx, nil, "templates/controller-deployment.yaml")
 	if err != nil {
+		return "", err
+	}
+	chart, err := launcher.Parse([]byte(manifest))
+	if err != nil {
+		return "", err
+	}
+	const workload = "open-local-controller"
+	endpoint := "unix://" + ctrlSock
+	local := []string{"--kubeconfig", d.cluster.Kubeconfig}
+	sidecar := append([]string{"--csi-address", ctrlSock, "--leader-election", "false", "--http-endpoint", launcher.Drop}, local...)
+	var daemons []daemon
+	for _, c := range []struct {
+		container, bin string
+		env            []string
+		changes        []string
+	}{
+		{"nls-controller", d.cfg.Binaries["agent"], nil, append([]string{"--leader-elect", "false",
+			"--healthz-bind-address", loopback(d.ports.nlsController)}, local...)},
+		{"csi-controller", d.cfg.Binaries["csi"], nil, append([]string{"--endpoint", endpoint,
+			"--metrics-bind-address", loopback(d.ports.csiController)}, local...)},
+		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
+			append([]string{"--capacity-ownerref-level", "-1", "--capacity-poll-interval", "10s"}, sidecar...)},
+		{"csi-resizer", filepath.Join(d.cfg.ToolsDir, "csi-resizer"), nil, sidecar},
+		{"csi-snapshotter", filepath.Join(d.cfg.ToolsDir, "csi-snapshotter"), nil, sidecar},
+		{"snapshot-controller", filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), nil,
+			append([]string{"--leader-election", "false", "--http-endpoint", launcher.Drop}, local...)},
+	} {
+		args, err := chart.Args(workload, c.container, c.changes...)
+		if err != nil {
+			return "", err
+		}
+		daemons = append(daemons, daemon{c.container, c.bin, c.env, args})
+	}
+	if err := d.startDaemons(daemons); err != nil {
 		return "", err
 	}
 	if err := d.startScheduler(ctx); err != nil {
