@@ -126,6 +126,9 @@ func TestInlineWithoutPreBindWrite(t *testing.T) {
 	if got := e.metricValue(preBinds); got != preBindBefore {
 		t.Errorf("PreBind ran %v times for inline-only pods", got-preBindBefore)
 	}
+	if got := e.metricValue(`open_local_scheduler_cache_size{kind="inline_volumes"}`); got != 6 {
+		t.Errorf("the ledger counts %v inline volumes of bound pods, want 6", got)
+	}
 	lvs, err := e.ol.CsiV1alpha1().LocalVolumes().List(e.ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
