@@ -207,6 +207,33 @@ func TestInlineVolume(t *testing.T) {
 	})
 }
 
+// A LocalVolume that exists before the publish (an older scheduler's
+// PreBind wrote it, or an earlier publish) is used as is, with its VG.
+func TestInlineVolumeExistingRecord(t *testing.T) {
+	e := newInlineEnv(t, "olinlinerec", 256<<20)
+	ctx := t.Context()
+	lvs := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	pod := e.pod(t, "inline-rec")
+	req := e.request(pod, "cache", map[string]string{"size": "48Mi"})
+	written := v1alpha1.InlineLocalVolume(req.VolumeId, e.node.Name, e.node.VG.Name, 48<<20,
+		v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID})
+	created, err := lvs.Create(ctx, written, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.NodePublishVolume(ctx, req); err != nil {
+		t.Fatalf("NodePublishVolume: %v", err)
+	}
+	lv, err := lvs.Get(ctx, req.VolumeId, metav1.GetOptions{})
+	if err != nil || lv.UID != created.UID {
+		t.Fatalf("the record was replaced: %v", err)
+	}
+	if _, err := e.srv.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGone(t, req.VolumeId)
+}
+
 // TestInlineVolumeBadInput: clear codes for what a pod spec can get wrong,
 // and ResourceExhausted when the VG lacks room; nothing is allocated.
 func TestInlineVolumeBadInput(t *testing.T) {
