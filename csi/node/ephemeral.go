@@ -38,10 +38,10 @@ const DefaultInlineReadyTimeout = 90 * time.Second
 // publishEphemeral publishes a CSI ephemeral inline volume: kubelet calls
 // NodePublishVolume only (no staging), with the volume handle
 // v1alpha1.InlineVolumeName (csi-<sha256(podUID+volumeName)>) as volume ID, the pod's volumeAttributes
-// and podInfoOnMount keys. The LocalVolume of that name is the one the
-// scheduler's PreBind wrote, or, for a pod another scheduler placed, the
-// one created here; once the agent made its LV, it is formatted and mounted
-// at the target. NodeUnpublishVolume deletes it (releaseInline).
+// and podInfoOnMount keys. The LocalVolume of that name is created here
+// (the scheduler counts the volume from the bound pod and writes none; one
+// an older scheduler's PreBind wrote is used as is); once the agent made
+// its LV, it is formatted and mounted at the target. NodeUnpublishVolume deletes it (releaseInline).
 func (s *Server) publishEphemeral(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id, target, vc := req.GetVolumeId(), req.GetTargetPath(), req.GetVolumeCapability()
 	if vc.GetMount() == nil {
@@ -118,7 +118,7 @@ func (s *Server) publishEphemeral(ctx context.Context, req *csi.NodePublishVolum
 }
 
 // inlineVolume returns the inline volume's LocalVolume once its LV exists,
-// creating the record when no scheduler wrote one.
+// creating the record if it does not exist yet.
 func (s *Server) inlineVolume(ctx context.Context, id string, attrs parameters.Inline, pod parameters.Pod) (*v1alpha1.LocalVolume, error) {
 	lv, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
 	switch {
@@ -142,12 +142,12 @@ func (s *Server) inlineVolume(ctx context.Context, id string, attrs parameters.I
 // createInline writes the LocalVolume of an inline volume on this node,
 // after checking that the VG has room with the scheduler's ledger over this
 // node's NodeLocalStorage and LocalVolumes (whole extents, as LVM allocates).
-// Creations here are serialised so they never spend the same space twice.
+// Without a vgName attribute it chooses the VG by the ledger's binpack rule,
+// the scheduler's default (the scheduler writes no record for inline
+// volumes; it counts them from the pod and defers to this LocalVolume once
+// it exists). Creations here are serialised so they never spend the same
+// space twice.
 func (s *Server) createInline(ctx context.Context, id string, attrs parameters.Inline, pod parameters.Pod) (*v1alpha1.LocalVolume, error) {
-	if attrs.VGName == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s of pod %s/%s: attribute %s is required (no scheduler allocated LocalVolume %s)",
-			id, pod.Namespace, pod.Name, parameters.VGName, id)
-	}
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	nls, err := s.opts.Client.CsiV1alpha1().NodeLocalStorages().Get(ctx, s.opts.NodeID, metav1.GetOptions{})
@@ -157,7 +157,7 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "get NodeLocalStorage %s: %v", s.opts.NodeID, err)
 	}
-	if !slices.Contains(nls.Status.FilteredStorageInfo.VolumeGroups, attrs.VGName) {
+	if attrs.VGName != "" && !slices.Contains(nls.Status.FilteredStorageInfo.VolumeGroups, attrs.VGName) {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: VG %s is not one of open-local's VGs on node %s (have: %v)",
 			id, attrs.VGName, s.opts.NodeID, nls.Status.FilteredStorageInfo.VolumeGroups)
 	}
@@ -175,35 +175,26 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	l := ledger.ForNode(s.opts.NodeID, nls, volumes)
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
-	if _, sf := l.Place(s.opts.NodeID, want, ledger.Spread); sf != nil {
+	placed, sf := l.Place(s.opts.NodeID, want, ledger.Binpack)
+	if sf != nil {
 		code := codes.FailedPrecondition // the node's storage is not usable (a fault, a silent agent)
 		if sf.Kind == ledger.VGFull || sf.Kind == ledger.NoVGFits {
 			code = codes.ResourceExhausted
 		}
 		return nil, status.Errorf(code, "%s: %s", want.Desc, sf.Detail())
 	}
-	lv := &v1alpha1.LocalVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: id, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
-		Spec: v1alpha1.LocalVolumeSpec{
-			NodeName:   s.opts.NodeID,
-			VolumeType: v1alpha1.VolumeTypeLVM,
-			Kind:       v1alpha1.KindVolume,
-			VGName:     attrs.VGName,
-			Size:       *resource.NewQuantity(attrs.Size, resource.BinarySI),
-			LVMType:    v1alpha1.LVMTypeLinear,
-			PodRef:     &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
-		},
-	}
+	lv := v1alpha1.InlineLocalVolume(id, s.opts.NodeID, placed.VG, attrs.Size,
+		v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID})
 	created, err := s.opts.Client.CsiV1alpha1().LocalVolumes().Create(ctx, lv, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		// The scheduler's PreBind was late: use its record.
+		// Another publish of the same volume (or an older scheduler's PreBind) was first: use its record.
 		created, err = s.opts.Client.CsiV1alpha1().LocalVolumes().Get(ctx, id, metav1.GetOptions{})
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "create LocalVolume %s: %v", id, err)
 	}
 	klog.FromContext(ctx).Info("Allocated inline volume on this node", "volume", id, "pod", klog.KRef(pod.Namespace, pod.Name),
-		"vg", attrs.VGName, "size", bytes(attrs.Size))
+		"vg", placed.VG, "size", bytes(attrs.Size))
 	return created, nil
 }
 

@@ -126,9 +126,9 @@ func (e *inlineEnv) waitGone(t *testing.T, name string) {
 // TestInlineVolume: kubelet publishes an inline volume of a pod that no
 // open-local scheduler placed: the node allocates the LocalVolume itself,
 // the agent creates the LV, the node formats and mounts it; unpublish
-// unmounts and deletes the LocalVolume, and the agent removes the LV. With
-// a LocalVolume the scheduler's PreBind wrote, that one is used (and its
-// VG, without a vgName attribute).
+// unmounts and deletes the LocalVolume, and the agent removes the LV. A pod
+// our scheduler placed has no LocalVolume either (the scheduler counts it
+// from the pod): without a vgName attribute the node chooses the VG.
 func TestInlineVolume(t *testing.T) {
 	e := newInlineEnv(t, "olinline", 1<<30)
 	ctx := t.Context()
@@ -171,21 +171,21 @@ func TestInlineVolume(t *testing.T) {
 		e.waitGone(t, req.VolumeId)
 	})
 
-	t.Run("allocated by the scheduler, with IO limits", func(t *testing.T) {
+	t.Run("placed by the open-local scheduler: no vgName, the node chooses the VG, with IO limits", func(t *testing.T) {
 		h := ioHierarchy(t)
 		pod := e.pod(t, "inline-sched")
 		cg := iolimittest.PodFor(t, h, e.layout, corev1.PodQOSBestEffort, pod.UID)
 		req := e.request(pod, "cache", map[string]string{"size": "48Mi", "bps": "2Mi", "iops": "300"})
-		// What the scheduler's PreBind writes (scheduler/plugin localVolumeFor).
-		written := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: req.VolumeId, Finalizers: []string{v1alpha1.LocalVolumeFinalizer}},
-			Spec: v1alpha1.LocalVolumeSpec{NodeName: e.node.Name, Kind: v1alpha1.KindVolume, VolumeType: v1alpha1.VolumeTypeLVM,
-				VGName: e.node.VG.Name, LVMType: v1alpha1.LVMTypeLinear, Size: *resource.NewQuantity(48<<20, resource.BinarySI),
-				PodRef: &v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}}}
-		if _, err := lvs.Create(ctx, written, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		// The scheduler wrote no LocalVolume (it counts the volume from the pod).
 		if _, err := e.srv.NodePublishVolume(ctx, req); err != nil {
 			t.Fatalf("NodePublishVolume: %v", err)
+		}
+		lv, err := lvs.Get(ctx, req.VolumeId, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lv.Spec.VGName != e.node.VG.Name || lv.Spec.Size.Value() != 48<<20 || lv.Spec.PodRef == nil || lv.Spec.PodRef.UID != pod.UID {
+			t.Fatalf("LocalVolume the node wrote: %+v", lv.Spec)
 		}
 		if opts := mountOptions(t, req.TargetPath); !containsWord(opts, "ext4") {
 			t.Fatalf("target mount %q is not the default ext4", opts)
@@ -207,6 +207,33 @@ func TestInlineVolume(t *testing.T) {
 	})
 }
 
+// A LocalVolume that exists before the publish (an older scheduler's
+// PreBind wrote it, or an earlier publish) is used as is, with its VG.
+func TestInlineVolumeExistingRecord(t *testing.T) {
+	e := newInlineEnv(t, "olinlinerec", 256<<20)
+	ctx := t.Context()
+	lvs := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	pod := e.pod(t, "inline-rec")
+	req := e.request(pod, "cache", map[string]string{"size": "48Mi"})
+	written := v1alpha1.InlineLocalVolume(req.VolumeId, e.node.Name, e.node.VG.Name, 48<<20,
+		v1alpha1.ObjectReference{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID})
+	created, err := lvs.Create(ctx, written, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.NodePublishVolume(ctx, req); err != nil {
+		t.Fatalf("NodePublishVolume: %v", err)
+	}
+	lv, err := lvs.Get(ctx, req.VolumeId, metav1.GetOptions{})
+	if err != nil || lv.UID != created.UID {
+		t.Fatalf("the record was replaced: %v", err)
+	}
+	if _, err := e.srv.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGone(t, req.VolumeId)
+}
+
 // TestInlineVolumeBadInput: clear codes for what a pod spec can get wrong,
 // and ResourceExhausted when the VG lacks room; nothing is allocated.
 func TestInlineVolumeBadInput(t *testing.T) {
@@ -223,7 +250,7 @@ func TestInlineVolumeBadInput(t *testing.T) {
 		req  *csi.NodePublishVolumeRequest
 		want codes.Code
 	}{
-		{"no vgName and no scheduler allocation", e.request(pod, "v", nil), codes.InvalidArgument},
+		{"no vgName and no VG with room", e.request(pod, "v", map[string]string{"size": "1Gi"}), codes.ResourceExhausted},
 		{"size not a quantity", e.request(pod, "v", map[string]string{"vgName": vg, "size": "lots"}), codes.InvalidArgument},
 		{"unknown attribute", e.request(pod, "v", map[string]string{"vgName": vg, "vgname": vg}), codes.InvalidArgument},
 		{"unsupported filesystem", e.request(pod, "v", map[string]string{"vgName": vg, "fsType": "btrfs"}), codes.InvalidArgument},

@@ -130,10 +130,12 @@ func TestSchedulerPlacesAndBinds(t *testing.T) {
 		}
 		placed := e.waitBound("inline", time.Minute)
 		name := v1alpha1.InlineVolumeName(created.UID, "scratch")
-		lv, err := e.ol.CsiV1alpha1().LocalVolumes().Get(e.ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("inline LocalVolume %s: %v", name, err)
-		}
+		// The node side writes it (the scheduler counts the pod meanwhile).
+		var lv *v1alpha1.LocalVolume
+		e.waitFor("inline LocalVolume "+name, time.Minute, func() (bool, error) {
+			lv, err = e.ol.CsiV1alpha1().LocalVolumes().Get(e.ctx, name, metav1.GetOptions{})
+			return err == nil, nil
+		})
 		if lv.Spec.NodeName != placed.Spec.NodeName || lv.Spec.VGName != "pool0" || lv.Spec.Size.Value() != 3*gi ||
 			lv.Spec.PodRef == nil || lv.Spec.PodRef.UID != created.UID {
 			t.Errorf("inline LocalVolume %+v, pod on %s", lv.Spec, placed.Spec.NodeName)

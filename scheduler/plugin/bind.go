@@ -19,7 +19,8 @@ import (
 const apiTimeout = 30 * time.Second
 
 // Reserve re-checks the placement on the chosen node under the ledger lock
-// and holds the space until the LocalVolumes are seen (or Unreserve).
+// and holds the space until the LocalVolumes are seen, for inline volumes
+// until the bound pod is (podChanged), or Unreserve.
 func (pl *OpenLocal) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	st, err := getState(cs)
 	if err != nil {
@@ -79,7 +80,7 @@ func (pl *OpenLocal) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v
 	if err != nil {
 		return nil, fwk.AsStatus(err)
 	}
-	if len(st.assignments) == 0 {
+	if !st.persists() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{AllowParallel: false}, nil
@@ -102,6 +103,9 @@ func (pl *OpenLocal) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod
 		spec := st.specs[a.Volume.Name]
 		if spec == nil {
 			return fwk.AsStatus(fmt.Errorf("%s: no spec for reserved volume %s", Name, a.Volume.Name))
+		}
+		if isInline(spec) {
+			continue
 		}
 		lv := localVolumeFor(spec, nodeName, a.VG, a.Device)
 		created, err := api.Create(ctx, lv, metav1.CreateOptions{})
@@ -128,6 +132,21 @@ func (pl *OpenLocal) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod
 		pl.ledger.MarkPersisted(pod.UID, lv.Name, time.Now())
 	}
 	return nil
+}
+
+// isInline: a CSI inline volume. Its bound pod is its durable record (the
+// ledger counts it from the pod informer until the node's LocalVolume of
+// the same handle exists), so the binding cycle writes nothing for it.
+func isInline(spec *volumeSpec) bool { return spec.PodRef != nil && spec.ClaimRef == nil }
+
+// persists: PreBind has a LocalVolume to write (a volume of a PVC).
+func (s *podState) persists() bool {
+	for _, a := range s.assignments {
+		if spec := s.specs[a.Volume.Name]; spec == nil || !isInline(spec) {
+			return true
+		}
+	}
+	return false
 }
 
 // localVolumeFor is the allocation record of one volume.

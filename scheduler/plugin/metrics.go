@@ -106,7 +106,7 @@ type ledgerCollector struct {
 
 var (
 	cacheSizeDesc = metrics.NewDesc(subsystem+"_cache_size",
-		"Objects in the scheduler's storage ledger, by kind: nodes (with NodeLocalStorage), local_volumes, reservations (in flight).",
+		"Objects in the scheduler's storage ledger, by kind: nodes (with NodeLocalStorage), local_volumes, reservations (in flight), inline_volumes (of bound pods, counted from the pod).",
 		[]string{"kind"}, nil, metrics.ALPHA, "")
 	vgCapacityDesc = metrics.NewDesc(subsystem+"_vg_capacity_bytes",
 		"Allocatable bytes of a schedulable VG, from its node's NodeLocalStorage.",
@@ -143,6 +143,7 @@ func (c *ledgerCollector) CollectWithStability(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(cacheSizeDesc, metrics.GaugeValue, float64(s.Nodes), "nodes")
 	ch <- metrics.NewLazyConstMetric(cacheSizeDesc, metrics.GaugeValue, float64(s.Volumes), "local_volumes")
 	ch <- metrics.NewLazyConstMetric(cacheSizeDesc, metrics.GaugeValue, float64(s.Reservations), "reservations")
+	ch <- metrics.NewLazyConstMetric(cacheSizeDesc, metrics.GaugeValue, float64(s.InlineVolumes), "inline_volumes")
 	type devKey struct{ node, media, allocated string }
 	devs := map[devKey]int{}
 	var vgs []ledger.VGUsage

@@ -35,6 +35,7 @@ import (
 	ollisters "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
+	"github.com/open-local/open-local/apis/storage/podvolumes"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	_ "github.com/open-local/open-local/config/scheme" // registers OpenLocalArgs with the scheduler's scheme
@@ -147,6 +148,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	pl.scLister = core.Storage().V1().StorageClasses().Lister()
 	pl.podLister = core.Core().V1().Pods().Lister()
 	if _, err := core.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { pl.podChanged(nil, obj) },
+		UpdateFunc: pl.podChanged,
 		DeleteFunc: pl.podDeleted,
 	}); err != nil {
 		return nil, err
@@ -263,8 +266,57 @@ func (pl *OpenLocal) podDeleted(obj any) {
 	}
 	if pod, ok := obj.(*v1.Pod); ok {
 		pl.ledger.Release(pod.UID)
+		pl.forgetInline(pod)
 		pl.waiting.remove(pod)
 	}
+}
+
+// podChanged counts the CSI inline volumes of an assigned pod into the
+// ledger: the pod object is their durable record (node, attributes, UID),
+// so the binding cycle writes nothing for them. A finished pod's volumes
+// are forgotten (their LocalVolumes count until the node removes them).
+func (pl *OpenLocal) podChanged(old, obj any) {
+	pod, ok := obj.(*v1.Pod)
+	if !ok || pod.Spec.NodeName == "" || !pl.hasInline(pod) {
+		return
+	}
+	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		pl.forgetInline(pod)
+		return
+	}
+	// Status updates of a running pod change nothing here.
+	if o, ok := old.(*v1.Pod); ok && o.Spec.NodeName == pod.Spec.NodeName && o.Status.Phase == pod.Status.Phase {
+		return
+	}
+	for i := range pod.Spec.Volumes {
+		vol := &pod.Spec.Volumes[i]
+		if vol.CSI == nil || !pl.ours[vol.CSI.Driver] {
+			continue
+		}
+		// Attributes the node would refuse make no volume: nothing to count.
+		n, _, err := podvolumes.Of(pod, vol, listerLookup{pl}, pl.isOurs, pl.defaultInlineSize)
+		if err != nil || n == nil {
+			continue
+		}
+		pl.ledger.SetInline(pod.UID, pod.Spec.NodeName, n.Volume, pl.strategy)
+	}
+}
+
+func (pl *OpenLocal) forgetInline(pod *v1.Pod) {
+	for i := range pod.Spec.Volumes {
+		if c := pod.Spec.Volumes[i].CSI; c != nil && pl.ours[c.Driver] {
+			pl.ledger.RemoveInline(v1alpha1.InlineVolumeName(pod.UID, pod.Spec.Volumes[i].Name))
+		}
+	}
+}
+
+func (pl *OpenLocal) hasInline(pod *v1.Pod) bool {
+	for i := range pod.Spec.Volumes {
+		if c := pod.Spec.Volumes[i].CSI; c != nil && pl.ours[c.Driver] {
+			return true
+		}
+	}
+	return false
 }
 
 // localVolumeGone asks the API (not the informer, which is what lags)

@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	olfake "github.com/open-local/open-local/apis/client/clientset/versioned/fake"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
@@ -548,8 +549,9 @@ func TestReservePreBindUnreserve(t *testing.T) {
 			lv.Name, s.NodeName, s.VolumeType, s.VGName, s.Device, s.Size.String(), ref, lv.Finalizers))
 	}
 	sort.Strings(lvs)
+	// No LocalVolume for the inline volume: the bound pod records it, the
+	// ledger counts it from the pod informer (TestInlineVolumesFromPods).
 	want := []string{
-		v1alpha1.InlineVolumeName("pod-p", "scratch") + " node=n2 LVM vg=pool0 dev= size=2Gi pod=default/p/pod-p finalizers=[csi.aliyun.com/local-volume]",
 		"pvc-uid-a node=n2 LVM vg=pool0 dev= size=30Gi claim=default/a/uid-a finalizers=[csi.aliyun.com/local-volume]",
 		"pvc-uid-d node=n2 Device vg= dev=/dev/sdc size=40Gi claim=default/d/uid-d finalizers=[csi.aliyun.com/local-volume]",
 	}
@@ -724,5 +726,109 @@ func TestStripedClassCountsWorstCase(t *testing.T) {
 	}
 	if _, got := h.filterAll(podWith("p2", "s")); strings.Contains(got, "n2 ok") {
 		t.Errorf("striped 1Gi may take 258 extents of the 257, yet: %s", got)
+	}
+}
+
+// The binding cycle writes nothing for a pod whose only local volumes are
+// CSI inline volumes: PreBind is skipped, and the ledger holds the space
+// from Reserve until the bound pod arrives from the informer, then from the
+// pod, then from the node's LocalVolume, until both are gone.
+func TestInlineVolumesFromPods(t *testing.T) {
+	k8s, ol := standard()
+	h := newHarness(t, nil, k8s, ol)
+	pod := st.MakePod().Name("i").Namespace(ns).UID("pod-i").Volume(inline("scratch", "", "60Gi")).Obj()
+	name := v1alpha1.InlineVolumeName(pod.UID, "scratch")
+	big := func(n string) *v1.Pod {
+		return st.MakePod().Name(n).Namespace(ns).UID("pod-" + n).Volume(inline("scratch", "", "60Gi")).Obj()
+	}
+	// fitsOnN2 says whether another 60Gi inline pod still fits on n2 (100Gi).
+	fitsOnN2 := func() bool {
+		_, got := h.filterAll(big("probe"))
+		return strings.Contains(got, "n2 ok")
+	}
+	waitLedger := func(what string, cond func() bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(h.ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+			t.Fatalf("%s: ledger %+v", what, h.pl.ledger.Stats())
+		}
+	}
+	cs, _ := h.filterAll(pod)
+	if s := h.pl.Reserve(h.ctx, cs, pod, "n2"); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	if _, s := h.pl.PreBindPreFlight(h.ctx, cs, pod, "n2"); !s.IsSkip() {
+		t.Errorf("PreBindPreFlight of an inline-only pod = %v, want Skip", s)
+	}
+	if s := h.pl.PreBind(h.ctx, cs, pod, "n2"); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	for _, a := range h.ol.Actions() {
+		if a.GetVerb() == "create" {
+			t.Errorf("the binding cycle of an inline-only pod wrote %v", a)
+		}
+	}
+	if fitsOnN2() {
+		t.Fatal("reserved: a second 60Gi inline pod fits on n2")
+	}
+	// Bound (the binding subresource sets nodeName): the pod's count takes over.
+	pod.Spec.NodeName = "n2"
+	if _, err := h.k8s.CoreV1().Pods(ns).Create(h.ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitLedger("bound pod counted", func() bool { return h.pl.ledger.Stats().InlineVolumes == 1 })
+	if _, _, ok := h.pl.ledger.Reservation(pod.UID); ok {
+		t.Error("the reservation outlived the pod's binding")
+	}
+	if fitsOnN2() {
+		t.Fatal("bound: a second 60Gi inline pod fits on n2")
+	}
+	// The node writes the LocalVolume: still counted once (40Gi free).
+	if _, err := h.ol.CsiV1alpha1().LocalVolumes().Create(h.ctx, localVolume(name, "n2", "pool0", 60), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitLedger("LocalVolume seen", func() bool { v, ok := h.pl.ledger.Volume(name); return ok && v.Exists })
+	small := st.MakePod().Name("s").Namespace(ns).UID("pod-s").Volume(inline("scratch", "", "40Gi")).Obj()
+	if _, got := h.filterAll(small); !strings.Contains(got, "n2 ok") {
+		t.Errorf("counted twice: a 40Gi inline pod does not fit the 40Gi left on n2:\n%s", got)
+	}
+	// Pod gone: the LocalVolume still holds the space until it is removed.
+	if err := h.k8s.CoreV1().Pods(ns).Delete(h.ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitLedger("pod gone", func() bool { return h.pl.ledger.Stats().InlineVolumes == 0 })
+	if fitsOnN2() {
+		t.Fatal("the pod went but its LocalVolume still exists: a 60Gi pod fits")
+	}
+	if err := h.ol.CsiV1alpha1().LocalVolumes().Delete(h.ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitLedger("space free", fitsOnN2)
+}
+
+// A restarted scheduler counts the inline volumes of assigned pods from
+// the pods and the LocalVolumes, each exactly once; finished and
+// unassigned pods hold nothing.
+func TestInlineLedgerRebuilt(t *testing.T) {
+	k8s, ol := standard()
+	withLV := st.MakePod().Name("a").Namespace(ns).UID("pod-a").Node("n2").Volume(inline("scratch", "", "30Gi")).Obj()
+	noLV := st.MakePod().Name("b").Namespace(ns).UID("pod-b").Node("n2").Volume(inline("scratch", "", "30Gi")).Obj()
+	done := st.MakePod().Name("c").Namespace(ns).UID("pod-c").Node("n2").Phase(v1.PodSucceeded).Volume(inline("scratch", "", "30Gi")).Obj()
+	pending := st.MakePod().Name("d").Namespace(ns).UID("pod-d").Volume(inline("scratch", "", "30Gi")).Obj()
+	k8s = append(k8s, withLV, noLV, done, pending)
+	ol = append(ol, localVolume(v1alpha1.InlineVolumeName("pod-a", "scratch"), "n2", "pool0", 30))
+	h := newHarness(t, nil, k8s, ol)
+	if err := wait.PollUntilContextTimeout(h.ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return h.pl.ledger.Stats().InlineVolumes == 2, nil
+	}); err != nil {
+		t.Fatalf("inline volumes counted: %+v, want 2 (a and b)", h.pl.ledger.Stats())
+	}
+	got := ""
+	h.pl.ledger.Visit(func(u ledger.VGUsage) {
+		if u.Node == "n2" {
+			got = fmt.Sprintf("used=%dGi reserved=%dGi", u.Used>>30, u.Reserved>>30)
+		}
+	}, nil)
+	if got != "used=60Gi reserved=0Gi" {
+		t.Errorf("n2 pool0 %s, want used=60Gi (a through its LocalVolume, b from its pod)", got)
 	}
 }

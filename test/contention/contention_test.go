@@ -250,9 +250,28 @@ func (e *env) inlineSource() corev1.VolumeSource {
 		VolumeAttributes: map[string]string{parameters.VGName: e.node.VG.Name, parameters.InlineSize: strconv.FormatInt(volSize/mib, 10) + "Mi"}}}
 }
 
-// inlinePod creates a pod with one inline volume, placed by our scheduler.
-func (e *env) inlinePod(ctx context.Context, name string) error {
-	_, err := e.kube.CoreV1().Pods(e.ns).Create(ctx, e.pod(name, e.inlineSource()), metav1.CreateOptions{})
+// inlinePod creates a pod with one inline volume, placed by our scheduler,
+// and once it is bound publishes the volume as kubelet would: the scheduler
+// writes no LocalVolume for it (it counts the pod), the CSI node does. A pod
+// still unplaced after 60 s is left waiting (no room: an expected outcome).
+func (e *env) inlinePod(ctx context.Context, t *testing.T, name string) error {
+	if _, err := e.kube.CoreV1().Pods(e.ns).Create(ctx, e.pod(name, e.inlineSource()), metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var pod *corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := e.kube.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || p.Spec.NodeName == "" {
+			return false, nil //nolint:nilerr // keep polling
+		}
+		pod = p
+		return true, nil
+	})
+	if err != nil {
+		return nil
+	}
+	got, err := e.publishInline(ctx, t, pod)
+	t.Logf("inline volume of %s (placed by our scheduler on %s): %s", name, pod.Spec.NodeName, got)
 	return err
 }
 
@@ -267,6 +286,11 @@ func (e *env) nodeInlinePublish(ctx context.Context, t *testing.T, name string) 
 	if err != nil {
 		return "", err
 	}
+	return e.publishInline(ctx, t, pod)
+}
+
+// publishInline is kubelet's NodePublishVolume of the pod's inline volume.
+func (e *env) publishInline(ctx context.Context, t *testing.T, pod *corev1.Pod) (string, error) {
 	vol := pod.Spec.Volumes[0]
 	vctx := map[string]string{parameters.PodName: pod.Name, parameters.PodNamespace: pod.Namespace, parameters.PodUID: string(pod.UID),
 		parameters.PodServiceAccount: "default", parameters.Ephemeral: "true"}
@@ -283,7 +307,7 @@ func (e *env) nodeInlinePublish(ctx context.Context, t *testing.T, name string) 
 	t.Cleanup(func() {
 		_, _ = e.csi.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath})
 	})
-	_, err = e.csi.NodePublishVolume(ctx, req)
+	_, err := e.csi.NodePublishVolume(ctx, req)
 	if err != nil {
 		return "refused: " + status.Code(err).String(), nil
 	}
@@ -416,7 +440,7 @@ func TestBurstWhileEverythingCompetes(t *testing.T) {
 		}
 		if j < burstInline {
 			name := fmt.Sprintf("inline-%d", j)
-			stream = append(stream, func() error { return e.inlinePod(ctx, name) })
+			stream = append(stream, func() error { return e.inlinePod(ctx, t, name) })
 			j++
 		}
 	}

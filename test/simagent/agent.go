@@ -5,8 +5,9 @@
 //   - Agent follows the LocalVolume contract (docs/localvolume.md) of the
 //     real agent for the nodes it is told to serve, and only those: it marks
 //     their LocalVolumes Ready (currentSize = size) and removes the
-//     finalizer of deleted ones. Like kubelet + the CSI node plugin, it also
-//     deletes the LocalVolume of a CSI inline volume once its pod is gone.
+//     finalizer of deleted ones. Like kubelet + the CSI node plugin, it
+//     writes the LocalVolume of a CSI inline volume of a pod bound to such a
+//     node (the scheduler writes none) and deletes it once the pod is gone.
 //   - Provisioner turns a PVC that has volume.kubernetes.io/selected-node
 //     and a Ready LocalVolume pvc-<uid> into a bound-able PV, and deletes
 //     the LocalVolume (then the PV) when a Delete-policy PV is released.
@@ -18,6 +19,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -64,6 +67,9 @@ type Agent struct {
 	nodeList  corelisters.NodeLister
 	podLister corelisters.PodLister
 	queue     workqueue.TypedRateLimitingInterface[string]
+	// locks serialise inline volume creation per node (publishInline).
+	locksMu sync.Mutex
+	locks   map[string]*sync.Mutex
 }
 
 // StartAgent starts an Agent for nodes; it runs until ctx ends and returns
@@ -99,8 +105,11 @@ func StartAgent(ctx context.Context, cfg *rest.Config, nodes Nodes, workers int)
 	}); err != nil {
 		return nil, err
 	}
-	// A deleted pod: its inline volumes' LocalVolumes go too.
+	// A bound pod gets its inline volumes published (their LocalVolumes
+	// written, as the CSI node does); a deleted pod's go.
 	if _, err := kf.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    a.enqueuePod,
+		UpdateFunc: func(_, obj any) { a.enqueuePod(obj) },
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
@@ -184,7 +193,11 @@ func (a *Agent) worker(ctx context.Context) {
 		if shutdown {
 			return
 		}
-		if err := a.reconcile(ctx, key); err != nil {
+		reconcile := a.reconcile
+		if strings.HasPrefix(key, podKeyPrefix) {
+			reconcile = a.publishInline
+		}
+		if err := reconcile(ctx, key); err != nil {
 			klog.FromContext(ctx).V(2).Info("simagent: retrying", "localVolume", key, "err", err)
 			a.queue.AddRateLimited(key)
 		} else {

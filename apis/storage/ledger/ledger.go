@@ -24,6 +24,8 @@ type Ledger struct {
 	reservations map[types.UID]*Reservation
 	// items index reservation items by LocalVolume name: one holder per name.
 	items map[string]*item
+	// inline are the CSI inline volumes of assigned pods, by handle.
+	inline map[string]inlineVolume
 
 	// freed, when set, is called (outside the lock) after a change that may
 	// let a waiting pod fit: space released, capacity grown.
@@ -230,6 +232,7 @@ func New() *Ledger {
 		volumes:      map[string]volume{},
 		reservations: map[types.UID]*Reservation{},
 		items:        map[string]*item{},
+		inline:       map[string]inlineVolume{},
 		now:          time.Now,
 		staleAfter:   DefaultStaleAfter,
 		fill:         DefaultFill,
@@ -516,9 +519,10 @@ func (l *Ledger) SetVolume(lv *v1alpha1.LocalVolume) {
 	if existed {
 		l.unaccount(lv.Name, old)
 	}
+	inlineFreed := l.coverInline(lv.Name, true)
 	l.account(lv.Name, &v)
 	l.volumes[lv.Name] = v
-	freed := false
+	freed := inlineFreed && (v.node != l.inline[lv.Name].v.node || v.target != l.inline[lv.Name].v.target)
 	if it := l.items[lv.Name]; it != nil {
 		l.recount(it)
 		if it.persisted {
@@ -540,6 +544,7 @@ func (l *Ledger) RemoveVolume(name string) {
 	if existed {
 		delete(l.volumes, name)
 		l.unaccount(name, old)
+		l.coverInline(name, false)
 	}
 	if it := l.items[name]; it != nil {
 		if it.persisted {
@@ -578,6 +583,13 @@ func (l *Ledger) retake(n *node, vgName string) bool {
 			g.used += g.take(v.size, v.striped) - v.taken
 			v.taken = g.take(v.size, v.striped)
 			l.volumes[name] = v
+		}
+	}
+	for name, e := range l.inline {
+		if e.counted && e.v.node == n.name && e.v.target == vgName {
+			g.used += g.take(e.v.size, e.v.striped) - e.v.taken
+			e.v.taken = g.take(e.v.size, e.v.striped)
+			l.inline[name] = e
 		}
 	}
 	for _, it := range l.items {
@@ -630,6 +642,9 @@ func (l *Ledger) Volume(name string) (VolumeState, bool) {
 	if v, ok := l.volumes[name]; ok {
 		return VolumeState{Node: v.node, Target: v.target, Exists: true, Deleting: v.deleting}, true
 	}
+	if e, ok := l.inline[name]; ok {
+		return VolumeState{Node: e.v.node, Target: e.v.target, Owner: e.owner}, true
+	}
 	if it := l.items[name]; it != nil {
 		return VolumeState{Node: it.res.Node, Target: it.target, Owner: it.res.Owner}, true
 	}
@@ -660,13 +675,15 @@ func (l *Ledger) HasStorage(nodeName string) bool {
 // Stats are the ledger's sizes, for metrics.
 type Stats struct {
 	Nodes, Volumes, Reservations int
+	// InlineVolumes are counted from assigned pods (SetInline).
+	InlineVolumes int
 }
 
 // Stats returns the ledger's sizes.
 func (l *Ledger) Stats() Stats {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	s := Stats{Volumes: len(l.volumes), Reservations: len(l.reservations)}
+	s := Stats{Volumes: len(l.volumes), Reservations: len(l.reservations), InlineVolumes: len(l.inline)}
 	for _, n := range l.nodes {
 		if n.hasNLS {
 			s.Nodes++

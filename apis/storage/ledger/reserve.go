@@ -62,6 +62,8 @@ func (l *Ledger) Reserve(owner types.UID, nodeName string, req *Request, strateg
 			holder = lv.node
 		} else if it := l.items[v.Name]; it != nil {
 			holder = it.res.Node
+		} else if e, ok := l.inline[v.Name]; ok && e.owner != owner {
+			holder = e.v.node
 		}
 		switch holder {
 		case "":

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -45,8 +47,9 @@ func PVCVolumeName(pvcUID types.UID) string { return PVCVolumePrefix + string(pv
 // InlineVolumeName is kubelet's volume handle of a CSI ephemeral inline
 // volume (k8s.io/kubernetes/pkg/volume/csi makeVolumeHandle:
 // csi-<sha256(podUID+volumeName)>), which is the volume's LocalVolume
-// name: the scheduler writes it, NodePublishVolume receives it as the
-// volume ID.
+// name: NodePublishVolume receives it as the volume ID and writes the
+// LocalVolume (InlineLocalVolume); the scheduler counts the volume from the
+// pod under the same name until then.
 func InlineVolumeName(podUID types.UID, volumeName string) string {
 	return hashName(GeneratedVolumePrefix, sha256.Size, string(podUID)+volumeName)
 }
@@ -76,4 +79,22 @@ func SnapshotVolumeName(csiName string) string {
 // beside any VG name lvm allows).
 func GeneratedLVName(volumeName string) string {
 	return hashName(GeneratedLVPrefix, 16, volumeName)
+}
+
+// InlineLocalVolume is the record of a CSI inline volume of pod on node:
+// the node side writes it when the volume is published (the scheduler
+// writes none: the bound pod is the volume's record until then).
+func InlineLocalVolume(name, node, vg string, size int64, pod ObjectReference) *LocalVolume {
+	return &LocalVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: []string{LocalVolumeFinalizer}},
+		Spec: LocalVolumeSpec{
+			NodeName:   node,
+			VolumeType: VolumeTypeLVM,
+			Kind:       KindVolume,
+			VGName:     vg,
+			Size:       *resource.NewQuantity(size, resource.BinarySI),
+			LVMType:    LVMTypeLinear,
+			PodRef:     &pod,
+		},
+	}
 }
