@@ -135,7 +135,9 @@ func TestLocalVolumeFor(t *testing.T) {
 			pv.Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("1025Pi")
 		}), reason: ReasonBadSize},
 		{name: "size zero", pv: openLocalPV(func(pv *corev1.PersistentVolume) { pv.Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("0") }), reason: ReasonBadSize},
-		{name: "size negative", pv: openLocalPV(func(pv *corev1.PersistentVolume) { pv.Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("-1Gi") }), reason: ReasonBadSize},
+		{name: "size negative", pv: openLocalPV(func(pv *corev1.PersistentVolume) {
+			pv.Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("-1Gi")
+		}), reason: ReasonBadSize},
 		{name: "no capacity", pv: openLocalPV(func(pv *corev1.PersistentVolume) { pv.Spec.Capacity = nil }), reason: ReasonBadSize},
 
 		{name: "no node affinity", pv: openLocalPV(func(pv *corev1.PersistentVolume) { pv.Spec.NodeAffinity = nil }), reason: ReasonNoNode},
