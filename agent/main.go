@@ -142,7 +142,7 @@ type options struct {
 	nodeLossGrace time.Duration
 	// adoptOpenLocal runs the importer of alibaba/open-local's PVs.
 	adoptOpenLocal bool
-	nodeLossClean bool
+	nodeLossClean  bool
 
 	// metrics is the registry /metrics serves (set at start, not a flag).
 	metrics *prometheus.Registry
