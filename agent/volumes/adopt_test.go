@@ -1,0 +1,115 @@
+/*
+Copyright The open-local authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+*/
+
+package volumes_test
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/open-local/open-local/agent/volumes"
+	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/lvm"
+)
+
+// An adopted LocalVolume (the importer's, for an LV open-local made: no
+// tag of ours) is verified, never created or resized: an LV of that name
+// and at least that size keeps its data, is tagged ours and Ready, and is
+// removed by the normal delete; anything else is refused with an Event and
+// nothing on disk changes.
+func TestAdoptedVolumes(t *testing.T) {
+	n := newNode(t, "vol-adopt", "olvadopt", 128*mib)
+	ctx := t.Context()
+	data := bytes.Repeat([]byte("open-local v0.8.0 data "), 1000)
+	// The LVs open-local's lvmd leaves: lvcreate -n <pv name> -L <bytes>b, no tags.
+	for _, lv := range []struct {
+		name string
+		size int64
+	}{{"local-fits", 8 * mib}, {"local-small", 4 * mib}} {
+		if _, err := n.vg.Run(ctx, "lvcreate", "--yes", "--name", lv.name, "--size", strconv.FormatInt(lv.size, 10)+"b", "--alloc", "contiguous", "olvadopt"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path, err := n.act.Activate(ctx, "olvadopt", "local-fits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.act.Deactivate(ctx, "olvadopt", "local-fits"); err != nil {
+		t.Fatal(err)
+	}
+
+	adopt := func(name string, size int64) {
+		t.Helper()
+		spec := lvmSpec("olvadopt", size)
+		spec.NodeName, spec.LVName = n.name, name
+		lv := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.AdoptedLabel: "true"},
+			Finalizers: []string{v1alpha1.LocalVolumeFinalizer}}, Spec: spec}
+		if _, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Create(ctx, lv, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, lv string
+		size     int64
+		// code is the refusal's; "" means Ready.
+		code, reason string
+	}{
+		{name: "fits", lv: "local-fits", size: 8 * mib, reason: volumes.ReasonAdopted},
+		{name: "smaller than the PV says", lv: "local-small", size: 8 * mib, code: "FailedPrecondition", reason: volumes.ReasonAdoptRefused},
+		{name: "missing", lv: "local-missing", size: 8 * mib, code: "NotFound", reason: volumes.ReasonAdoptRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			adopt(tc.lv, tc.size)
+			if tc.code == "" {
+				n.waitFor(t, tc.lv, "Ready", ready(tc.size))
+			} else {
+				n.waitFor(t, tc.lv, "refused", failed(tc.code))
+			}
+			waitEvent(t, n.c, tc.lv, tc.reason)
+		})
+	}
+
+	got, err := n.lvm.GetLV(ctx, "olvadopt", "local-fits")
+	if err != nil || !got.HasTag(lvm.OwnedTag) {
+		t.Fatalf("adopted LV: %+v, %v; want tag %s", got, err, lvm.OwnedTag)
+	}
+	lv, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, "local-fits", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := os.ReadFile(lv.Status.DevicePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(read, data) {
+		t.Errorf("adopted LV's data changed: first bytes %q", read[:64])
+	}
+	small, err := n.lvm.GetLV(ctx, "olvadopt", "local-small")
+	if err != nil || small.HasTag(lvm.OwnedTag) || small.Size != uint64(4*mib) {
+		t.Errorf("refused LV: %+v, %v; want it untouched (4 MiB, untagged)", small, err)
+	}
+	if names := n.lvNames(t); !slices.Equal(names, []string{"local-fits", "local-small"}) {
+		t.Errorf("LVs after adoption: %v, want [local-fits local-small] (nothing created)", names)
+	}
+
+	// Delete through the normal path: the adopted LV goes, the refused one stays.
+	n.delete(t, "local-fits")
+	n.waitFor(t, "local-fits", "deleted", gone)
+	n.delete(t, "local-small")
+	n.waitFor(t, "local-small", "refused removal", failed("FailedPrecondition"))
+	if names := n.lvNames(t); !slices.Equal(names, []string{"local-small"}) {
+		t.Errorf("LVs after delete: %v, want [local-small]", names)
+	}
+}
