@@ -14,11 +14,13 @@ import (
 	"strconv"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
+	"github.com/open-local/open-local/test/cluster"
 )
 
 // An adopted LocalVolume (the importer's, for an LV open-local made: no
@@ -34,7 +36,7 @@ func TestAdoptedVolumes(t *testing.T) {
 	for _, lv := range []struct {
 		name string
 		size int64
-	}{{"local-fits", 8 * mib}, {"local-small", 4 * mib}} {
+	}{{"local-small", 4 * mib}, {"local-fits", 8 * mib}} { // local-fits last: contiguous room to grow (loop mode)
 		if _, err := n.vg.Run(ctx, "lvcreate", "--yes", "--name", lv.name, "--size", strconv.FormatInt(lv.size, 10)+"b", "--alloc", "contiguous", "olvadopt"); err != nil {
 			t.Fatal(err)
 		}
@@ -102,6 +104,20 @@ func TestAdoptedVolumes(t *testing.T) {
 	}
 	if names := n.lvNames(t); !slices.Equal(names, []string{"local-fits", "local-small"}) {
 		t.Errorf("LVs after adoption: %v, want [local-fits local-small] (nothing created)", names)
+	}
+
+	// Expansion through the normal path (csi-resizer grows spec.size): the
+	// now-tagged LV is extended, its data kept.
+	lvs := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes()
+	if _, err := cluster.Update(ctx, lvs.Get, lvs.Update, "local-fits", func(lv *v1alpha1.LocalVolume) {
+		lv.Spec.Size = *resource.NewQuantity(16*mib, resource.BinarySI)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lv = n.waitFor(t, "local-fits", "extended", ready(16*mib))
+	waitEvent(t, n.c, "local-fits", volumes.ReasonExtended)
+	if read, err = os.ReadFile(lv.Status.DevicePath); err != nil || !bytes.HasPrefix(read, data) || len(read) != int(16*mib) {
+		t.Errorf("extended adopted LV: %d bytes, data kept %v, %v", len(read), bytes.HasPrefix(read, data), err)
 	}
 
 	// Delete through the normal path: the adopted LV goes, the refused one stays.
