@@ -10,6 +10,7 @@ package volumes_test
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/loopvg"
 )
 
 // An adopted LocalVolume (the importer's, for an LV open-local made: no
@@ -127,5 +129,38 @@ func TestAdoptedVolumes(t *testing.T) {
 	n.waitFor(t, "local-small", "refused removal", failed("FailedPrecondition"))
 	if names := n.lvNames(t); !slices.Equal(names, []string{"local-small"}) {
 		t.Errorf("LVs after delete: %v, want [local-small]", names)
+	}
+}
+
+// An adopted Device volume's disk is in use by its tenant (formatted,
+// mounted): it is taken as it is, its identity recorded, its data kept,
+// where a new Device volume would be refused such a disk.
+func TestAdoptedDevice(t *testing.T) {
+	devs := loopvg.NewDevices(t, 64*mib, 64*mib)
+	n := newNode(t, "dev-adopt", "olvdevadopt", 64*mib)
+	mnts := []string{stage(t, devs[0].Path), stage(t, devs[1].Path)}
+	for _, m := range mnts {
+		if err := os.WriteFile(filepath.Join(m, "data"), []byte("open-local v0.8.0"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := deviceSpec(devs[0].Path, 64*mib)
+	spec.NodeName = n.name
+	lv := &v1alpha1.LocalVolume{ObjectMeta: metav1.ObjectMeta{Name: "local-dev", Labels: map[string]string{v1alpha1.AdoptedLabel: "true"},
+		Finalizers: []string{v1alpha1.LocalVolumeFinalizer}}, Spec: spec}
+	if _, err := n.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Create(t.Context(), lv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.create(t, "new-dev", deviceSpec(devs[1].Path, 64*mib)) // the same disk state, not adopted
+	got := n.waitFor(t, "local-dev", "Ready", ready(64*mib))
+	if want := "loop:" + devs[0].File + "@0"; got.Status.DeviceIdentity != want {
+		t.Errorf("identity %q, want %q", got.Status.DeviceIdentity, want)
+	}
+	n.waitFor(t, "new-dev", "refused", failed("FailedPrecondition"))
+	if b, err := os.ReadFile(filepath.Join(mnts[0], "data")); err != nil || string(b) != "open-local v0.8.0" {
+		t.Errorf("adopted disk's data: %q, %v", b, err)
+	}
+	for _, m := range mnts {
+		unstage(t, m)
 	}
 }
