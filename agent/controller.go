@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/adoption"
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nlscontroller"
 	"github.com/open-local/open-local/agent/nodeloss"
@@ -93,6 +94,13 @@ func runController(ctx context.Context, o *options) error {
 				return err
 			}
 			runs = append(runs, nl.Run)
+		}
+		if o.adoptOpenLocal {
+			im, err := adoption.New(ol, kube, of.Csi().V1alpha1().LocalVolumes(), kf.Core().V1().PersistentVolumes(), recorder)
+			if err != nil {
+				return err
+			}
+			runs = append(runs, im.Run)
 		}
 		kf.Start(ctx.Done())
 		of.Start(ctx.Done())

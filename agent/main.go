@@ -140,7 +140,9 @@ type options struct {
 	retryPeriod   time.Duration
 	orphanGrace   time.Duration
 	nodeLossGrace time.Duration
-	nodeLossClean bool
+	// adoptOpenLocal runs the importer of alibaba/open-local's PVs.
+	adoptOpenLocal bool
+	nodeLossClean  bool
 
 	// metrics is the registry /metrics serves (set at start, not a flag).
 	metrics *prometheus.Registry
@@ -178,6 +180,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "[controller] how long a non-renewed lease is honoured")
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "[controller] how long the leader retries renewing before giving up")
 	fs.DurationVar(&o.orphanGrace, "orphan-volume-grace", orphanvolumes.DefaultGrace, "[controller] a LocalVolume whose PVC is gone (or has another UID) and that no PV names is deleted after it has been so this long; 0 disables the collector")
+	fs.BoolVar(&o.adoptOpenLocal, "adopt-open-local", true, "[controller] write a LocalVolume (label "+v1alpha1.AdoptedLabel+") for each PV alibaba/open-local provisioned (local-<uuid>, drivers local.csi.aliyun.com and yodaplugin.csi.alibabacloud.com) that has none, so the scheduler counts it and the node agent verifies its LV (docs/migrating-from-open-local.md)")
 	fs.DurationVar(&o.nodeLossGrace, "node-loss-grace", nodeloss.DefaultGrace, "[controller] a node whose Node object has been gone this long (re-checked live) has its LocalVolumes marked NodeGone, with Events on their PVs and PVCs; a NotReady node is never gone; 0 disables")
 	fs.BoolVar(&o.nodeLossClean, "node-loss-cleanup", false, "[controller] once a node is gone (--node-loss-grace), remove the finalizer of its LocalVolumes being deleted and delete their PVCs annotated "+v1alpha1.NodeLossAnnotation+"=true, so StatefulSets recreate them elsewhere, empty")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "[controller] time between acquire/renew attempts")

@@ -88,6 +88,12 @@ var (
 		"persistentvolumes":      {"get", "list", "watch"},
 		"events":                 {"create", "patch"},
 	}
+	// agent/adoption with controller.adoptOpenLocal (default): Create of
+	// an adopted LocalVolume, Patch of its PV's adopted-as annotation.
+	adoptionRules = access{
+		"csi.aliyun.com/localvolumes": {"create"},
+		"persistentvolumes":           {"patch"},
+	}
 	// agent/nodeloss with controller.nodeLoss.cleanup: Update (the
 	// finalizer of a gone node's volume), Delete of an opted-in PVC.
 	nodeLossCleanupRules = access{
@@ -184,7 +190,7 @@ func TestRBAC(t *testing.T) {
 			"ClusterRole/open-local-agent":                          agentRules,
 			"ClusterRole/open-local-metrics-reader":                 metricsReaderRules,
 			"ClusterRole/open-local-csi-controller":                 csiControllerRules,
-			"ClusterRole/open-local-nls-controller":                 nlsControllerRules,
+			"ClusterRole/open-local-nls-controller":                 merge(nlsControllerRules, adoptionRules),
 			"ClusterRole/open-local-csi-provisioner":                provisionerRules,
 			"ClusterRole/open-local-csi-resizer":                    resizerRules,
 			"ClusterRole/open-local-csi-snapshotter":                snapshotterRules,
@@ -217,7 +223,7 @@ func TestRBAC(t *testing.T) {
 			"ClusterRole/open-local-agent":           agentRules,
 			"ClusterRole/open-local-metrics-reader":  metricsReaderRules,
 			"ClusterRole/open-local-csi-controller":  csiControllerRules,
-			"ClusterRole/open-local-nls-controller":  nlsControllerRules,
+			"ClusterRole/open-local-nls-controller":  merge(nlsControllerRules, adoptionRules),
 			"ClusterRole/open-local-csi-provisioner": provisionerRules,
 			"ClusterRole/open-local-csi-resizer":     resizerRules,
 			"Role/kube-system/open-local-controller": merge(controllerNamespaceRules, leaseRules),
@@ -239,7 +245,29 @@ func TestRBAC(t *testing.T) {
 			"ClusterRole/open-local-agent":           agentRules,
 			"ClusterRole/open-local-metrics-reader":  metricsReaderRules,
 			"ClusterRole/open-local-csi-controller":  csiControllerRules,
-			"ClusterRole/open-local-nls-controller":  merge(nlsControllerRules, nodeLossCleanupRules),
+			"ClusterRole/open-local-nls-controller":  merge(nlsControllerRules, adoptionRules, nodeLossCleanupRules),
+			"ClusterRole/open-local-csi-provisioner": provisionerRules,
+			"ClusterRole/open-local-csi-resizer":     resizerRules,
+			"Role/kube-system/open-local-controller": merge(controllerNamespaceRules, leaseRules),
+		},
+		bindings: map[string]binding{
+			"ClusterRoleBinding/open-local-agent":                     {"ClusterRole/open-local-agent", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-agent-auth-delegator":      {"ClusterRole/system:auth-delegator", sa + "open-local-agent"},
+			"ClusterRoleBinding/open-local-controller-auth-delegator": {"ClusterRole/system:auth-delegator", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-controller":            {"ClusterRole/open-local-csi-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-nls-controller":            {"ClusterRole/open-local-nls-controller", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-provisioner":           {"ClusterRole/open-local-csi-provisioner", sa + "open-local-controller"},
+			"ClusterRoleBinding/open-local-csi-resizer":               {"ClusterRole/open-local-csi-resizer", sa + "open-local-controller"},
+			"RoleBinding/kube-system/open-local-controller":           {"Role/open-local-controller", sa + "open-local-controller"},
+		},
+	}, {
+		name: "adoption off",
+		set:  []string{"controller.adoptOpenLocal=false", "scheduler.enabled=false", "snapshot.enabled=false", "snapshotController.enabled=false"},
+		roles: map[string]access{
+			"ClusterRole/open-local-agent":           agentRules,
+			"ClusterRole/open-local-metrics-reader":  metricsReaderRules,
+			"ClusterRole/open-local-csi-controller":  csiControllerRules,
+			"ClusterRole/open-local-nls-controller":  nlsControllerRules,
 			"ClusterRole/open-local-csi-provisioner": provisionerRules,
 			"ClusterRole/open-local-csi-resizer":     resizerRules,
 			"Role/kube-system/open-local-controller": merge(controllerNamespaceRules, leaseRules),

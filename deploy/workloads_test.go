@@ -31,6 +31,7 @@ func TestControllerDeployment(t *testing.T) {
 		{"ha", []string{"controller.replicas=2"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
 		{"no snapshots", []string{"snapshot.enabled=false", "snapshotController.enabled=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer"}},
 		{"node-loss cleanup", []string{"controller.nodeLoss.cleanup=true", "controller.nodeLoss.grace=30s"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
+		{"adoption off", []string{"controller.adoptOpenLocal=false"}, []string{"csi-controller", "nls-controller", "csi-provisioner", "csi-resizer", "csi-snapshotter", "snapshot-controller"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.set...)
@@ -51,7 +52,7 @@ func TestControllerDeployment(t *testing.T) {
 			want := map[string][]string{
 				"csi-controller": {"--mode=controller", "--endpoint=unix:///csi/csi.sock", "--driver-name=local.csi.aliyun.com", "--metrics-bind-address=:10266"},
 				"nls-controller": {"--mode=controller", "--initconfig=open-local", "--leader-elect=" + le, "--healthz-bind-address=:10265",
-					"--node-loss-grace=2m", "--node-loss-cleanup=false"},
+					"--node-loss-grace=2m", "--node-loss-cleanup=false", "--adopt-open-local=true"},
 				"csi-provisioner": {"--csi-address=/csi/csi.sock", "--feature-gates=Topology=true", "--strict-topology",
 					"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=2", "--leader-election=" + le},
 				"csi-resizer":         {"--csi-address=/csi/csi.sock", "--handle-volume-inuse-error=false", "--leader-election=" + le},
@@ -60,6 +61,9 @@ func TestControllerDeployment(t *testing.T) {
 			}
 			if tc.name == "node-loss cleanup" {
 				want["nls-controller"] = []string{"--node-loss-grace=30s", "--node-loss-cleanup=true"}
+			}
+			if tc.name == "adoption off" {
+				want["nls-controller"] = []string{"--adopt-open-local=false"}
 			}
 			for _, c := range spec.Containers {
 				args := slices.Concat(c.Command, c.Args)

@@ -81,6 +81,10 @@ func Decide(lv *v1alpha1.LocalVolume, f Facts, now time.Time, grace time.Duratio
 		return Decision{Verdict: Keep, Reason: "no claimRef"}
 	case lv.Spec.PodRef != nil:
 		return Decision{Verdict: Keep, Reason: "an inline volume (the inline collector's)"}
+	case lv.Labels[v1alpha1.AdoptedLabel] == "true":
+		// Its PV came first and decides (reclaim policy, DeleteVolume); a
+		// PV of open-local's legacy driver name is not in our PV index.
+		return Decision{Verdict: Keep, Reason: "adopted from open-local: its PV decides"}
 	case ref.UID == "":
 		// Without the UID a new claim of the same name cannot be told
 		// from the one the volume was made for.

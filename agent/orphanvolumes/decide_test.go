@@ -62,6 +62,9 @@ func TestDecide(t *testing.T) {
 			facts: Facts{OrphanSince: old}, want: Keep},
 		{name: "already being deleted", lv: lvol(old, func(lv *v1alpha1.LocalVolume) { lv.DeletionTimestamp = &deleting }),
 			facts: Facts{OrphanSince: old}, want: Keep},
+		{name: "adopted from open-local (its PV may be of the legacy driver name, Retain policy)", lv: lvol(old, func(lv *v1alpha1.LocalVolume) {
+			lv.Labels = map[string]string{v1alpha1.AdoptedLabel: "true"}
+		}), facts: Facts{OrphanSince: old}, want: Keep},
 		{name: "clock skew: created in the future", lv: lvol(t0.Add(time.Hour), nil), facts: Facts{OrphanSince: t0},
 			want: Wait, reason: ReasonClaimDeleted, after: time.Hour + grace},
 	}

@@ -68,6 +68,10 @@ const (
 	ReasonDeviceFailed = "DeviceFailed"
 	ReasonUnsupported  = "Unsupported"
 	ReasonForeignLV    = "ForeignLV"
+	// ReasonAdopted: an adopted volume's LV (v1alpha1.AdoptedLabel) was
+	// verified and tagged ours; ReasonAdoptRefused: it does not match.
+	ReasonAdopted      = "Adopted"
+	ReasonAdoptRefused = "AdoptRefused"
 
 	ReasonSnapshotCreated     = "SnapshotCreated"
 	ReasonSnapshotFailed      = "SnapshotFailed"
@@ -372,7 +376,16 @@ func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) err
 		}
 	}
 	created := false
+	adopted := isAdopted(lv)
 	switch {
+	case adopted && errors.Is(err, lvm.ErrNotFound):
+		// Never an empty LV where open-local's data was expected.
+		return r.fail(ctx, lv, codes.NotFound, ReasonAdoptRefused,
+			fmt.Errorf("adopted volume: LV %s/%s that its PV names is not on node %s; nothing is created in its place", vg, name, r.opts.NodeName))
+	case adopted && err == nil && !got.HasTag(lvm.OwnedTag):
+		if err := r.verifyAdopted(ctx, lv, got); err != nil {
+			return err
+		}
 	case errors.Is(err, lvm.ErrNotFound):
 		if lv.Status.CurrentSize != nil {
 			// It existed (the status says so) and is gone: recreating it
@@ -461,10 +474,40 @@ func (r *Reconciler) refuse(ctx context.Context, lv *v1alpha1.LocalVolume, reaso
 // status says: its data came from the snapshot (a thin snapshot, or a copy
 // whose tag is already gone while the Ready status still failed to land).
 func neverHandedOut(lv *v1alpha1.LocalVolume, created bool) bool {
-	if lv.Spec.Source != nil {
+	if lv.Spec.Source != nil || isAdopted(lv) {
 		return false
 	}
 	return created || lv.Status.CurrentSize == nil
+}
+
+// isAdopted tells an adopted volume: its LV (or disk) was open-local's,
+// with a tenant's data, before the LocalVolume existed.
+func isAdopted(lv *v1alpha1.LocalVolume) bool { return lv.Labels[v1alpha1.AdoptedLabel] == "true" }
+
+// verifyAdopted takes over the LV open-local made for an adopted volume:
+// a plain LV (no snapshot, no thin LV) of at least spec.size, which it
+// then tags ours so the normal paths (expand, delete, discovery) treat it
+// as any other. A mismatch fails the volume; the LV is left as it is.
+func (r *Reconciler) verifyAdopted(ctx context.Context, lv *v1alpha1.LocalVolume, got *lvm.LV) error {
+	vg, name, want := lv.Spec.VGName, got.Name, uint64(lv.Spec.Size.Value())
+	var mismatch string
+	switch {
+	case got.Origin != "" || got.Pool != "" || lv.Spec.ThinPool != "":
+		mismatch = fmt.Sprintf("it is a snapshot or thin LV (origin %q, pool %q), not a volume", got.Origin, got.Pool)
+	case got.Size < want:
+		mismatch = fmt.Sprintf("it has %d bytes, fewer than the %d its PV says", got.Size, want)
+	}
+	if mismatch != "" {
+		return r.fail(ctx, lv, codes.FailedPrecondition, ReasonAdoptRefused,
+			fmt.Errorf("adopted volume: LV %s/%s does not match: %s; left as it is", vg, name, mismatch))
+	}
+	if err := r.opts.LVM.AddTags(ctx, vg, name, lvm.OwnedTag); err != nil {
+		return r.fail(ctx, lv, lvm.Code(err), ReasonAdoptRefused, fmt.Errorf("tag adopted LV %s/%s: %w", vg, name, err))
+	}
+	got.Tags = append(got.Tags, lvm.OwnedTag)
+	klog.FromContext(ctx).Info("Adopted LV", "localVolume", lv.Name, "vg", vg, "lv", name, "size", got.Size)
+	r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonAdopted, "Adopted open-local's LV %s/%s (%s) on node %s", vg, name, quantity(got.Size), r.opts.NodeName)
+	return nil
 }
 
 // createLV creates the LV of a volume: a thin snapshot of its source when
@@ -524,8 +567,9 @@ func (r *Reconciler) ensureDevice(ctx context.Context, lv *v1alpha1.LocalVolume)
 			return r.fail(ctx, lv, code, ReasonDeviceFailed, fmt.Errorf("refusing device %s: %w", path, err))
 		}
 		// A volume already handed out (by an agent that recorded no
-		// identity) is busy with its own tenant: adopt it as it is.
-		if lv.Status.CurrentSize == nil {
+		// identity, or by open-local: adopted) is busy with its own
+		// tenant: adopt it as it is.
+		if lv.Status.CurrentSize == nil && !isAdopted(lv) {
 			if err := r.deviceFree(ctx, path); err != nil {
 				return r.fail(ctx, lv, codes.FailedPrecondition, ReasonDeviceInUse, err)
 			}

@@ -295,3 +295,15 @@ type CopyStatus struct {
 
 // LocalVolumeFinalizer keeps a LocalVolume until its node has removed the storage.
 const LocalVolumeFinalizer = "csi.aliyun.com/local-volume"
+
+// AdoptedLabel (value "true") marks a LocalVolume the controller's importer
+// (agent/adoption) wrote for a PV that alibaba/open-local provisioned. Its
+// node's agent verifies the LV or disk it names instead of creating one:
+// only an LV of that name and at least that size is tagged ours and Ready;
+// nothing on disk is created, wiped, renamed or removed to make it fit.
+const AdoptedLabel = "csi.aliyun.com/adopted"
+
+// AdoptedPVAnnotation on a PV names the LocalVolume adopted for it. The
+// importer adopts a PV once: a PV that carries it whose LocalVolume is gone
+// (deleted with its claim) is not adopted again.
+const AdoptedPVAnnotation = "csi.aliyun.com/adopted-as"
