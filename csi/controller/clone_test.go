@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
@@ -90,7 +92,7 @@ func TestClone(t *testing.T) {
 		Spec: corev1.PersistentVolumeSpec{Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, VolumeMode: &fs,
 			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "local.csi.aliyun.com", VolumeHandle: claimed,
-				VolumeAttributes: map[string]string{"fsType": "ext4"}}}},
+				VolumeAttributes: map[string]string{parameters.ContextFSType: "ext4"}}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +136,13 @@ func TestClone(t *testing.T) {
 		}(), codes.InvalidArgument, "holds a ext4 filesystem, the clone asks for xfs"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := f.srv.CreateVolume(ctx, tt.req)
+			// A refusal answers at once; a call that was let through
+			// would wait for an agent that is not there.
+			callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := f.srv.CreateVolume(callCtx, tt.req)
 			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.mention) {
+				_ = f.ol.CsiV1alpha1().LocalVolumes().Delete(ctx, "vol-c", metav1.DeleteOptions{})
 				t.Fatalf("CreateVolume = %v, want %s mentioning %q", err, tt.code, tt.mention)
 			}
 			if _, err := f.ol.CsiV1alpha1().LocalVolumes().Get(ctx, "vol-c", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -170,10 +177,10 @@ func TestClone(t *testing.T) {
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
-			lv := f.get(t, name)
+			lv, vg := f.get(t, name), f.get(t, tt.source).Spec.VGName
 			if lv.Spec.Source == nil || lv.Spec.Source.Volume != tt.source || lv.Spec.Source.Snapshot != "" ||
-				lv.Spec.NodeName != f.node || lv.Spec.VGName != "pool0" || lv.Spec.ThinPool != tt.pool || lv.Spec.Size.Value() != tt.size {
-				t.Fatalf("clone spec %+v, want %d bytes from %s in pool0/%q", lv.Spec, tt.size, tt.source, tt.pool)
+				lv.Spec.NodeName != f.node || lv.Spec.VGName != vg || lv.Spec.ThinPool != tt.pool || lv.Spec.Size.Value() != tt.size {
+				t.Fatalf("clone spec %+v, want %d bytes from %s in %s/%q", lv.Spec, tt.size, tt.source, vg, tt.pool)
 			}
 			if src := res.resp.Volume.GetContentSource().GetVolume().GetVolumeId(); src != tt.source {
 				t.Errorf("content source %q, want %s", src, tt.source)
