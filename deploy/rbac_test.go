@@ -65,8 +65,10 @@ var (
 		"csi.aliyun.com/localvolumes": {"get", "list", "watch", "create", "update", "delete"},
 		// placement.go: Get of the selected node's NLS, List when none is selected.
 		"csi.aliyun.com/nodelocalstorages": {"get", "list"},
-		// controller.go: the PVC named by csi-provisioner's extra metadata.
+		// controller.go: the PVC named by csi-provisioner's extra metadata;
+		// clones.go: a clone source's PVC and PV (its volume mode, fsType).
 		"persistentvolumeclaims": {"get"},
+		"persistentvolumes":      {"get"},
 		// DeleteVolume: whether the volume's node still exists.
 		"nodes": {"get"},
 	}

@@ -172,40 +172,41 @@ func copyBlocks(ctx context.Context, src, dst string, total int64, skipZeros boo
 	return nil
 }
 
-// restoreByCopy fills lv's new LV (at path) from its snapshot: it starts
+// restoreByCopy fills lv's new LV (at path) from its snapshot (a restore)
+// or its source volume (a clone): it starts
 // the copy, reports its progress while it runs, and marks the volume Ready
 // once the data is on disk (the restoring tag removed last).
 func (r *Reconciler) restoreByCopy(ctx context.Context, lv *v1alpha1.LocalVolume, got *lvm.LV, path string, src *restoreSource) error {
 	vg, name := lv.Spec.VGName, lv.LVName()
 	if src == nil {
 		return r.fail(ctx, lv, codes.Internal, ReasonRestoreFailed,
-			fmt.Errorf("LV %s/%s is tagged %s but the volume names no source.snapshot", vg, name, restoringTag))
+			fmt.Errorf("LV %s/%s is tagged %s but the volume names no source", vg, name, restoringTag))
 	}
 	job := r.copies.get(lv.Name)
 	if job == nil {
-		srcPath, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, src.snapshot.LVName())
+		srcPath, err := r.opts.Activator.Activate(ctx, src.origin.Spec.VGName, src.origin.LVName())
 		if err != nil {
-			return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate snapshot %s: %w", src.snapshot.Name, err))
+			return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate %s: %w", src, err))
 		}
 		total := min(src.size, int64(got.Size))
-		job = r.copies.start(lv.Name, src.snapshot.Name, srcPath, path, total, got.IsThin(), func() { r.queue.Add(lv.Name) })
-		klog.FromContext(ctx).Info("Restoring by block copy", "localVolume", lv.Name, "from", src.snapshot.Name, "bytes", total)
-		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonRestoreStarted, "Copying %s from snapshot %s into %s/%s",
-			quantity(uint64(total)), src.snapshot.Name, vg, name)
+		job = r.copies.start(lv.Name, src.origin.Name, srcPath, path, total, got.IsThin(), func() { r.queue.Add(lv.Name) })
+		klog.FromContext(ctx).Info("Restoring by block copy", "localVolume", lv.Name, "from", src.origin.Name, "bytes", total)
+		r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonRestoreStarted, "Copying %s from %s into %s/%s",
+			quantity(uint64(total)), src, vg, name)
 	}
 	progress := &v1alpha1.CopyStatus{Source: job.source, TotalBytes: job.total, CopiedBytes: job.copied.Load()}
 	if !job.finished() {
 		err := r.setStatus(ctx, lv, v1alpha1.LocalVolumeStatus{
 			Phase: v1alpha1.PhasePending, ObservedGeneration: lv.Generation, Copy: progress,
-			Message: fmt.Sprintf("restoring from snapshot %s: %d%% copied", job.source, percent(progress.CopiedBytes, progress.TotalBytes)),
+			Message: fmt.Sprintf("filling from %s: %d%% copied", src, percent(progress.CopiedBytes, progress.TotalBytes)),
 		})
 		r.queue.AddAfter(lv.Name, r.opts.CopyProgress)
 		return err
 	}
 	r.copies.forget(lv.Name)
 	if job.err != nil {
-		return r.fail(ctx, lv, codes.Internal, ReasonRestoreFailed, fmt.Errorf("copy from snapshot %s stopped after %s: %w (it starts again)",
-			job.source, quantity(uint64(progress.CopiedBytes)), job.err))
+		return r.fail(ctx, lv, codes.Internal, ReasonRestoreFailed, fmt.Errorf("copy from %s stopped after %s: %w (it starts again)",
+			src, quantity(uint64(progress.CopiedBytes)), job.err))
 	}
 	if err := r.opts.LVM.RemoveTags(ctx, vg, name, restoringTag); err != nil {
 		return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("mark %s/%s restored: %w", vg, name, err))
@@ -213,7 +214,7 @@ func (r *Reconciler) restoreByCopy(ctx context.Context, lv *v1alpha1.LocalVolume
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	progress.CompletionTime = &now
 	klog.FromContext(ctx).Info("Restored by block copy", "localVolume", lv.Name, "from", job.source, "bytes", progress.CopiedBytes, "written", job.wroteBytes.Load())
-	r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonRestored, "Copied %s from snapshot %s", quantity(uint64(progress.CopiedBytes)), job.source)
+	r.recorder.Eventf(lv, corev1.EventTypeNormal, ReasonRestored, "Copied %s from %s", quantity(uint64(progress.CopiedBytes)), src)
 	return r.setStatus(ctx, lv, v1alpha1.LocalVolumeStatus{
 		Phase: v1alpha1.PhaseReady, DevicePath: path, ObservedGeneration: lv.Generation,
 		CurrentSize: resource.NewQuantity(int64(got.Size), resource.BinarySI), Copy: progress,

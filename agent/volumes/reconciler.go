@@ -342,10 +342,6 @@ func (r *Reconciler) reconcile(ctx context.Context, name string) error {
 	switch {
 	case lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.Kind == v1alpha1.KindSnapshot:
 		return r.ensureSnapshot(ctx, lv)
-	case lv.Spec.Source != nil && lv.Spec.Source.Volume != "":
-		// Never an empty LV where a copy of another volume was asked for.
-		return r.fail(ctx, lv, codes.Unimplemented, ReasonUnsupported,
-			fmt.Errorf("cloning volume %s is not supported: snapshot it and restore the snapshot", lv.Spec.Source.Volume))
 	case lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM && lv.Spec.IsReadOnlyRestore():
 		return r.ensureReadOnlyRestore(ctx, lv)
 	}
@@ -360,18 +356,19 @@ func (r *Reconciler) reconcile(ctx context.Context, name string) error {
 }
 
 // ensureLV carries out a volume: a thick LV in spec.vgName or a thin LV in
-// spec.thinPool, filled from spec.source.snapshot when it is a restore.
+// spec.thinPool, filled from spec.source.snapshot when it is a restore and
+// from spec.source.volume when it is a clone.
 func (r *Reconciler) ensureLV(ctx context.Context, lv *v1alpha1.LocalVolume) error {
 	logger := klog.FromContext(ctx).WithValues("localVolume", lv.Name)
 	vg, name, want := lv.Spec.VGName, lv.LVName(), uint64(lv.Spec.Size.Value())
 	got, err := r.opts.LVM.GetLV(ctx, vg, name)
-	// A restore needs its snapshot until its LV is created and filled;
-	// afterwards it is a volume of its own (the snapshot may go).
+	// A restore needs its snapshot, and a clone its source volume, until
+	// its LV is created and filled; afterwards it is a volume of its own
+	// (the origin may go).
 	var src *restoreSource
-	if lv.Spec.Source != nil && lv.Spec.Source.Snapshot != "" &&
-		(errors.Is(err, lvm.ErrNotFound) || (err == nil && got.HasTag(restoringTag))) {
+	if errors.Is(err, lvm.ErrNotFound) || (err == nil && got.HasTag(restoringTag)) {
 		var serr error
-		if src, serr = r.restoreSourceOf(ctx, lv); serr != nil {
+		if src, serr = r.fillSourceOf(ctx, lv); serr != nil {
 			return serr // already reported
 		}
 	}
@@ -540,9 +537,9 @@ func describeLayout(lv *v1alpha1.LocalVolume, src *restoreSource) string {
 	switch {
 	case src == nil:
 	case src.lv.IsThin() && src.lv.Pool == lv.Spec.ThinPool:
-		s += ", a thin snapshot of " + src.snapshot.Name
+		s += ", a thin snapshot of " + src.String()
 	default:
-		s += ", to be filled from " + src.snapshot.Name
+		s += ", to be filled from " + src.String()
 	}
 	return s
 }
@@ -732,10 +729,10 @@ func (r *Reconciler) remove(ctx context.Context, lv *v1alpha1.LocalVolume) error
 	}
 	// A copy into the LV must stop before the LV goes.
 	r.copies.stop(lv.Name)
-	if lv.Spec.Kind == v1alpha1.KindSnapshot {
+	if lv.Spec.VolumeType == v1alpha1.VolumeTypeLVM {
 		if users := r.readOnlyUsers(lv); len(users) > 0 {
 			return r.fail(ctx, lv, codes.FailedPrecondition, ReasonInUse,
-				fmt.Errorf("snapshot is in use by %s; it is removed once they are deleted", strings.Join(users, ", ")))
+				fmt.Errorf("%s is in use by %s; it is removed once they are deleted or filled", strings.ToLower(string(lv.Spec.Kind)), strings.Join(users, ", ")))
 		}
 	}
 	if lv.Spec.VolumeType == v1alpha1.VolumeTypeDevice {

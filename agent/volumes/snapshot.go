@@ -236,9 +236,9 @@ func (r *Reconciler) ensureReadOnlyRestore(ctx context.Context, lv *v1alpha1.Loc
 	if err != nil {
 		return err
 	}
-	path, err := r.opts.Activator.Activate(ctx, src.snapshot.Spec.VGName, src.snapshot.LVName())
+	path, err := r.opts.Activator.Activate(ctx, src.origin.Spec.VGName, src.origin.LVName())
 	if err != nil {
-		return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate snapshot %s: %w", src.snapshot.Name, err))
+		return r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("activate snapshot %s: %w", src.origin.Name, err))
 	}
 	return r.setStatus(ctx, lv, v1alpha1.LocalVolumeStatus{
 		Phase: v1alpha1.PhaseReady, DevicePath: path, ObservedGeneration: lv.Generation,
@@ -246,12 +246,75 @@ func (r *Reconciler) ensureReadOnlyRestore(ctx context.Context, lv *v1alpha1.Loc
 	})
 }
 
-// restoreSource is the snapshot a volume is restored from, ready to read.
+// restoreSource is what a volume is filled from, ready to read: the
+// snapshot of a restore, or the volume of a clone.
 type restoreSource struct {
-	snapshot *v1alpha1.LocalVolume
-	lv       *lvm.LV
-	// size is what the snapshot holds (its restore size).
+	origin *v1alpha1.LocalVolume
+	lv     *lvm.LV
+	// size is what the origin holds (a snapshot's restore size, a
+	// volume's current size).
 	size int64
+}
+
+// String names the origin for messages: "snapshot X" or "volume X".
+func (s *restoreSource) String() string {
+	if s.origin.Spec.Kind == v1alpha1.KindSnapshot {
+		return "snapshot " + s.origin.Name
+	}
+	return "volume " + s.origin.Name
+}
+
+// fillSourceOf is what lv is filled from: its source.snapshot (a restore)
+// or its source.volume (a clone); nil for neither.
+func (r *Reconciler) fillSourceOf(ctx context.Context, lv *v1alpha1.LocalVolume) (*restoreSource, error) {
+	switch s := lv.Spec.Source; {
+	case s == nil:
+		return nil, nil
+	case s.Snapshot != "":
+		return r.restoreSourceOf(ctx, lv)
+	case s.Volume != "":
+		return r.cloneSourceOf(ctx, lv)
+	}
+	return nil, nil
+}
+
+// cloneSourceOf checks lv's source.volume: a Ready LVM volume of this node,
+// in lv's VG, not larger than lv. It is read while it may be in use: a
+// block copy of a volume being written is not a point-in-time copy (a thin
+// clone is; docs/snapshots.md). Failures are reported in lv's status.
+func (r *Reconciler) cloneSourceOf(ctx context.Context, lv *v1alpha1.LocalVolume) (*restoreSource, error) {
+	name := lv.Spec.Source.Volume
+	src, err := r.lister.Get(name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, r.fail(ctx, lv, codes.NotFound, ReasonRestoreFailed, fmt.Errorf("source volume %s is not a LocalVolume of node %s", name, r.opts.NodeName))
+	case err != nil:
+		return nil, err
+	case src.Spec.Kind == v1alpha1.KindSnapshot:
+		return nil, r.fail(ctx, lv, codes.InvalidArgument, ReasonRestoreFailed, fmt.Errorf("source.volume %s is a snapshot (name it in source.snapshot)", name))
+	case src.Spec.VolumeType != v1alpha1.VolumeTypeLVM || src.Spec.IsReadOnlyRestore():
+		return nil, r.fail(ctx, lv, codes.InvalidArgument, ReasonRestoreFailed, fmt.Errorf("source volume %s has no LV of its own to copy (a device, or a read-only view of a snapshot)", name))
+	case src.Spec.VGName != lv.Spec.VGName:
+		return nil, r.fail(ctx, lv, codes.InvalidArgument, ReasonRestoreFailed,
+			fmt.Errorf("source volume %s is in VG %s, the clone in %s: a clone stays in its source's VG", name, src.Spec.VGName, lv.Spec.VGName))
+	case src.DeletionTimestamp != nil:
+		return nil, r.fail(ctx, lv, codes.FailedPrecondition, ReasonRestoreFailed, fmt.Errorf("source volume %s is being deleted", name))
+	case src.Status.Phase != v1alpha1.PhaseReady || src.Status.CurrentSize == nil:
+		r.setPending(ctx, lv, fmt.Sprintf("waiting for source volume %s to be Ready", name))
+		return nil, fmt.Errorf("clone %s: %w %s", lv.Name, errWaiting, name)
+	}
+	// Compared as asked for: both LVs are rounded to the same extents, so
+	// a clone asked as large as its source holds all of it.
+	if lv.Spec.Size.Cmp(src.Spec.Size) < 0 {
+		return nil, r.fail(ctx, lv, codes.OutOfRange, ReasonRestoreFailed,
+			fmt.Errorf("volume of %s is smaller than its source volume %s (%s)", lv.Spec.Size.String(), name, src.Spec.Size.String()))
+	}
+	size := src.Status.CurrentSize.Value()
+	got, err := r.opts.LVM.GetLV(ctx, src.Spec.VGName, src.LVName())
+	if err != nil {
+		return nil, r.fail(ctx, lv, lvm.Code(err), ReasonRestoreFailed, fmt.Errorf("source volume %s: LV %s/%s: %w", name, src.Spec.VGName, src.LVName(), err))
+	}
+	return &restoreSource{origin: src, lv: got, size: size}, nil
 }
 
 // restoreSourceOf checks lv's source.snapshot: on this node, in lv's VG,
@@ -300,17 +363,21 @@ func (r *Reconciler) restoreSourceOf(ctx context.Context, lv *v1alpha1.LocalVolu
 	if got.IsInvalidSnapshot() {
 		return nil, r.fail(ctx, lv, codes.DataLoss, ReasonRestoreFailed, fmt.Errorf("snapshot %s was invalidated (its copy-on-write space overflowed)", name))
 	}
-	return &restoreSource{snapshot: snap, lv: got, size: size}, nil
+	return &restoreSource{origin: snap, lv: got, size: size}, nil
 }
 
-// readOnlyUsers lists the volumes that need snapshot lv's LV: read-only
-// restores of it and block copies from it still running.
+// readOnlyUsers lists the volumes that need lv's LV: read-only restores of
+// a snapshot, and block copies still running from a snapshot (restores) or
+// from a volume (clones).
 func (r *Reconciler) readOnlyUsers(lv *v1alpha1.LocalVolume) []string {
 	deps, _ := r.informer.GetIndexer().ByIndex(sourceIndex, lv.Name)
 	var users []string
 	for _, d := range deps {
 		dep, ok := d.(*v1alpha1.LocalVolume)
-		if !ok || dep.Spec.Source == nil || dep.Spec.Source.Snapshot != lv.Name {
+		if !ok || dep.Spec.Source == nil || dep.Spec.Kind == v1alpha1.KindSnapshot {
+			continue
+		}
+		if s := dep.Spec.Source; s.Snapshot != lv.Name && s.Volume != lv.Name {
 			continue
 		}
 		copying := dep.Status.Copy != nil && dep.Status.Copy.CompletionTime == nil && dep.DeletionTimestamp == nil

@@ -290,11 +290,6 @@ func TestSnapshotRefusals(t *testing.T) {
 		{"bad-snapofsnap", snapshotSpec("olvsnapbad", "bad-snap", 8*mib, nil), codes.InvalidArgument, "not an LVM volume with an LV of its own"},
 		{"bad-restore", restoreSpec("olvsnapbad", "no-such-snap", 16*mib, false), codes.NotFound, "no-such-snap"},
 		{"bad-restorevol", restoreSpec("olvsnapbad", "bad-origin", 16*mib, true), codes.InvalidArgument, "not a snapshot"},
-		{"bad-clone", func() v1alpha1.LocalVolumeSpec {
-			s := lvmSpec("olvsnapbad", 16*mib)
-			s.Source = &v1alpha1.LocalVolumeSource{Volume: "bad-origin"}
-			return s
-		}(), codes.Unimplemented, "cloning volume bad-origin is not supported"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			n.create(t, tt.name, tt.spec)

@@ -78,7 +78,7 @@ func (s *Server) SetFill(f ledger.Fill) error {
 	return nil
 }
 
-// ControllerGetCapabilities: create/delete, expand, capacity and snapshots.
+// ControllerGetCapabilities: create/delete, expand, capacity, snapshots and clones.
 func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
 	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
@@ -88,6 +88,7 @@ func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
 		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
 		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	} {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
@@ -117,14 +118,14 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}
 	var restore *restorePlan
 	if cs := req.GetVolumeContentSource(); cs != nil {
-		if restore, err = s.planRestore(ctx, cs, params, req.GetCapacityRange()); err != nil {
+		if restore, err = s.planRestore(ctx, cs, params, req.GetCapacityRange(), fsType, block); err != nil {
 			return nil, err
 		}
 		if restore.readOnly && block {
 			// The restore would be the snapshot's LV itself, and a
 			// read-only bind mount does not stop writes to a device node.
 			return nil, status.Errorf(codes.InvalidArgument, "snapshot %s is read-only (csi.aliyun.com/readonly): its restores are shared views that cannot be raw block devices; use volumeMode Filesystem, or restore from a snapshot taken without csi.aliyun.com/readonly",
-				restore.snapshot.Name)
+				restore.origin.Name)
 		}
 	}
 	size, err := requestedSize(req.GetCapacityRange())
@@ -320,15 +321,15 @@ func compatible(lv *v1alpha1.LocalVolume, size, limit int64, p parameters.Params
 	if lv.Spec.Kind == v1alpha1.KindSnapshot {
 		return status.Errorf(codes.AlreadyExists, "%s is a snapshot, not a volume", lv.Name)
 	}
-	want, have := "", ""
+	var want, have v1alpha1.LocalVolumeSource
 	if restore != nil {
-		want = restore.snapshot.Name
+		want = *restore.source()
 	}
 	if lv.Spec.Source != nil {
-		have = lv.Spec.Source.Snapshot
+		have = *lv.Spec.Source
 	}
 	if want != have {
-		return status.Errorf(codes.AlreadyExists, "volume %s exists with source snapshot %q, not %q", lv.Name, have, want)
+		return status.Errorf(codes.AlreadyExists, "volume %s exists with source %+v, not %+v", lv.Name, have, want)
 	}
 	if restore == nil || !restore.readOnly {
 		if lv.Spec.ThinPool != p.ThinPool {
@@ -490,6 +491,16 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		}
 		if classic := classicSnapshots(snaps); len(classic) > 0 {
 			return nil, errSnapshotsPrecondition(lv, "delete", classic)
+		}
+		// A clone being filled reads this volume's LV (the agent refuses
+		// the same).
+		users, err := s.restoresNeeding(ctx, lv)
+		if err != nil {
+			return nil, err
+		}
+		if len(users) > 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is still needed by %s: delete them (or wait for their copy to finish) first",
+				id, strings.Join(users, ", "))
 		}
 	}
 	if err := s.deleteLocalVolume(ctx, lv); err != nil {

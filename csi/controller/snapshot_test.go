@@ -273,11 +273,6 @@ func TestRestore(t *testing.T) {
 		{"a Device volume", fromSnap("vol-r", "snap-rw", 2*gib, map[string]string{"volumeType": "Device", "mediaType": "ssd"}), codes.InvalidArgument, "Device"},
 		{"no room for a thick copy", fromSnap("vol-r", "snap-rw", 6*gib, nil), codes.ResourceExhausted, "VG pool0 on node ctl-restore: need 6Gi"},
 		{"no room in the pool", fromSnap("vol-r", "snap-rw", 9*gib, map[string]string{"thinPool": "tp"}), codes.ResourceExhausted, "thin pool pool0/tp"},
-		{"clones are not supported", func() *csi.CreateVolumeRequest {
-			r := createReq("vol-r", f.node, 2*gib, nil)
-			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "vol-src"}}}
-			return r
-		}(), codes.InvalidArgument, "CLONE_VOLUME"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.srv.CreateVolume(ctx, tt.req)

@@ -247,7 +247,9 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	return &csi.DeleteSnapshotResponse{}, nil
 }
 
-// restoresNeeding lists the volumes that still need snapshot snap.
+// restoresNeeding lists the volumes that still need snap, a snapshot
+// (read-only restores, restores being filled from it) or a volume (clones
+// being filled from it).
 func (s *Server) restoresNeeding(ctx context.Context, snap *v1alpha1.LocalVolume) ([]string, error) {
 	list, err := s.client.CsiV1alpha1().LocalVolumes().List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", snap.Spec.NodeName).String()})
@@ -256,7 +258,8 @@ func (s *Server) restoresNeeding(ctx context.Context, snap *v1alpha1.LocalVolume
 	}
 	var users []string
 	for _, v := range list.Items {
-		if v.Spec.Source == nil || v.Spec.Source.Snapshot != snap.Name || v.Spec.Kind == v1alpha1.KindSnapshot {
+		if v.Spec.Source == nil || v.Spec.Kind == v1alpha1.KindSnapshot ||
+			(v.Spec.Source.Snapshot != snap.Name && v.Spec.Source.Volume != snap.Name) {
 			continue
 		}
 		if v.Spec.IsReadOnlyRestore() {
@@ -358,21 +361,44 @@ func (s *Server) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (
 	return &csi.GetSnapshotResponse{Snapshot: csiSnapshot(snap)}, nil
 }
 
-// restorePlan is a CreateVolume from a snapshot: where and how large.
+// restorePlan is a CreateVolume from a snapshot (a restore) or from a
+// volume (a clone): where and how large.
 type restorePlan struct {
-	snapshot *v1alpha1.LocalVolume
-	// size of the new volume: at least the snapshot's restore size.
+	// origin is the snapshot restored or the volume cloned; the new
+	// volume goes on its node and in its VG.
+	origin *v1alpha1.LocalVolume
+	// size of the new volume: at least what the origin holds.
 	size int64
 	// readOnly: the volume is a read-only view of the snapshot's LV
 	// (snapshots taken with csi.aliyun.com/readonly), of exactly its size.
 	readOnly bool
 }
 
+// isClone tells a clone (the origin is a volume) from a restore.
+func (r *restorePlan) isClone() bool { return r.origin.Spec.Kind != v1alpha1.KindSnapshot }
+
+// source is the LocalVolume source the new volume records.
+func (r *restorePlan) source() *v1alpha1.LocalVolumeSource {
+	if r.isClone() {
+		return &v1alpha1.LocalVolumeSource{Volume: r.origin.Name}
+	}
+	return &v1alpha1.LocalVolumeSource{Snapshot: r.origin.Name}
+}
+
+// String names the origin for messages.
+func (r *restorePlan) String() string {
+	if r.isClone() {
+		return "volume " + r.origin.Name
+	}
+	return "snapshot " + r.origin.Name
+}
+
 // planRestore validates a content source: only Ready snapshots of ours,
-// LVM volumes in the snapshot's VG, at least the snapshot's size.
-func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p parameters.Params, r *csi.CapacityRange) (*restorePlan, error) {
+// LVM volumes in the snapshot's VG, at least the snapshot's size; volume
+// sources are clones (planClone).
+func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p parameters.Params, r *csi.CapacityRange, fsType string, block bool) (*restorePlan, error) {
 	if cs.GetVolume() != nil {
-		return nil, status.Error(codes.InvalidArgument, "cloning a volume is not supported (no CLONE_VOLUME): snapshot it and restore the snapshot")
+		return s.planClone(ctx, cs.GetVolume().GetVolumeId(), p, r, fsType, block)
 	}
 	id := cs.GetSnapshot().GetSnapshotId()
 	if id == "" {
@@ -395,7 +421,7 @@ func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p
 		return nil, status.Errorf(codes.Unavailable, "snapshot %s is not ready to use yet%s", id, awaitvolume.Describe(snap))
 	}
 	restoreSize := snap.Status.RestoreSize.Value()
-	plan := &restorePlan{snapshot: snap, size: max(r.GetRequiredBytes(), restoreSize), readOnly: snap.Spec.ReadOnly}
+	plan := &restorePlan{origin: snap, size: max(r.GetRequiredBytes(), restoreSize), readOnly: snap.Spec.ReadOnly}
 	switch req, limit := r.GetRequiredBytes(), r.GetLimitBytes(); {
 	case req > 0 && req < restoreSize:
 		return nil, status.Errorf(codes.OutOfRange, "required_bytes %d is smaller than snapshot %s (%d bytes): a restore is at least as large as its snapshot", req, id, restoreSize)
@@ -411,12 +437,14 @@ func (s *Server) planRestore(ctx context.Context, cs *csi.VolumeContentSource, p
 // and VG: a read-only view (no space of its own), or a new volume, thick or
 // thin in p.ThinPool, checked for room as the scheduler counts it.
 func (s *Server) createRestore(ctx context.Context, id, node string, r *restorePlan, p parameters.Params, claim *v1alpha1.ObjectReference) (*v1alpha1.LocalVolume, error) {
-	snap := r.snapshot
+	snap := r.origin
 	if node != "" && node != snap.Spec.NodeName {
-		// csi-provisioner reschedules on ResourceExhausted; our scheduler
-		// places restores on their snapshot's node in the first place.
-		return nil, status.Errorf(codes.ResourceExhausted, "snapshot %s is on node %s, the volume was asked for on node %s: a restore stays on its snapshot's node (schedule the pod with open-local-scheduler)",
-			snap.Name, snap.Spec.NodeName, node)
+		// csi-provisioner reschedules on ResourceExhausted (the CSI spec's
+		// code for "cannot provision in accessible_topology"); our
+		// scheduler places restores and clones on their origin's node in
+		// the first place.
+		return nil, status.Errorf(codes.ResourceExhausted, "%s is on node %s, the volume was asked for on node %s: a restore or clone stays on its origin's node (schedule the pod with open-local-scheduler)",
+			r, snap.Spec.NodeName, node)
 	}
 	s.allocate.Lock()
 	defer s.allocate.Unlock()
@@ -428,7 +456,7 @@ func (s *Server) createRestore(ctx context.Context, id, node string, r *restoreP
 		LVName:     lvNameFor(id),
 		Size:       *resource.NewQuantity(r.size, resource.BinarySI),
 		LVMType:    p.LVMType,
-		Source:     &v1alpha1.LocalVolumeSource{Snapshot: snap.Name},
+		Source:     r.source(),
 		ReadOnly:   r.readOnly,
 		ClaimRef:   claim,
 	}
@@ -454,7 +482,7 @@ func (s *Server) createRestore(ctx context.Context, id, node string, r *restoreP
 	if err != nil {
 		return nil, err
 	}
-	klog.FromContext(ctx).Info("Placed restore", "volume", id, "snapshot", snap.Name, "node", spec.NodeName, "readOnly", r.readOnly, "thinPool", spec.ThinPool, "size", spec.Size.String())
+	klog.FromContext(ctx).Info("Placed restore", "volume", id, "from", r.String(), "node", spec.NodeName, "readOnly", r.readOnly, "thinPool", spec.ThinPool, "size", spec.Size.String())
 	return lv, nil
 }
 

@@ -146,7 +146,7 @@ const (
 
 // provision creates a PVC and a pod using it and waits for the PV to be
 // bound. It returns the time from the pod's creation to the bound PVC.
-func (e *env) provision(t *testing.T, name, sc string, size int64, mode corev1.PersistentVolumeMode, by placement) (*corev1.PersistentVolumeClaim, *corev1.PersistentVolume, time.Duration) {
+func (e *env) provision(t *testing.T, name, sc string, size int64, mode corev1.PersistentVolumeMode, by placement, edits ...func(*corev1.PersistentVolumeClaim)) (*corev1.PersistentVolumeClaim, *corev1.PersistentVolume, time.Duration) {
 	t.Helper()
 	ctx := t.Context()
 	pvc := &corev1.PersistentVolumeClaim{
@@ -157,6 +157,9 @@ func (e *env) provision(t *testing.T, name, sc string, size int64, mode corev1.P
 			VolumeMode:       &mode,
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: *resource.NewQuantity(size, resource.BinarySI)}},
 		},
+	}
+	for _, edit := range edits {
+		edit(pvc)
 	}
 	pvc, err := e.kube.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{})
 	if err != nil {

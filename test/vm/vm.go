@@ -81,7 +81,8 @@ var Suites = []Suite{
 	// The LocalVolume reconciler with real activation: lvcreate, lvextend of an
 	// active LV, deactivate + lvremove; classic and thin snapshots, their
 	// growth and overflow, read-only, thin and block-copy restores, the
-	// deletion order (against the local cluster on the host).
+	// deletion order, thin clones (thin snapshots of the source) (against the
+	// local cluster on the host).
 	{Package: "./agent/volumes", Run: "^(TestDeviceMapper|TestSnapshotRefusals$)", Cluster: true},
 	// The agent binary creates the thin pool its configuration names and
 	// reports it with its overprovision ratio.
