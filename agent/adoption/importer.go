@@ -17,8 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -27,6 +25,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions/storage/v1alpha1"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
@@ -77,27 +76,10 @@ func (im *Importer) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), im.synced...) {
 		return ctx.Err()
 	}
-	go wait.UntilWithContext(ctx, func(ctx context.Context) {
-		for im.processNext(ctx) {
-		}
-	}, time.Second)
-	<-ctx.Done()
+	workloop.Run(ctx, im.queue, 1, "adopt PV", "pv", func(ctx context.Context, name string) (time.Duration, error) {
+		return 0, im.sync(ctx, name)
+	})
 	return nil
-}
-
-func (im *Importer) processNext(ctx context.Context) bool {
-	name, quit := im.queue.Get()
-	if quit {
-		return false
-	}
-	defer im.queue.Done(name)
-	if err := im.sync(ctx, name); err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "adopt PV", "pv", name)
-		im.queue.AddRateLimited(name)
-		return true
-	}
-	im.queue.Forget(name)
-	return true
 }
 
 // sync adopts one PV: once (AdoptedPVAnnotation), while it is Bound or

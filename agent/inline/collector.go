@@ -35,8 +35,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -45,6 +43,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
@@ -183,32 +182,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		return fmt.Errorf("inline: informers did not sync: %w", ctx.Err())
 	}
 	logger.Info("Inline volume collector started")
-	go wait.UntilWithContext(ctx, func(ctx context.Context) {
-		for c.processNext(ctx) {
-		}
-	}, time.Second)
-	<-ctx.Done()
+	workloop.Run(ctx, c.queue, 1, "collect inline volume", "localVolume", c.collect)
 	return nil
-}
-
-func (c *Collector) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	retryAfter, err := c.collect(ctx, name)
-	switch {
-	case err != nil:
-		utilruntime.HandleErrorWithContext(ctx, err, "collect inline volume", "localVolume", name)
-		c.queue.AddRateLimited(name)
-	case retryAfter > 0:
-		c.queue.Forget(name)
-		c.queue.AddAfter(name, retryAfter)
-	default:
-		c.queue.Forget(name)
-	}
-	return true
 }
 
 // collect deletes the inline volume name if its pod no longer needs it. A

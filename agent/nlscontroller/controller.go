@@ -26,7 +26,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -34,6 +33,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions/storage/v1alpha1"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
@@ -182,29 +182,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	klog.InfoS("NodeLocalStorage controller started", "initConfig", c.opts.InitConfig, "workers", c.opts.Workers)
-	for range c.opts.Workers {
-		go wait.UntilWithContext(ctx, func(ctx context.Context) {
-			for c.processNext(ctx) {
-			}
-		}, time.Second)
-	}
-	<-ctx.Done()
+	workloop.Run(ctx, c.queue, c.opts.Workers, "sync NodeLocalStorage", "node", func(ctx context.Context, name string) (time.Duration, error) {
+		return 0, c.sync(ctx, name)
+	})
 	return nil
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	if err := c.sync(ctx, name); err != nil {
-		klog.ErrorS(err, "sync failed; retrying", "node", name)
-		c.queue.AddRateLimited(name)
-		return true
-	}
-	c.queue.Forget(name)
-	return true
 }
 
 // sync makes the NLS called name match node name and the config.

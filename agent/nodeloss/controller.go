@@ -53,6 +53,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/open-local/open-local/agent/orphanvolumes"
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions/storage/v1alpha1"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
@@ -230,30 +231,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.queue.Add(node)
 		}
 	}, c.opts.Resync)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for c.processNext(ctx) {
-	}
+	workloop.Run(ctx, c.queue, 1, "check node loss", "node", func(ctx context.Context, node string) (time.Duration, error) {
+		return 0, c.sync(ctx, node)
+	})
 	return nil
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	node, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(node)
-	if err := c.sync(ctx, node); err != nil {
-		if ctx.Err() == nil {
-			klog.ErrorS(err, "node-loss check failed; retrying", "node", node)
-		}
-		c.queue.AddRateLimited(node)
-		return true
-	}
-	c.queue.Forget(node)
-	return true
 }
 
 func (c *Controller) volumesOf(node string) []*v1alpha1.LocalVolume {

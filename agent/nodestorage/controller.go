@@ -39,6 +39,7 @@ import (
 	"github.com/open-local/open-local/agent/discovery"
 	agentmetrics "github.com/open-local/open-local/agent/metrics"
 	"github.com/open-local/open-local/agent/nodeagent"
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
@@ -235,30 +236,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	klog.InfoS("NodeLocalStorage loop started", "node", c.node, "interval", c.opts.Interval, "heartbeat", c.opts.HeartbeatInterval)
 	go wait.UntilWithContext(ctx, func(context.Context) { c.queue.Add(c.node) }, c.opts.Interval)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for c.processNext(ctx) {
-	}
+	workloop.Run(ctx, c.queue, 1, "sync NodeLocalStorage", "node", func(ctx context.Context, _ string) (time.Duration, error) {
+		return 0, c.sync(ctx)
+	})
 	return nil
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx); err != nil {
-		if ctx.Err() == nil {
-			klog.ErrorS(err, "NodeLocalStorage sync failed; retrying", "node", c.node)
-		}
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	return true
 }
 
 // sync is one pass: initialise VGs, discover, write status if needed.

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions/storage/v1alpha1"
 	listers "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
@@ -223,30 +224,10 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 		}
 	}, c.opts.Resync)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for c.processNext(ctx) {
-	}
+	workloop.Run(ctx, c.queue, 1, "check orphan LocalVolume", "localVolume", func(ctx context.Context, name string) (time.Duration, error) {
+		return 0, c.sync(ctx, name)
+	})
 	return nil
-}
-
-func (c *Collector) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	if err := c.sync(ctx, name); err != nil {
-		if ctx.Err() == nil {
-			klog.ErrorS(err, "orphan LocalVolume check failed; retrying", "localVolume", name)
-		}
-		c.queue.AddRateLimited(name)
-		return true
-	}
-	c.queue.Forget(name)
-	return true
 }
 
 // facts gathers what the caches know of lv's claim.

@@ -38,8 +38,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -48,6 +46,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/open-local/open-local/agent/workloop"
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	olscheme "github.com/open-local/open-local/apis/client/clientset/versioned/scheme"
 	"github.com/open-local/open-local/apis/client/informers/externalversions"
@@ -286,35 +285,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		return nil
 	}
 	logger.Info("LocalVolume reconciler started", "workers", r.opts.Workers)
-	for range r.opts.Workers {
-		go wait.UntilWithContext(ctx, r.worker, time.Second)
-	}
-	<-ctx.Done()
+	workloop.Run(ctx, r.queue, r.opts.Workers, "reconcile LocalVolume", "name", func(ctx context.Context, name string) (time.Duration, error) {
+		return 0, r.reconcile(ctx, name)
+	})
 	// Copies write to LVs: let them stop before the process (and maybe
 	// the test's VG) goes.
 	r.copies.stopAll()
 	return nil
-}
-
-func (r *Reconciler) worker(ctx context.Context) {
-	for r.processNext(ctx) {
-	}
-}
-
-func (r *Reconciler) processNext(ctx context.Context) bool {
-	name, quit := r.queue.Get()
-	if quit {
-		return false
-	}
-	defer r.queue.Done(name)
-	err := r.reconcile(ctx, name)
-	if err == nil {
-		r.queue.Forget(name)
-		return true
-	}
-	utilruntime.HandleErrorWithContext(ctx, err, "reconcile LocalVolume", "name", name)
-	r.queue.AddRateLimited(name)
-	return true
 }
 
 // reconcile carries out one LocalVolume. A returned error retries it.
