@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -121,9 +122,9 @@ func (e *env) unpublishAtEnd(t *testing.T, req *csi.NodePublishVolumeRequest) {
 // TestInlineVolumes runs CSI ephemeral inline volumes through the whole
 // system: our scheduler counts inline volumes before placing a pod (one
 // that does not fit next to another pod's makes the node infeasible) and
-// writes their LocalVolumes in PreBind; the agent creates the LVs;
-// kubelet's NodePublishVolume (played by the test) formats and mounts
-// them; the unpublish deletes the LocalVolumes, the agent removes the LVs,
+// keeps counting the bound pod's; kubelet's NodePublishVolume (played by
+// the test) writes their LocalVolumes, the agent creates the LVs, the CSI
+// node formats and mounts them; the pod deleted, the unpublish deletes the LocalVolumes, the agent removes the LVs,
 // and the scheduler, seeing the space released, places the waiting pod. A
 // pod deleted without an unpublish has its volume collected by the agent.
 func TestInlineVolumes(t *testing.T) {
@@ -140,17 +141,22 @@ func TestInlineVolumes(t *testing.T) {
 		}
 		req := e.inlinePublish(first, i)
 		e.unpublishAtEnd(t, req)
-		lv, err := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, req.VolumeId, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("the scheduler's PreBind wrote no LocalVolume %s: %v", req.VolumeId, err)
-		}
-		if lv.Spec.PodRef == nil || lv.Spec.PodRef.UID != first.UID || lv.Spec.Size.Value() != 3*gib {
-			t.Fatalf("LocalVolume %s: %+v", lv.Name, lv.Spec)
+		// The scheduler writes nothing for an inline volume (it counts the
+		// bound pod); the CSI node writes the record at NodePublishVolume.
+		if _, err := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, req.VolumeId, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("LocalVolume %s before NodePublishVolume: %v, want NotFound (the scheduler writes none)", req.VolumeId, err)
 		}
 		for range 2 {
 			if _, err := e.csi.NodePublishVolume(ctx, req); err != nil {
 				t.Fatalf("NodePublishVolume: %v", err)
 			}
+		}
+		lv, err := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, req.VolumeId, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("NodePublishVolume wrote no LocalVolume %s: %v", req.VolumeId, err)
+		}
+		if lv.Spec.PodRef == nil || lv.Spec.PodRef.UID != first.UID || lv.Spec.Size.Value() != 3*gib {
+			t.Fatalf("LocalVolume %s: %+v", lv.Name, lv.Spec)
 		}
 		e.checkLV(t, req.VolumeId, 3*gib)
 		writeAndCheck(t, req.TargetPath, "inline")
@@ -177,6 +183,12 @@ func TestInlineVolumes(t *testing.T) {
 		t.Fatalf("second pod: node %q, reason %q; want unschedulable for lack of room in VG %s", second.Spec.NodeName, why, e.node.VG.Name)
 	}
 
+	// kubelet unpublishes a pod's inline volumes once the pod is gone (a
+	// bound pod's inline volumes count for the scheduler as long as the
+	// pod is there, LocalVolume or not).
+	if err := e.kube.CoreV1().Pods("default").Delete(ctx, first.Name, *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
+	}
 	for _, req := range reqs {
 		for range 2 {
 			if _, err := e.csi.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath}); err != nil {
@@ -203,19 +215,21 @@ func TestInlineVolumes(t *testing.T) {
 	}
 	e.waitVolumeGone(t, secondReq.VolumeId)
 
-	// A pod deleted on a node that never unpublished: the agent collects.
+	// A pod deleted on a node that never unpublished: once its mount is
+	// gone (kubelet's orphaned-pod cleanup; here by hand) the agent
+	// collects the volume; while mounted it waits.
 	third := e.inlinePod(t, "inline-third", "1Gi")
 	third = e.waitPod(t, third.Name, "scheduled", scheduled)
-	thirdID := e.inlinePublish(third, 0).VolumeId
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		lv, err := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, thirdID, metav1.GetOptions{})
-		return err == nil && lv.Status.CurrentSize != nil, nil
-	})
-	if err != nil {
-		t.Fatalf("the agent did not create the third pod's LV: %v", err)
+	thirdReq := e.inlinePublish(third, 0)
+	e.unpublishAtEnd(t, thirdReq)
+	if _, err := e.csi.NodePublishVolume(ctx, thirdReq); err != nil {
+		t.Fatalf("NodePublishVolume of the third pod: %v", err)
 	}
 	if err := e.kube.CoreV1().Pods("default").Delete(ctx, third.Name, *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
 	}
-	e.waitVolumeGone(t, thirdID)
+	if err := unix.Unmount(thirdReq.TargetPath, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVolumeGone(t, thirdReq.VolumeId)
 }
