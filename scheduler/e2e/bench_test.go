@@ -459,7 +459,8 @@ func BenchmarkStockVsOurs(b *testing.B) {
 		} {
 			e.useScheduler(s.bin, s.cfg, s.profile)
 			r := e.phase(b, fast, fmt.Sprintf("inline-%s-%d", s.name, run), pods, 0, true)
-			b.Logf("%s run %d: %.1f pods/s, p50 %.0f ms, p99 %.0f ms; binding cycle: %s", s.name, run, r.podsPerSec, ms(r.p50), ms(r.p99), r.extensionPoints)
+			b.Logf("%s run %d: %.1f pods/s, p50 %.0f ms, p99 %.0f ms, scheduling algorithm mean %.2f ms, peak RSS %d MiB; binding cycle: %s",
+				s.name, run, r.podsPerSec, ms(r.p50), ms(r.p99), r.cycleMean*1000, r.peakRSS>>20, r.extensionPoints)
 			rows = append(rows, row{s.name, run, r})
 			if run < runs || s.name != "ours" {
 				e.deletePods(b, fast)
