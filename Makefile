@@ -7,7 +7,7 @@ export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 70m
 
-.PHONY: all deps build harness tools verify test test-short generate cluster-up cluster-down demo demo-down images clean
+.PHONY: all deps build harness tools verify test test-short bench generate cluster-up cluster-down demo demo-down images clean
 
 all: build
 
@@ -44,6 +44,13 @@ test: verify deps tools
 ## test-short: unit tests only (no cluster, no VM)
 test-short:
 	go test -short -count=1 ./...
+
+## bench: stock kube-scheduler vs ours, interleaved, on a local cluster with kwok nodes; prints one table
+## (BENCH_RUNS pairs, default 2; OPEN_LOCAL_BENCH_NODES / OPEN_LOCAL_BENCH_PODS override the workload)
+BENCH_RUNS ?= 2
+bench: tools
+	OPEN_LOCAL_TOOLS_DIR=$$(hack/tools.sh) OPEN_LOCAL_STOCK_SCHEDULER=$$(hack/stock-scheduler.sh) OPEN_LOCAL_BENCH_RUNS=$(BENCH_RUNS) \
+	  go test ./scheduler/e2e -count=1 -run XXX -bench StockVsOurs -benchtime 1x -timeout 60m -v
 
 ## generate: deepcopy, CRD YAML (into the chart), typed client/listers/informers
 generate:

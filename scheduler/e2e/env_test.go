@@ -69,6 +69,9 @@ type env struct {
 	port   int
 	bin    string
 	schedN int
+	// schedulerName goes into the pods phase creates: the profile of the
+	// scheduler under test (ours unless useScheduler chose another).
+	schedulerName string
 }
 
 func newEnv(t testing.TB, nodes []nodeSpec, args *configv1.OpenLocalArgs) *env {
@@ -76,7 +79,7 @@ func newEnv(t testing.TB, nodes []nodeSpec, args *configv1.OpenLocalArgs) *env {
 	c := cluster.ForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &env{t: t, ctx: ctx, c: c, kube: c.Client(), ol: c.OpenLocalClient(), id: uniqueID(t)}
+	e := &env{t: t, ctx: ctx, c: c, kube: c.Client(), ol: c.OpenLocalClient(), id: uniqueID(t), schedulerName: profile.SchedulerName}
 	e.ns = e.id
 	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -243,6 +246,22 @@ func (e *env) writeConfig(args *configv1.OpenLocalArgs) {
 	if err := os.WriteFile(e.cfg, data, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// useScheduler stops the running scheduler and starts bin with the
+// configuration cfg (YAML) instead; phase then gives its pods
+// schedulerName. The benchmark compares schedulers this way on one set of
+// nodes.
+func (e *env) useScheduler(bin string, cfg []byte, schedulerName string) {
+	e.t.Helper()
+	if e.sched != nil {
+		e.sched.Stop()
+	}
+	if err := os.WriteFile(e.cfg, cfg, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.bin, e.schedulerName = bin, schedulerName
+	e.startScheduler()
 }
 
 // startScheduler runs the scheduler binary and waits until it is healthy.
