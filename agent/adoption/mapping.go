@@ -210,18 +210,18 @@ func nodeOf(pv *corev1.PersistentVolume) (string, *Refusal) {
 	return node, nil
 }
 
-// sizeOf is the PV's capacity, 1 byte to MaxSize (past 2^63 a quantity's
-// Value() wraps).
+// sizeOf is the PV's capacity in whole bytes, by the one size rule
+// (parameters.ParseSize: at least a byte, at most 1Ei, fractions up).
 func sizeOf(pv *corev1.PersistentVolume) (resource.Quantity, *Refusal) {
 	q, ok := pv.Spec.Capacity[corev1.ResourceStorage]
 	if !ok {
 		return q, refuse(ReasonBadSize, "PV has no storage capacity")
 	}
-	if q.Sign() <= 0 || q.Cmp(*resource.NewQuantity(v1alpha1.MaxSize, resource.BinarySI)) > 0 {
-		return q, refuse(ReasonBadSize, "capacity %s is outside 1 byte..1Ei", q.String())
+	n, err := parameters.ParseSize(q)
+	if err != nil {
+		return q, refuse(ReasonBadSize, "capacity %s: %v", q.String(), err)
 	}
-	// Whole bytes, as the agent compares them.
-	return *resource.NewQuantity(q.Value(), resource.BinarySI), nil
+	return *resource.NewQuantity(n, resource.BinarySI), nil
 }
 
 // validDevice accepts an absolute, clean device path under /dev.
