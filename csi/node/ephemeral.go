@@ -175,7 +175,7 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	l := ledger.ForNode(s.opts.NodeID, nls, volumes)
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
-	placed, sf := l.Place(s.opts.NodeID, want, ledger.Binpack)
+	placed, sf := l.Place(s.opts.NodeID, want, ledger.NodeInlineStrategy)
 	if sf != nil {
 		code := codes.FailedPrecondition // the node's storage is not usable (a fault, a silent agent)
 		if sf.Kind == ledger.VGFull || sf.Kind == ledger.NoVGFits {

@@ -110,7 +110,7 @@ func (a *Agent) createInline(ctx context.Context, pod *v1.Pod, id string, attrs 
 	}
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
-	placed, sf := ledger.ForNode(node, nls, volumes).Place(node, want, ledger.Binpack)
+	placed, sf := ledger.ForNode(node, nls, volumes).Place(node, want, ledger.NodeInlineStrategy)
 	if sf != nil {
 		// NodePublishVolume's ResourceExhausted: kubelet retries; so do we.
 		return fmt.Errorf("%s: %s", want.Desc, sf.Detail())
