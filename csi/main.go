@@ -33,6 +33,7 @@ import (
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
 	"github.com/open-local/open-local/apis/storage/ledger"
+	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/csi/controller"
 	"github.com/open-local/open-local/csi/grpcserver"
 	"github.com/open-local/open-local/csi/identity"
@@ -58,6 +59,9 @@ type options struct {
 	kubeletRegistryDir, kubeletEndpoint string
 	// thin pool fill thresholds, controller mode
 	fill ledger.Fill
+	// the scheduler's inline rules, node mode
+	inlineStrategy    ledger.Strategy
+	defaultInlineSize int64
 }
 
 func percentFlag(p *int32) func(string) error {
@@ -105,6 +109,15 @@ func parseFlags(args []string) (*options, error) {
 	o.fill = ledger.DefaultFill
 	fs.Func("thin-pool-data-fill-percent", fmt.Sprintf("controller mode: no new volume in a thin pool whose data space is fuller, 1-100 (the scheduler's thinPoolFillThresholds.dataPercent; default %d)", ledger.DefaultFill.DataPercent), percentFlag(&o.fill.DataPercent))
 	fs.Func("thin-pool-metadata-fill-percent", fmt.Sprintf("controller mode: the same for metadata (thinPoolFillThresholds.metadataPercent; default %d)", ledger.DefaultFill.MetadataPercent), percentFlag(&o.fill.MetadataPercent))
+	o.defaultInlineSize = parameters.DefaultInlineSize
+	fs.Func("inline-strategy", "node mode: how an inline volume that names no VG gets one, binpack or spread: the scheduler's strategy (default binpack)", func(v string) (err error) {
+		o.inlineStrategy, err = ledger.ParseStrategy(v)
+		return err
+	})
+	fs.Func("default-inline-volume-size", "node mode: the size of an inline volume without a size attribute: the scheduler's defaultInlineVolumeSize (default 1Gi)", func(v string) (err error) {
+		o.defaultInlineSize, err = parameters.ParseSizeString(v)
+		return err
+	})
 	showVersion := fs.Bool("version", false, "print the version (hack/version.sh stamps it) and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -217,7 +230,8 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 		go func() { _ = limits.Run(ctx) }()
-		ns, err := node.New(node.Options{NodeID: o.nodeID, MaxVolumes: o.maxVolumes, Client: client, Activator: act, IOLimits: limits})
+		ns, err := node.New(node.Options{NodeID: o.nodeID, MaxVolumes: o.maxVolumes,
+			InlineStrategy: o.inlineStrategy, DefaultInlineSize: o.defaultInlineSize, Client: client, Activator: act, IOLimits: limits})
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/open-local/open-local/apis/storage/ledger"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -32,6 +34,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "fill threshold out of range", args: []string{"--mode=controller", "--thin-pool-metadata-fill-percent=0"}, wantErr: "metadata fill threshold"},
 		{name: "fill threshold not a number", args: []string{"--mode=controller", "--thin-pool-data-fill-percent=ninety"}, wantErr: "thin-pool-data-fill-percent"},
 		{name: "stray argument", args: []string{"--mode=controller", "extra"}, wantErr: "unexpected"},
+		{name: "inline rules", args: []string{"--mode=node", "--node-id=n", "--inline-strategy=spread", "--default-inline-volume-size=2Gi"}},
+		{name: "unknown inline strategy", args: []string{"--mode=node", "--node-id=n", "--inline-strategy=roundrobin"}, wantErr: "strategy"},
+		{name: "inline size past 2^63", args: []string{"--mode=node", "--node-id=n", "--default-inline-volume-size=16Ei"}, wantErr: "default-inline-volume-size"},
+		{name: "zero inline size", args: []string{"--mode=node", "--node-id=n", "--default-inline-volume-size=0"}, wantErr: "default-inline-volume-size"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,6 +51,9 @@ func TestParseFlags(t *testing.T) {
 			}
 			if err != nil || o.mode == "" {
 				t.Fatalf("parseFlags(%v) = %+v, %v", tt.args, o, err)
+			}
+			if tt.name == "inline rules" && (o.inlineStrategy != ledger.Spread || o.defaultInlineSize != 2<<30) {
+				t.Errorf("inline rules = %v, %d; want spread, 2Gi", o.inlineStrategy, o.defaultInlineSize)
 			}
 		})
 	}

@@ -295,6 +295,19 @@ func TestSchedulerConfig(t *testing.T) {
 					}
 				}
 			}
+			// The CSI node plugin creates inline volumes the scheduler counted
+			// from the pod (it writes no record for them): it must choose
+			// the VG and the default size by the scheduler's rules, or a pod
+			// gets another size than the operator configured and the VG the
+			// scheduler counted differs from the one spent.
+			ds := typed[appsv1.DaemonSet](t, m.get(t, "DaemonSet", "open-local-agent"))
+			plugin := container(t, ds.Spec.Template.Spec, "csi-plugin")
+			for _, flag := range []string{"--inline-strategy=" + string(args.Strategy),
+				"--default-inline-volume-size=" + args.DefaultInlineVolumeSize.String()} {
+				if !slices.Contains(plugin.Command, flag) {
+					t.Errorf("csi-plugin command %v lacks %s (the scheduler's rule)", plugin.Command, flag)
+				}
+			}
 			if err := validation.ValidateOpenLocalArgs(field.NewPath("args"), args); err != nil {
 				t.Error(err)
 			}

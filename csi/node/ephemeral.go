@@ -50,7 +50,7 @@ func (s *Server) publishEphemeral(ctx context.Context, req *csi.NodePublishVolum
 	if len(validation.IsDNS1123Subdomain(id)) > 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume ID %q is not a valid LocalVolume name (kubelet's handles are csi-<sha256>)", id)
 	}
-	attrs, err := parameters.ParseInline(req.GetVolumeContext(), parameters.DefaultInlineSize)
+	attrs, err := parameters.ParseInline(req.GetVolumeContext(), s.opts.DefaultInlineSize)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "inline volume %s: %v", id, err)
 	}
@@ -175,7 +175,7 @@ func (s *Server) createInline(ctx context.Context, id string, attrs parameters.I
 	l := ledger.ForNode(s.opts.NodeID, nls, volumes)
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
-	placed, sf := l.Place(s.opts.NodeID, want, ledger.NodeInlineStrategy)
+	placed, sf := l.Place(s.opts.NodeID, want, s.opts.InlineStrategy)
 	if sf != nil {
 		code := codes.FailedPrecondition // the node's storage is not usable (a fault, a silent agent)
 		if sf.Kind == ledger.VGFull || sf.Kind == ledger.NoVGFits {

@@ -58,7 +58,7 @@ type inlineEnv struct {
 	layout iolimit.Layout
 }
 
-func newInlineEnv(t *testing.T, vg string, size int64) *inlineEnv {
+func newInlineEnv(t *testing.T, vg string, size int64, configure ...func(*node.Options)) *inlineEnv {
 	t.Helper()
 	capability.Require(t, capability.Ext4)
 	c := cluster.ForTest(t)
@@ -72,8 +72,12 @@ func newInlineEnv(t *testing.T, vg string, size int64) *inlineEnv {
 		}
 		e.layout = layout
 	}
-	s, err := node.New(node.Options{NodeID: n.Name, Client: c.OpenLocalClient(), Activator: n.Activator(t), InlineReadyTimeout: time.Minute,
-		IOLimits: limits})
+	opts := node.Options{NodeID: n.Name, Client: c.OpenLocalClient(), Activator: n.Activator(t), InlineReadyTimeout: time.Minute,
+		IOLimits: limits}
+	for _, f := range configure {
+		f(&opts)
+	}
+	s, err := node.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,6 +284,33 @@ func containsWord(s, w string) bool {
 // The node's own allocation of an inline volume counts the VG as the
 // scheduler and the CSI controller do (the ledger): whole extents, so sizes
 // just past an extent boundary cannot together spend more than the VG has.
+// TestInlineVolumeDefaultSize: an inline volume without a size gets the
+// scheduler's defaultInlineVolumeSize (the plugin's
+// --default-inline-volume-size), the size the scheduler counted from the
+// pod; before, the node always created 1Gi.
+func TestInlineVolumeDefaultSize(t *testing.T) {
+	const want = 64 << 20
+	e := newInlineEnv(t, "olinlinedef", 256<<20, func(o *node.Options) { o.DefaultInlineSize = want })
+	ctx := t.Context()
+	req := e.request(e.pod(t, "inline-default"), "v", nil)
+	if _, err := e.srv.NodePublishVolume(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.srv.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath})
+	})
+	lv, err := e.c.OpenLocalClient().CsiV1alpha1().LocalVolumes().Get(ctx, req.VolumeId, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lv.Spec.Size.Value(); got != want {
+		t.Errorf("inline volume without a size: LocalVolume of %d bytes, want the configured default %d", got, want)
+	}
+	if lv.Status.CurrentSize == nil || lv.Status.CurrentSize.Value() != want {
+		t.Errorf("inline volume without a size: LV of %v, want %d bytes", lv.Status.CurrentSize, want)
+	}
+}
+
 func TestInlineVolumeCountsWholeExtents(t *testing.T) {
 	e := newInlineEnv(t, "olinlineext", 256<<20)
 	ctx := t.Context()

@@ -36,6 +36,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/blockdev"
@@ -73,6 +74,13 @@ type Options struct {
 	// InlineReadyTimeout bounds the wait for the agent to create an inline
 	// volume's LV (default DefaultInlineReadyTimeout).
 	InlineReadyTimeout time.Duration
+	// InlineStrategy chooses the VG of an inline volume whose attributes
+	// name none, and DefaultInlineSize is the size of one without a size
+	// (0: parameters.DefaultInlineSize): the scheduler's strategy and
+	// defaultInlineVolumeSize, so the node spends what the scheduler
+	// counted from the pod.
+	InlineStrategy    ledger.Strategy
+	DefaultInlineSize int64
 	// Sysfs is where sysfs is mounted (default /sys): a Device volume's
 	// disk is found by its identity there.
 	Sysfs string
@@ -99,6 +107,9 @@ func New(opts Options) (*Server, error) {
 	m := opts.Mounter
 	if m == nil {
 		m = mount.NewSafeFormatAndMount(mount.NewWithoutSystemd(""), utilexec.New())
+	}
+	if opts.DefaultInlineSize == 0 {
+		opts.DefaultInlineSize = parameters.DefaultInlineSize
 	}
 	online := hasCapSysResource()
 	if opts.OnlineExtResize != nil {

@@ -32,6 +32,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/config/profile"
@@ -95,7 +96,19 @@ func newEnv(t testing.TB, nodes []nodeSpec, args *configv1.OpenLocalArgs) *env {
 			t.Fatal(err)
 		}
 	}
-	if _, err := simagent.StartAgent(ctx, c.RESTConfig(), simagent.Nodes{Names: e.nodes}, 4); err != nil {
+	// The simulated node creates inline volumes by the scheduler's rules,
+	// as the chart passes them to the CSI node plugin.
+	simNodes := simagent.Nodes{Names: e.nodes}
+	if args != nil && args.Strategy != nil {
+		var err error
+		if simNodes.InlineStrategy, err = ledger.ParseStrategy(*args.Strategy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if args != nil && args.DefaultInlineVolumeSize != nil {
+		simNodes.DefaultInlineSize = args.DefaultInlineVolumeSize.Value()
+	}
+	if _, err := simagent.StartAgent(ctx, c.RESTConfig(), simNodes, 4); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := simagent.StartProvisioner(ctx, c.RESTConfig(), []string{config.ProvisionerName}, 4); err != nil {

@@ -121,19 +121,20 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, client olc
 	if err != nil {
 		return nil, fmt.Errorf("%s: defaultInlineVolumeSize: %w", Name, err)
 	}
+	strategy, err := ledger.ParseStrategy(string(args.Strategy))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
 	pl := &OpenLocal{
 		handle:            h,
 		args:              args,
 		defaultInlineSize: inlineSize,
-		strategy:          ledger.Binpack,
+		strategy:          strategy,
 		weights:           ledger.Weights{LVM: int64(args.ScoreWeights.LVM), Device: int64(args.ScoreWeights.Device)},
 		ours:              map[string]bool{},
 		ledger:            ledger.New(),
 		client:            client,
 		waiting:           newWaitingPods(h),
-	}
-	if args.Strategy == config.StrategySpread {
-		pl.strategy = ledger.Spread
 	}
 	pl.fill = ledger.Fill{DataPercent: args.ThinPoolFillThresholds.DataPercent, MetadataPercent: args.ThinPoolFillThresholds.MetadataPercent}
 	pl.ledger.SetFill(pl.fill)

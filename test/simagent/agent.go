@@ -40,6 +40,7 @@ import (
 	olclient "github.com/open-local/open-local/apis/client/clientset/versioned"
 	olinformers "github.com/open-local/open-local/apis/client/informers/externalversions"
 	ollisters "github.com/open-local/open-local/apis/client/listers/storage/v1alpha1"
+	"github.com/open-local/open-local/apis/storage/ledger"
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
@@ -48,6 +49,11 @@ import (
 type Nodes struct {
 	Names    []string
 	Selector labels.Selector
+	// InlineStrategy and DefaultInlineSize (0: parameters.DefaultInlineSize)
+	// are the CSI node plugin's --inline-strategy and
+	// --default-inline-volume-size: the scheduler's args.
+	InlineStrategy    ledger.Strategy
+	DefaultInlineSize int64
 }
 
 func (n Nodes) validate() error {

@@ -1,6 +1,7 @@
 package simagent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -75,7 +76,7 @@ func (a *Agent) publishInline(ctx context.Context, key string) error {
 		if _, err := a.lvs.Get(id); err == nil {
 			continue
 		}
-		attrs, err := parameters.ParseInline(vol.CSI.VolumeAttributes, parameters.DefaultInlineSize)
+		attrs, err := parameters.ParseInline(vol.CSI.VolumeAttributes, cmp.Or(a.nodes.DefaultInlineSize, parameters.DefaultInlineSize))
 		if err != nil {
 			klog.FromContext(ctx).Info("simagent: refusing inline volume", "pod", klog.KObj(pod), "volume", vol.Name, "err", err)
 			continue
@@ -110,7 +111,7 @@ func (a *Agent) createInline(ctx context.Context, pod *v1.Pod, id string, attrs 
 	}
 	want := ledger.Volume{Name: id, Desc: fmt.Sprintf("inline volume %s of pod %s/%s", id, pod.Namespace, pod.Name),
 		Type: v1alpha1.VolumeTypeLVM, VG: attrs.VGName, Size: attrs.Size}
-	placed, sf := ledger.ForNode(node, nls, volumes).Place(node, want, ledger.NodeInlineStrategy)
+	placed, sf := ledger.ForNode(node, nls, volumes).Place(node, want, a.nodes.InlineStrategy)
 	if sf != nil {
 		// NodePublishVolume's ResourceExhausted: kubelet retries; so do we.
 		return fmt.Errorf("%s: %s", want.Desc, sf.Detail())

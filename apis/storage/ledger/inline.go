@@ -6,12 +6,6 @@ import (
 	v1alpha1 "github.com/open-local/open-local/apis/storage/v1alpha1"
 )
 
-// NodeInlineStrategy is how the node side (the CSI node plugin, and the
-// simulated node of the tests) chooses the VG of an inline volume whose
-// attributes name none, when it writes the volume's LocalVolume at
-// publish: the scheduler's default, so both usually agree on the VG.
-const NodeInlineStrategy = Binpack
-
 // inlineVolume is a CSI inline volume of an assigned pod. The pod object
 // records it durably (node, attributes, UID), so the scheduler writes no
 // LocalVolume for it: the ledger counts it from the pod until the node's

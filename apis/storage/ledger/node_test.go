@@ -96,3 +96,25 @@ func TestFitGrowthRespectsFill(t *testing.T) {
 		})
 	}
 }
+
+func TestParseStrategy(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		want    Strategy
+		wantErr bool
+	}{
+		{name: "binpack", want: Binpack},
+		{name: "spread", want: Spread},
+		{name: "Spread", wantErr: true},
+		{name: "", wantErr: true},
+		{name: "roundrobin", wantErr: true},
+	} {
+		got, err := ParseStrategy(tc.name)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("ParseStrategy(%q) = %v, %v; want %v (error %v)", tc.name, got, err, tc.want, tc.wantErr)
+		}
+		if err == nil && got.String() != tc.name {
+			t.Errorf("%v.String() = %q, want %q", got, got.String(), tc.name)
+		}
+	}
+}

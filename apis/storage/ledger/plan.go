@@ -23,6 +23,26 @@ const (
 	Spread
 )
 
+// ParseStrategy reads a strategy by the name the scheduler's args use
+// (binpack, spread): the CSI node plugin takes the scheduler's, so both
+// choose the same VG for an inline volume that names none.
+func ParseStrategy(name string) (Strategy, error) {
+	switch name {
+	case "binpack":
+		return Binpack, nil
+	case "spread":
+		return Spread, nil
+	}
+	return 0, fmt.Errorf("unknown strategy %q: want binpack or spread", name)
+}
+
+func (s Strategy) String() string {
+	if s == Spread {
+		return "spread"
+	}
+	return "binpack"
+}
+
 // Volume is one volume a pod needs that is not allocated yet.
 type Volume struct {
 	// Name is the LocalVolume name (pvc-<uid> or the inline volume handle).
