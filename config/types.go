@@ -3,6 +3,8 @@ package config
 import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/open-local/open-local/apis/storage/ledger"
 )
 
 // PluginName is the OpenLocal plugin's name in scheduler profiles; its args
@@ -15,9 +17,9 @@ type Strategy string
 const (
 	// StrategyBinpack fills the fullest VG (and node) that still fits, keeping
 	// large contiguous free space elsewhere.
-	StrategyBinpack Strategy = "binpack"
+	StrategyBinpack Strategy = ledger.BinpackName
 	// StrategySpread picks the emptiest VG (and node), balancing IO and wear.
-	StrategySpread Strategy = "spread"
+	StrategySpread Strategy = ledger.SpreadName
 )
 
 // Provisioner names accepted as ours: open-local's and its legacy name.

@@ -281,9 +281,6 @@ func containsWord(s, w string) bool {
 	return slices.Contains(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' }), w)
 }
 
-// The node's own allocation of an inline volume counts the VG as the
-// scheduler and the CSI controller do (the ledger): whole extents, so sizes
-// just past an extent boundary cannot together spend more than the VG has.
 // TestInlineVolumeDefaultSize: an inline volume without a size gets the
 // scheduler's defaultInlineVolumeSize (the plugin's
 // --default-inline-volume-size), the size the scheduler counted from the
@@ -311,6 +308,9 @@ func TestInlineVolumeDefaultSize(t *testing.T) {
 	}
 }
 
+// The node's own allocation of an inline volume counts the VG as the
+// scheduler and the CSI controller do (the ledger): whole extents, so sizes
+// just past an extent boundary cannot together spend more than the VG has.
 func TestInlineVolumeCountsWholeExtents(t *testing.T) {
 	e := newInlineEnv(t, "olinlineext", 256<<20)
 	ctx := t.Context()

@@ -28,19 +28,26 @@ const (
 // choose the same VG for an inline volume that names none.
 func ParseStrategy(name string) (Strategy, error) {
 	switch name {
-	case "binpack":
+	case BinpackName:
 		return Binpack, nil
-	case "spread":
+	case SpreadName:
 		return Spread, nil
 	}
-	return 0, fmt.Errorf("unknown strategy %q: want binpack or spread", name)
+	return 0, fmt.Errorf("unknown strategy %q: want %s or %s", name, BinpackName, SpreadName)
 }
+
+// The strategies' names: the scheduler's args (config.Strategy) and the
+// CSI node plugin's --inline-strategy spell them so.
+const (
+	BinpackName = "binpack"
+	SpreadName  = "spread"
+)
 
 func (s Strategy) String() string {
 	if s == Spread {
-		return "spread"
+		return SpreadName
 	}
-	return "binpack"
+	return BinpackName
 }
 
 // Volume is one volume a pod needs that is not allocated yet.
