@@ -6,6 +6,7 @@ export PATH := $(PATH):/usr/local/go/bin
 export OPEN_LOCAL_CACHE ?= /var/cache/open-local
 CLUSTER_DIR ?= /tmp/open-local/cluster
 GO_TEST_FLAGS ?= -count=1 -timeout 70m
+MODULE := github.com/open-local/open-local
 
 .PHONY: all deps build harness tools verify test test-short bench generate cluster-up cluster-down demo demo-down images clean
 
@@ -41,9 +42,15 @@ verify:
 test: verify deps tools
 	OPEN_LOCAL_TOOLS_DIR=$$(hack/tools.sh) go test $(GO_TEST_FLAGS) ./...
 
-## test-short: unit tests only (no cluster, no VM)
+## test-short: the fast loop: unit tests only, no control plane, no VM, no tool build, no loop device or lvm2
+## (capability.Require skips those under -short). The suites that need a cluster for every test are
+## type-checked (go vet), not linked: linking ~50 test binaries is most of this target's time.
+## Go's test cache is on, so unchanged packages are not run again; SHORT_FLAGS=-count=1 runs everything.
+CLUSTER_SUITES := ./csi/e2e ./csi/snapshot ./csi/sanity ./csi/sanity/snapshots ./scheduler/e2e ./test/contention
+SHORT_FLAGS ?=
 test-short:
-	go test -short -count=1 ./...
+	go vet $(CLUSTER_SUITES)
+	go test -short $(SHORT_FLAGS) $$(go list ./... | grep -v -x -F $(foreach p,$(CLUSTER_SUITES),-e $(MODULE)/$(p:./%=%)))
 
 ## bench: stock kube-scheduler vs ours, interleaved, on a local cluster with kwok nodes; prints one table
 ## (BENCH_RUNS pairs, default 2; OPEN_LOCAL_BENCH_NODES / OPEN_LOCAL_BENCH_PODS override the workload)

@@ -109,15 +109,32 @@ func InVM() bool { return os.Getenv(EnvInVM) == "1" }
 // Require skips t unless the machine has every capability in caps; a missing
 // capability listed in OPEN_LOCAL_REQUIRE_CAPS fails t instead. All missing
 // capabilities are reported at once, so one run shows everything to fix.
+//
+// Under -short (make test-short, the seconds-long loop) every capability but
+// Root skips: loop devices, lvm2, mkfs, cgroups, Prometheus and the VM are the
+// machine-backed tests that `make test` runs; a test that only needs root
+// (a tmpfs mount) stays in the fast loop.
 func Require(t testing.TB, caps ...Capability) {
 	t.Helper()
-	require(t, os.Getenv(EnvRequire), Has, caps)
+	require(t, os.Getenv(EnvRequire), testing.Short(), Has, caps)
 }
 
 // require is Require with its inputs injected, so the decision is unit-tested
 // without depending on the machine.
-func require(t testing.TB, env string, has func(Capability) (bool, string), caps []Capability) {
+func require(t testing.TB, env string, short bool, has func(Capability) (bool, string), caps []Capability) {
 	t.Helper()
+	if short {
+		var machine []string
+		for _, c := range caps {
+			if c != Root {
+				machine = append(machine, string(c))
+			}
+		}
+		if len(machine) > 0 {
+			t.Skipf("skipping under -short: a test on the machine's %s (runs in make test)", strings.Join(machine, ", "))
+			return
+		}
+	}
 	required, err := parseRequired(env)
 	if err != nil {
 		// A typo in CI's list would silently turn a required capability back

@@ -44,6 +44,7 @@ func TestRequireDecision(t *testing.T) {
 	tests := []struct {
 		name      string
 		env       string
+		short     bool
 		caps      []Capability
 		wantSkip  []string // substrings of the skip message; nil = no skip
 		wantFatal []string // substrings of the fatal message; nil = no fatal
@@ -70,11 +71,17 @@ func TestRequireDecision(t *testing.T) {
 			wantFatal: []string{`unknown capability "devicemapper"`}},
 		{name: "empty items ignored", env: ",,", caps: []Capability{DeviceMapper},
 			wantSkip: []string{"device-mapper"}},
+		{name: "short skips a present machine capability", short: true, caps: []Capability{Root, LVM},
+			wantSkip: []string{"-short", "lvm"}},
+		{name: "short skips before a required one can fail", short: true, env: "loop", caps: []Capability{LoopDevices},
+			wantSkip: []string{"-short", "loop"}},
+		{name: "short keeps root-only tests", short: true, env: "all", caps: []Capability{Root}},
+		{name: "short runs a test that asks nothing", short: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeTB{}
-			require(f, tt.env, has, tt.caps)
+			require(f, tt.env, tt.short, has, tt.caps)
 			check := func(kind, got string, want []string) {
 				if want == nil {
 					if got != "" {
