@@ -20,6 +20,7 @@ import (
 
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
@@ -70,7 +71,11 @@ func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 			env.dirs["kubelet root"] = v
 		}
 	}
-	for _, dm := range d.nodeDaemons() {
+	daemons, err := d.nodeDaemons(launcher.ForTest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dm := range daemons {
 		for _, a := range dm.args {
 			k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 			switch k {
