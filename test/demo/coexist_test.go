@@ -20,7 +20,6 @@ import (
 
 	"github.com/open-local/open-local/csi/node/iolimit"
 	"github.com/open-local/open-local/test/cluster"
-	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
@@ -38,7 +37,11 @@ type nodeEnv struct {
 // and the node daemons' flags it would start them with.
 func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 	t.Helper()
-	d := &demo{cfg: Config{Dir: dir, ToolsDir: "/tools", Binaries: map[string]string{"agent": "/bin/agent", "csi": "/bin/csi"}},
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &demo{cfg: Config{Dir: dir, ToolsDir: cluster.ToolsForTest(t), RepoRoot: root, Binaries: map[string]string{"agent": "/bin/agent", "csi": "/bin/csi"}},
 		cluster: &cluster.Cluster{Kubeconfig: filepath.Join(dir, "cluster", "kubeconfig")}, disk: loopvg.Device{Path: disk}, activation: "loop"}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -46,7 +49,6 @@ func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 	if err := d.initNode(NodeName, "127.0.0.1", 0); err != nil {
 		t.Fatal(err)
 	}
-	var err error
 	if d.lvm, err = loopvg.WriteConfig(d.path("node", "lvm"), false, disk); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +73,12 @@ func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 			env.dirs["kubelet root"] = v
 		}
 	}
-	daemons, err := d.nodeDaemons(launcher.ForTest(t))
+	// The chart as the demo renders it.
+	chart, err := d.chart(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemons, err := d.nodeDaemons(chart)
 	if err != nil {
 		t.Fatal(err)
 	}

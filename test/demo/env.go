@@ -600,16 +600,12 @@ func (d *demo) show(ctx context.Context, args ...string) (string, error) {
 // helmTemplate renders templates of the chart; values are helm's value
 // flags as typed (--set, --set-json and their arguments).
 func (d *demo) helmTemplate(ctx context.Context, values []string, templates ...string) (string, error) {
-	args := []string{"template", "open-local", filepath.Join(d.cfg.RepoRoot, "deploy", "helm", "open-local"),
-		"--namespace", launcher.Namespace, "--kube-version", launcher.KubeVersion}
+	args := slices.Clone(values)
 	for _, t := range templates {
 		args = append(args, "--show-only", t)
 	}
-	args = append(args, values...)
-	// helm keeps caches and config under $HOME unless told otherwise.
-	env := []string{"HELM_CACHE_HOME=" + d.path("helm", "cache"), "HELM_CONFIG_HOME=" + d.path("helm", "config"),
-		"HELM_DATA_HOME=" + d.path("helm", "data")}
-	return d.run(ctx, nil, env, nil, filepath.Join(d.cfg.ToolsDir, "helm"), args...)
+	out, err := launcher.Template(ctx, filepath.Join(d.cfg.ToolsDir, "helm"), d.cfg.RepoRoot, d.path("helm"), args...)
+	return string(out), err
 }
 
 // applyManifest writes a manifest into <dir>/manifests (for the user to

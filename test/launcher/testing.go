@@ -29,23 +29,23 @@ const KubeVersion = "1.37.2"
 // Namespace is the release namespace the chart is rendered in.
 const Namespace = "kube-system"
 
-// Render runs `helm template` on the repository's chart (release
-// open-local) with values (helm flags such as --set k=v), with helm's
-// state under stateDir (helm keeps caches and config under $HOME unless
-// told otherwise), and parses it.
-func Render(ctx context.Context, helm, repoRoot, stateDir string, values ...string) (*Chart, []byte, error) {
-	args := append([]string{"template", "open-local", filepath.Join(repoRoot, "deploy", deploy.ChartDir),
-		"--namespace", Namespace, "--kube-version", KubeVersion}, values...)
+// Template runs `helm template` on the repository's chart (release
+// open-local, the namespace and Kubernetes version above) with more helm
+// args (--set k=v, --show-only t), helm's state under stateDir (helm keeps
+// caches and config under $HOME unless told otherwise), and returns the
+// manifests.
+func Template(ctx context.Context, helm, repoRoot, stateDir string, args ...string) ([]byte, error) {
+	args = append([]string{"template", "open-local", filepath.Join(repoRoot, "deploy", deploy.ChartDir),
+		"--namespace", Namespace, "--kube-version", KubeVersion}, args...)
 	cmd := exec.CommandContext(ctx, helm, args...)
 	cmd.Env = append(cmd.Environ(), "HELM_CACHE_HOME="+filepath.Join(stateDir, "cache"),
 		"HELM_CONFIG_HOME="+filepath.Join(stateDir, "config"), "HELM_DATA_HOME="+filepath.Join(stateDir, "data"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, nil, fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+		return nil, fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
-	c, err := Parse(stdout.Bytes())
-	return c, stdout.Bytes(), err
+	return stdout.Bytes(), nil
 }
 
 var rendered struct {
@@ -71,7 +71,12 @@ func ForTest(t testing.TB) *Chart {
 			return
 		}
 		defer os.RemoveAll(state)
-		rendered.chart, _, rendered.err = Render(context.Background(), filepath.Join(tools, "helm"), root, state)
+		manifest, err := Template(context.Background(), filepath.Join(tools, "helm"), root, state)
+		if err != nil {
+			rendered.err = err
+			return
+		}
+		rendered.chart, rendered.err = Parse(manifest)
 	})
 	if rendered.err != nil {
 		t.Fatalf("render the chart: %v", rendered.err)
