@@ -10,7 +10,10 @@ you may not use this file except in compliance with the License.
 // object with its hostname label, a NodeLocalStorage whose status carries
 // the VG's real size (what the agent's discovery reports), and the real
 // LocalVolume reconciler (agent/volumes) for that node, running in the test
-// process. It also serves the CSI services in-process on unix sockets.
+// process (NewNode) or the chart's agent binary (NewAgentNode). It serves
+// the CSI services in-process on unix sockets, or starts the chart's CSI
+// driver, sidecars and scheduler as processes (test/launcher), the start
+// sequence the CSI suites share.
 package csitest
 
 import (
