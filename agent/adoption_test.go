@@ -25,6 +25,7 @@ import (
 	"github.com/open-local/open-local/apis/storage/ledger"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 )
 
 // TestAdoptsOpenLocalVolumes runs the real binary in controller mode over
@@ -131,8 +132,9 @@ func TestAdoptsOpenLocalVolumes(t *testing.T) {
 	t.Cleanup(func() {
 		_ = ol.CsiV1alpha1().NodeLocalStorageInitConfigs().Delete(context.Background(), nlsc, metav1.DeleteOptions{})
 	})
-	c.StartProcess(t, "adopt-controller-"+run, cluster.Binary(t, "./agent"), "--mode=controller", "--kubeconfig="+c.Kubeconfig,
-		"--initconfig="+nlsc, "--node-selector=test.open-local/run="+run, "--leader-elect=false", "--healthz-bind-address=", "-v=2")
+	launcher.ForTest(t).Start(t, c, "adopt-controller-"+run, cluster.Binary(t, "./agent"), launcher.NLSController, launcher.Pod{},
+		"--kubeconfig", c.Kubeconfig, "--initconfig", nlsc, "--node-selector", "test.open-local/run="+run,
+		"--leader-elect", "false", "--healthz-bind-address", "")
 
 	get := func(name string) *v1alpha1.LocalVolume {
 		lv, err := ol.CsiV1alpha1().LocalVolumes().Get(ctx, name, metav1.GetOptions{})

@@ -36,6 +36,7 @@ import (
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
@@ -138,29 +139,31 @@ func (n *node) updateConfig(edit func(*v1alpha1.GlobalConfig)) {
 	}
 }
 
-// startController runs the real binary in controller mode, scoped to this
-// test's node and config.
+// startController runs the real binary in controller mode as the chart
+// does (test/launcher), scoped to this test's node and config, alone (no
+// leader election) and without a health port.
 func (n *node) startController() *cluster.Process {
 	n.t.Helper()
-	return n.c.StartProcess(n.t, "nls-controller-"+n.run, cluster.Binary(n.t, "./agent"),
-		"--mode=controller", "--kubeconfig="+n.c.Kubeconfig, "--initconfig="+n.config,
-		"--node-selector=test.open-local/run="+n.run, "--leader-elect=false", "--healthz-bind-address=", "-v=2")
+	return launcher.ForTest(n.t).Start(n.t, n.c, "nls-controller-"+n.run, cluster.Binary(n.t, "./agent"), launcher.NLSController, launcher.Pod{},
+		"--kubeconfig", n.c.Kubeconfig, "--initconfig", n.config, "--node-selector", "test.open-local/run="+n.run,
+		"--leader-elect", "false", "--healthz-bind-address", "")
 }
 
-// startAgent runs the real agent binary for the node with the private LVM
-// config and a health endpoint, and waits until it is healthy.
-func (n *node) startAgent(extra ...string) *cluster.Process {
+// startAgent runs the real agent binary for the node as the chart does
+// (test/launcher) with the private LVM config, loop activation, a plain
+// HTTP health endpoint on loopback, discovery every second and changes
+// (flag, value pairs), and waits until it is healthy.
+func (n *node) startAgent(changes ...string) *cluster.Process {
 	n.t.Helper()
 	ports, err := cluster.FreePorts(1)
 	if err != nil {
 		n.t.Fatal(err)
 	}
 	port := ports[0]
-	args := append([]string{"--node-name=" + n.name, "--kubeconfig=" + n.c.Kubeconfig,
-		"--lvm-system-dir=" + n.lvmCfg.Dir, "--regexp=" + n.deviceRegexp(), "--interval=1s",
-		"--activation=loop", "--loop-lock-file=" + filepath.Join(n.t.TempDir(), "loop.lock"),
-		"--healthz-bind-address=127.0.0.1:" + strconv.Itoa(port), "--metrics-auth=none", "-v=2"}, extra...)
-	p := n.c.StartProcess(n.t, "agent-"+n.run, cluster.Binary(n.t, "./agent"), args...)
+	p := launcher.ForTest(n.t).Start(n.t, n.c, "agent-"+n.run, cluster.Binary(n.t, "./agent"), launcher.Agent, launcher.Pod{NodeName: n.name},
+		append([]string{"--kubeconfig", n.c.Kubeconfig, "--lvm-system-dir", n.lvmCfg.Dir, "--regexp", n.deviceRegexp(), "--interval", "1s",
+			"--activation", "loop", "--loop-lock-file", filepath.Join(n.t.TempDir(), "loop.lock"),
+			"--healthz-bind-address", "127.0.0.1:" + strconv.Itoa(port), "--metrics-auth", "none"}, changes...)...)
 	if err := p.WaitHealthy(n.t.Context(), "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", 30*time.Second); err != nil {
 		n.t.Fatal(err)
 	}
@@ -638,7 +641,7 @@ func TestIdleWriteRate(t *testing.T) {
 		ResourceToBeInited: v1alpha1.ResourceToBeInited{VGs: []v1alpha1.VGToBeInited{{Name: vg, Devices: []string{n.dev(0)}}}},
 	}})
 	n.startController()
-	n.startAgent("--heartbeat-interval=20s")
+	n.startAgent("--heartbeat-interval", "20s")
 	nls := n.waitVG(vg, vgBytes, vgBytes, vgBytes, n.dev(0))
 	time.Sleep(2 * time.Second) // let the post-creation pass settle
 
@@ -710,10 +713,10 @@ func TestControllerLeaderElection(t *testing.T) {
 		_ = ol.CsiV1alpha1().NodeLocalStorageInitConfigs().Delete(context.Background(), config, metav1.DeleteOptions{})
 	})
 	replica := func(i int) *cluster.Process {
-		return c.StartProcess(t, fmt.Sprintf("nls-controller-%s-%d", run, i), bin, "--mode=controller", "--kubeconfig="+c.Kubeconfig,
-			"--initconfig="+config, "--node-selector=test.open-local/run="+run, "--leader-elect-name="+lease,
-			"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms",
-			"--healthz-bind-address=", "-v=2")
+		return launcher.ForTest(t).Start(t, c, fmt.Sprintf("nls-controller-%s-%d", run, i), bin, launcher.NLSController, launcher.Pod{},
+			"--kubeconfig", c.Kubeconfig, "--initconfig", config, "--node-selector", "test.open-local/run="+run, "--leader-elect-name", lease,
+			"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "500ms",
+			"--healthz-bind-address", "")
 	}
 	replicas := []*cluster.Process{replica(0), replica(1)}
 	newNode := func(name string) string {

@@ -26,6 +26,7 @@ import (
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
 	"github.com/open-local/open-local/config"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 )
 
 // TestStatefulSetRecreatesClaimOnNodeLoss runs the real binary in controller
@@ -132,9 +133,9 @@ func TestStatefulSetRecreatesClaimOnNodeLoss(t *testing.T) {
 	t.Cleanup(func() {
 		_ = ol.CsiV1alpha1().NodeLocalStorageInitConfigs().Delete(context.Background(), nlsc, metav1.DeleteOptions{})
 	})
-	ctrl := c.StartProcess(t, "nodeloss-controller-"+run, cluster.Binary(t, "./agent"), "--mode=controller", "--kubeconfig="+c.Kubeconfig,
-		"--initconfig="+nlsc, "--node-selector=test.open-local/run="+run, "--leader-elect=false", "--healthz-bind-address=",
-		"--node-loss-grace=3s", "--node-loss-cleanup", "-v=2")
+	ctrl := launcher.ForTest(t).Start(t, c, "nodeloss-controller-"+run, cluster.Binary(t, "./agent"), launcher.NLSController, launcher.Pod{},
+		"--kubeconfig", c.Kubeconfig, "--initconfig", nlsc, "--node-selector", "test.open-local/run="+run,
+		"--leader-elect", "false", "--healthz-bind-address", "", "--node-loss-grace", "3s", "--node-loss-cleanup", "true")
 
 	started := time.Now()
 	if err := kube.CoreV1().Nodes().Delete(ctx, node, metav1.DeleteOptions{}); err != nil {

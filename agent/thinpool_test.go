@@ -35,7 +35,7 @@ func TestAgentThinPool(t *testing.T) {
 			ThinPool: &v1alpha1.ThinPoolToBeInited{Name: "tp", Size: "50%", OverprovisionRatio: &ratio}}}},
 	}})
 	n.startController()
-	n.startAgent("--activation=auto")
+	n.startAgent("--activation", "auto")
 
 	if dm, _ := capability.Has(capability.DeviceMapper); !dm {
 		n.waitEvent(nodestorage.ReasonCreateThinPoolFailed, vg+"/tp", "device-mapper")

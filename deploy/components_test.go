@@ -86,24 +86,14 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentPort, csiNodePort, csiCtrlPort, nlsPort := ports[0], ports[1], ports[2], ports[3]
-	// Each binary with the chart's command line, changed where a process
-	// on this machine must differ (test/launcher).
-	chart, err := launcher.Parse(render(t).raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chartArgs := func(workload, container string, changes ...string) []string {
-		t.Helper()
-		args, err := chart.Args(workload, container, changes...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return args
-	}
-	agent := c.StartProcess(t, "agent-"+run, cluster.Binary(t, "./agent"), chartArgs("open-local-agent", "agent",
-		"--node-name", node, "--kubeconfig", agentKC, "--lvm-system-dir", vg.Config.Dir,
+	// Each binary with the chart's command line and environment, changed
+	// where a process on this machine must differ (test/launcher).
+	chart := launcher.ForTest(t)
+	pod := launcher.Pod{NodeName: node}
+	agent := chart.Start(t, c, "agent-"+run, cluster.Binary(t, "./agent"), launcher.Agent, pod,
+		"--kubeconfig", agentKC, "--lvm-system-dir", vg.Config.Dir,
 		"--regexp", "^("+strings.Join(devs, "|")+")$", "--interval", "1s",
-		"--activation", mode, "--loop-lock-file", lockFile, "--healthz-bind-address", "127.0.0.1:"+strconv.Itoa(agentPort))...)
+		"--activation", mode, "--loop-lock-file", lockFile, "--healthz-bind-address", "127.0.0.1:"+strconv.Itoa(agentPort))
 	// Runs before the agent stops (cleanups run last-in first-out): the
 	// agent removes the LVs of the deleted LocalVolumes.
 	t.Cleanup(func() { deleteLocalVolumes(t, c, node) })
@@ -118,19 +108,12 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	dir := t.TempDir()
 	csiBin := cluster.Binary(t, "./csi")
 	ctrlSock, nodeSock := filepath.Join(dir, "controller.sock"), filepath.Join(dir, "node.sock")
-	ctrl := c.StartProcess(t, "csi-controller-"+run, csiBin, chartArgs("open-local-controller", "csi-controller",
-		"--endpoint", "unix://"+ctrlSock, "--kubeconfig", controllerKC, "--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(csiCtrlPort))...)
-	// The chart's --lvm-env (DM_DISABLE_UDEV) is the lvm configuration's here.
-	nodeArgs := chartArgs("open-local-agent", "csi-plugin", "--node-id", node, "--endpoint", "unix://"+nodeSock, "--kubeconfig", agentKC,
-		"--lvm-system-dir", vg.Config.Dir, "--activation", mode, "--loop-lock-file", lockFile, "--lvm-env", launcher.Drop,
+	ctrl := chart.Start(t, c, "csi-controller-"+run, csiBin, launcher.CSIController, launcher.Pod{},
+		"--endpoint", "unix://"+ctrlSock, "--kubeconfig", controllerKC, "--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(csiCtrlPort))
+	nodeProc := chart.Start(t, c, "csi-node-"+run, csiBin, launcher.CSINode, pod, "--endpoint", "unix://"+nodeSock, "--kubeconfig", agentKC,
+		"--lvm-system-dir", vg.Config.Dir, "--activation", mode, "--loop-lock-file", lockFile,
 		"--io-limit-state-dir", filepath.Join(dir, "io-limits"),
 		"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(csiNodePort))
-	for _, kv := range vg.Config.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			nodeArgs = append(nodeArgs, "--lvm-env="+kv)
-		}
-	}
-	nodeProc := c.StartProcess(t, "csi-node-"+run, csiBin, nodeArgs...)
 
 	// The NLS controller, limited to this test's nodes and init config.
 	nlsc := &v1alpha1.NodeLocalStorageInitConfig{ObjectMeta: metav1.ObjectMeta{Name: "deploy-" + run},
@@ -142,9 +125,9 @@ func TestComponentsAsTheirServiceAccounts(t *testing.T) {
 	t.Cleanup(func() {
 		_ = c.OpenLocalClient().CsiV1alpha1().NodeLocalStorageInitConfigs().Delete(context.Background(), nlsc.Name, metav1.DeleteOptions{})
 	})
-	nlsCtrl := c.StartProcess(t, "nls-controller-"+run, cluster.Binary(t, "./agent"), chartArgs("open-local-controller", "nls-controller",
+	nlsCtrl := chart.Start(t, c, "nls-controller-"+run, cluster.Binary(t, "./agent"), launcher.NLSController, launcher.Pod{},
 		"--kubeconfig", controllerKC, "--initconfig", nlsc.Name, "--node-selector", "test.open-local/deploy="+run,
-		"--leader-elect", "false", "--healthz-bind-address", "127.0.0.1:"+strconv.Itoa(nlsPort))...)
+		"--leader-elect", "false", "--healthz-bind-address", "127.0.0.1:"+strconv.Itoa(nlsPort))
 	otherNode := "deploy-other-" + run
 	if _, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: otherNode,
 		Labels: map[string]string{"test.open-local/deploy": run}}}, metav1.CreateOptions{}); err != nil {

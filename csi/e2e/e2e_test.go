@@ -19,7 +19,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +43,7 @@ import (
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/csitest"
+	"github.com/open-local/open-local/test/launcher"
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
@@ -79,41 +79,11 @@ func setup(t *testing.T) *env {
 
 	run := strings.ReplaceAll(t.Name(), "/", "-")
 	ctrlSock, nodeSock := e.node.StartDriverProcesses(t, c, e.dir, "-"+run)
-	// csi-provisioner publishes CSIStorageCapacity (NAMESPACE names where);
-	// no owner, as it runs outside a pod.
-	t.Setenv("NAMESPACE", "default")
-	c.StartProcess(t, "csi-provisioner-"+run, c.Tool("csi-provisioner"), "--csi-address="+ctrlSock, "--kubeconfig="+c.Kubeconfig,
-		"--feature-gates=Topology=true", "--strict-topology", "--extra-create-metadata", "--timeout=60s",
-		"--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
-		"--retry-interval-start=500ms", "--v=3")
-	c.StartProcess(t, "csi-resizer-"+run, c.Tool("csi-resizer"), "--csi-address="+ctrlSock, "--kubeconfig="+c.Kubeconfig,
-		"--timeout=60s", "--handle-volume-inuse-error=false", "--retry-interval-start=500ms", "--v=3")
+	csitest.StartSidecars(t, c, ctrlSock, "-"+run, csitest.Sidecar{Container: launcher.Provisioner, Changes: csitest.FastRetries},
+		csitest.Sidecar{Container: launcher.Resizer, Changes: csitest.FastRetries})
 	e.csi = csi.NewNodeClient(csitest.Dial(t, "unix://"+nodeSock))
-	e.startScheduler(t)
+	csitest.StartScheduler(t, c, "open-local-scheduler-"+run, 2*time.Minute)
 	return e
-}
-
-// startScheduler runs our scheduler (./scheduler) with the shipped profile.
-func (e *env) startScheduler(t *testing.T) {
-	t.Helper()
-	data, err := profile.Render(profile.Options{Kubeconfig: e.c.Kubeconfig, DisableLeaderElection: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports, err := cluster.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ports[0])
-	p := e.c.StartProcess(t, "open-local-scheduler-"+strings.ReplaceAll(t.Name(), "/", "-"), cluster.Binary(t, "./scheduler"), "--config="+cfg,
-		"--bind-address=127.0.0.1", "--secure-port="+port, "--authorization-always-allow-paths=/healthz", "-v=2")
-	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (e *env) storageClass(t *testing.T, name string, params map[string]string) {

@@ -50,6 +50,7 @@ import (
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/csitest"
+	"github.com/open-local/open-local/test/launcher"
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
@@ -78,14 +79,15 @@ type setupOptions struct {
 	node, vg string
 	caps     []capability.Capability
 	thinPool bool
-	// snapshotterRetries are csi-snapshotter's retry flags.
+	// snapshotterRetries are csi-snapshotter's retry flags (none: the
+	// sidecar's defaults).
 	snapshotterRetries []string
 }
 
 func setup(t *testing.T) *env {
 	return setupWith(t, setupOptions{node: "snap-e2e-node", vg: "olsnape2e",
 		caps: []capability.Capability{capability.DeviceMapper, capability.Root, capability.LoopDevices, capability.LVM, capability.Ext4}, thinPool: true,
-		snapshotterRetries: []string{"--retry-interval-start=500ms", "--retry-interval-max=5s"}})
+		snapshotterRetries: csitest.FastRetries})
 }
 
 func setupWith(t *testing.T, o setupOptions) *env {
@@ -106,22 +108,14 @@ func setupWith(t *testing.T, o setupOptions) *env {
 		t.Fatal(err)
 	}
 	ctrlSock, nodeSock := e.node.StartDriverProcesses(t, c, e.dir, "")
-	sidecar := func(name string, args ...string) {
-		c.StartProcess(t, name, c.Tool(name), append(args, "--kubeconfig="+c.Kubeconfig, "--v=3")...)
-	}
-	// --enable-capacity: the CSIDriver says storageCapacity, so VolumeBinding
-	// places no WaitForFirstConsumer claim until CSIStorageCapacity exists.
-	// NAMESPACE says where to publish it (no owner: no pod runs it).
-	t.Setenv("NAMESPACE", "default")
-	sidecar("csi-provisioner", "--csi-address="+ctrlSock, "--feature-gates=Topology=true", "--strict-topology",
-		"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
-		"--timeout=120s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
-	sidecar("csi-snapshotter", append([]string{"--csi-address=" + ctrlSock, "--timeout=120s", "--feature-gates=CSIVolumeGroupSnapshot=false",
-		"--leader-election=false"}, o.snapshotterRetries...)...)
-	sidecar("snapshot-controller", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=false",
-		"--retry-interval-start=500ms", "--retry-interval-max=5s")
+	// csi-provisioner publishes CSIStorageCapacity: the CSIDriver says
+	// storageCapacity, so VolumeBinding places no WaitForFirstConsumer
+	// claim until it exists.
+	csitest.StartSidecars(t, c, ctrlSock, "", csitest.Sidecar{Container: launcher.Provisioner, Changes: csitest.FastRetries},
+		csitest.Sidecar{Container: launcher.Snapshotter, Changes: o.snapshotterRetries},
+		csitest.Sidecar{Container: launcher.SnapshotController, Changes: csitest.FastRetries})
 	e.csi = csi.NewNodeClient(csitest.Dial(t, "unix://"+nodeSock))
-	e.startScheduler(t)
+	csitest.StartScheduler(t, c, "open-local-scheduler", timeout)
 	return e
 }
 
@@ -160,28 +154,6 @@ func (e *env) configureThinPool(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("the agent did not create and report thin pool tp: %v", err)
-	}
-}
-
-func (e *env) startScheduler(t *testing.T) {
-	t.Helper()
-	data, err := profile.Render(profile.Options{Kubeconfig: e.c.Kubeconfig, DisableLeaderElection: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports, err := cluster.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ports[0])
-	p := e.c.StartProcess(t, "open-local-scheduler", cluster.Binary(t, "./scheduler"), "--config="+cfg,
-		"--bind-address=127.0.0.1", "--secure-port="+port, "--authorization-always-allow-paths=/healthz", "-v=2")
-	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", timeout); err != nil {
-		t.Fatal(err)
 	}
 }
 

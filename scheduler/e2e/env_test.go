@@ -38,6 +38,7 @@ import (
 	"github.com/open-local/open-local/config/profile"
 	configv1 "github.com/open-local/open-local/config/v1"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/simagent"
 )
 
@@ -277,7 +278,10 @@ func (e *env) useScheduler(bin string, cfg []byte, schedulerName string) {
 	e.startScheduler()
 }
 
-// startScheduler runs the scheduler binary and waits until it is healthy.
+// startScheduler runs the scheduler binary with the chart's command line
+// (test/launcher; the stock kube-scheduler takes the same flags) and the
+// test's configuration, on a free loopback port serving /metrics without a
+// token, and waits until it is healthy.
 func (e *env) startScheduler() {
 	e.t.Helper()
 	ports, err := cluster.FreePorts(1)
@@ -286,9 +290,9 @@ func (e *env) startScheduler() {
 	}
 	e.port = ports[0]
 	e.schedN++
-	e.sched = e.c.StartProcess(e.t, fmt.Sprintf("%s-scheduler-%d", e.id, e.schedN), e.bin,
-		"--config="+e.cfg, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(e.port),
-		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics", "-v=2")
+	e.sched = launcher.ForTest(e.t).Start(e.t, e.c, fmt.Sprintf("%s-scheduler-%d", e.id, e.schedN), e.bin, launcher.Scheduler, launcher.Pod{},
+		"--config", e.cfg, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(e.port),
+		"--authorization-always-allow-paths", "/healthz,/readyz,/livez,/metrics")
 	if err := e.sched.WaitHealthy(e.ctx, e.url("/healthz"), 2*time.Minute); err != nil {
 		e.t.Fatal(err)
 	}

@@ -118,11 +118,17 @@ type Process struct {
 // It is stopped (SIGTERM, then SIGKILL) when the test ends.
 func (c *Cluster) StartProcess(t testing.TB, name, bin string, args ...string) *Process {
 	t.Helper()
+	return c.StartProcessEnv(t, name, bin, nil, args...)
+}
+
+// StartProcessEnv is StartProcess with env (KEY=VALUE) added to the test's.
+func (c *Cluster) StartProcessEnv(t testing.TB, name, bin string, env []string, args ...string) *Process {
+	t.Helper()
 	logDir := filepath.Join(c.Dir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	comp, err := startProcess(name, bin, args, nil, logDir, false)
+	comp, err := startProcess(name, bin, args, env, logDir, false)
 	if err != nil {
 		t.Fatal(err)
 	}

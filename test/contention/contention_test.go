@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -61,6 +60,7 @@ import (
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
 	"github.com/open-local/open-local/test/csitest"
+	"github.com/open-local/open-local/test/launcher"
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
@@ -118,23 +118,13 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	ctrlSock, nodeSock := e.node.StartDriverProcesses(t, c, e.dir, "-burst")
-	sidecar := func(name string, args ...string) {
-		c.StartProcess(t, name+"-burst", c.Tool(name), append(args, "--kubeconfig="+c.Kubeconfig, "--v=2")...)
-	}
-	t.Setenv("NAMESPACE", "default") // where csi-provisioner publishes CSIStorageCapacity
-	sidecar("csi-provisioner", "--csi-address="+ctrlSock, "--feature-gates=Topology=true", "--strict-topology",
-		"--extra-create-metadata", "--enable-capacity", "--capacity-ownerref-level=-1", "--capacity-poll-interval=2s",
-		"--timeout=60s", "--retry-interval-start=500ms", "--retry-interval-max=5s")
-	sidecar("csi-resizer", "--csi-address="+ctrlSock, "--timeout=60s", "--handle-volume-inuse-error=false",
-		"--retry-interval-start=500ms", "--retry-interval-max=5s")
 	// csi-snapshotter's default retries (1 s doubling to 5 min): a snapshot
 	// this kernel refuses is retried less and less, so the node settles.
-	sidecar("csi-snapshotter", "--csi-address="+ctrlSock, "--timeout=60s", "--feature-gates=CSIVolumeGroupSnapshot=false",
-		"--leader-election=false")
-	sidecar("snapshot-controller", "--feature-gates=CSIVolumeGroupSnapshot=false", "--leader-election=false",
-		"--retry-interval-start=500ms", "--retry-interval-max=5s")
+	csitest.StartSidecars(t, c, ctrlSock, "-burst", csitest.Sidecar{Container: launcher.Provisioner, Changes: csitest.FastRetries},
+		csitest.Sidecar{Container: launcher.Resizer, Changes: csitest.FastRetries}, csitest.Sidecar{Container: launcher.Snapshotter},
+		csitest.Sidecar{Container: launcher.SnapshotController, Changes: csitest.FastRetries})
 	e.csi = csi.NewNodeClient(csitest.Dial(t, "unix://"+nodeSock))
-	e.startScheduler(t)
+	e.port = strconv.Itoa(csitest.StartScheduler(t, c, "open-local-scheduler-burst", 2*time.Minute))
 
 	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -190,28 +180,6 @@ func (e *env) setReserve(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("the agent did not report VG %s with %d MiB reserved: %v", e.node.VG.Name, reserve/mib, err)
-	}
-}
-
-func (e *env) startScheduler(t *testing.T) {
-	t.Helper()
-	data, err := profile.Render(profile.Options{Kubeconfig: e.c.Kubeconfig, DisableLeaderElection: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(e.dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports, err := cluster.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.port = strconv.Itoa(ports[0])
-	p := e.c.StartProcess(t, "open-local-scheduler-burst", cluster.Binary(t, "./scheduler"), "--config="+cfg,
-		"--bind-address=127.0.0.1", "--secure-port="+e.port, "--authorization-always-allow-paths=/healthz,/metrics", "-v=2")
-	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+e.port+"/healthz", 2*time.Minute); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -10,7 +10,10 @@ you may not use this file except in compliance with the License.
 // object with its hostname label, a NodeLocalStorage whose status carries
 // the VG's real size (what the agent's discovery reports), and the real
 // LocalVolume reconciler (agent/volumes) for that node, running in the test
-// process. It also serves the CSI services in-process on unix sockets.
+// process (NewNode) or the chart's agent binary (NewAgentNode). It serves
+// the CSI services in-process on unix sockets, or starts the chart's CSI
+// driver, sidecars and scheduler as processes (test/launcher), the start
+// sequence the CSI suites share.
 package csitest
 
 import (
@@ -21,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +42,7 @@ import (
 	"github.com/open-local/open-local/agent/volumes"
 	"github.com/open-local/open-local/apis/storage/parameters"
 	"github.com/open-local/open-local/apis/storage/v1alpha1"
+	"github.com/open-local/open-local/config/profile"
 	"github.com/open-local/open-local/csi/controller"
 	"github.com/open-local/open-local/csi/grpcserver"
 	"github.com/open-local/open-local/csi/identity"
@@ -45,6 +50,7 @@ import (
 	"github.com/open-local/open-local/lvm"
 	"github.com/open-local/open-local/test/capability"
 	"github.com/open-local/open-local/test/cluster"
+	"github.com/open-local/open-local/test/launcher"
 	"github.com/open-local/open-local/test/loopvg"
 )
 
@@ -109,9 +115,10 @@ func NewAgentNode(t testing.TB, c *cluster.Cluster, name, vgName string, sizes .
 	for _, d := range n.VG.Devices {
 		devs = append(devs, regexp.QuoteMeta(filepath.Base(d.Path)))
 	}
-	agent := c.StartProcess(t, "agent-"+name, cluster.Binary(t, "./agent"), "--node-name="+name, "--kubeconfig="+c.Kubeconfig,
-		"--lvm-system-dir="+n.VG.Config.Dir, "--regexp=^("+strings.Join(devs, "|")+")$", "--interval=1s",
-		"--activation="+string(n.Mode), "--loop-lock-file="+n.LockFile, "--healthz-bind-address=", "-v=2")
+	// The chart's agent, on this node's devices, polled every second.
+	agent := launcher.ForTest(t).Start(t, c, "agent-"+name, cluster.Binary(t, "./agent"), launcher.Agent, n.pod(),
+		slices.Concat(n.local(c), []string{"--regexp", "^(" + strings.Join(devs, "|") + ")$", "--interval", "1s",
+			"--healthz-bind-address", ""})...)
 	// Registered after the agent's own cleanup, so it runs first: volumes
 	// are removed by the agent while it still runs.
 	t.Cleanup(func() { n.deleteLocalVolumes(t) })
@@ -345,24 +352,29 @@ func Dial(t testing.TB, endpoint string) *grpc.ClientConn {
 	return conn
 }
 
+// pod is the node daemons' pod on this node.
+func (n *Node) pod() launcher.Pod { return launcher.Pod{NodeName: n.Name} }
+
+// local are the changes every node daemon of the chart needs here: the
+// kubeconfig, and this node's lvm configuration, activation and lock.
+func (n *Node) local(c *cluster.Cluster) []string {
+	return []string{"--kubeconfig", c.Kubeconfig, "--lvm-system-dir", n.VG.Config.Dir, "--activation", string(n.Mode),
+		"--loop-lock-file", n.LockFile}
+}
+
 // StartDriverProcesses runs our CSI driver binary for this node against c,
-// as the chart does: the controller and the node plugin (with the node's
-// lvm configuration and activation mode), sockets in dir, process names
-// ending in suffix. It returns once both serve their sockets.
+// as the chart does (test/launcher): the controller and the node plugin,
+// sockets in dir, no metrics endpoints, process names ending in suffix. It
+// returns once both serve their sockets.
 func (n *Node) StartDriverProcesses(t testing.TB, c *cluster.Cluster, dir, suffix string) (ctrlSock, nodeSock string) {
 	t.Helper()
 	bin := cluster.Binary(t, "./csi")
+	chart := launcher.ForTest(t)
 	ctrlSock, nodeSock = filepath.Join(dir, "controller.sock"), filepath.Join(dir, "node.sock")
-	ctrl := c.StartProcess(t, "csi-controller"+suffix, bin, "--mode=controller", "--endpoint=unix://"+ctrlSock, "--kubeconfig="+c.Kubeconfig, "-v=2")
-	nodeArgs := []string{"--mode=node", "--node-id=" + n.Name, "--endpoint=unix://" + nodeSock, "--kubeconfig=" + c.Kubeconfig,
-		"--lvm-system-dir=" + n.VG.Config.Dir, "--activation=" + string(n.Mode), "--loop-lock-file=" + n.LockFile, "-v=2"}
-	// No udevd: in full mode lvm makes its device nodes itself.
-	for _, kv := range n.VG.Config.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			nodeArgs = append(nodeArgs, "--lvm-env="+kv)
-		}
-	}
-	node := c.StartProcess(t, "csi-node"+suffix, bin, nodeArgs...)
+	ctrl := chart.Start(t, c, "csi-controller"+suffix, bin, launcher.CSIController, launcher.Pod{},
+		"--endpoint", "unix://"+ctrlSock, "--kubeconfig", c.Kubeconfig, "--metrics-bind-address", "")
+	node := chart.Start(t, c, "csi-node"+suffix, bin, launcher.CSINode, n.pod(), slices.Concat(n.local(c), []string{
+		"--endpoint", "unix://" + nodeSock, "--io-limit-state-dir", filepath.Join(dir, "io-limits"), "--metrics-bind-address", ""})...)
 	for p, sock := range map[*cluster.Process]string{ctrl: ctrlSock, node: nodeSock} {
 		// Generous: in the emulated VM a start takes seconds.
 		err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 4*time.Minute, true, func(context.Context) (bool, error) {
@@ -379,4 +391,67 @@ func (n *Node) StartDriverProcesses(t testing.TB, c *cluster.Cluster, dir, suffi
 		}
 	}
 	return ctrlSock, nodeSock
+}
+
+// FastRetries make a sidecar retry a failed call after 500 ms, backing off
+// to 5 s (the sidecars' defaults: 1 s doubling to 5 min), for a suite that
+// waits for a retry.
+var FastRetries = []string{"--retry-interval-start", "500ms", "--retry-interval-max", "5s"}
+
+// Sidecar is one of the chart's controller sidecars (launcher.Provisioner,
+// Resizer, Snapshotter, SnapshotController) with the suite's changes.
+type Sidecar struct {
+	Container launcher.Container
+	Changes   []string
+}
+
+// StartSidecars runs the sidecars as the chart does (test/launcher), with
+// what a process here must change: the CSI controller's socket ctrlSock,
+// the kubeconfig, no leader election (no peer) and no HTTP endpoint (no
+// port); csi-provisioner also publishes CSIStorageCapacity in "default"
+// with no owner (no pod runs it) every 2 s (the suites wait for it).
+// Process names end in suffix.
+func StartSidecars(t testing.TB, c *cluster.Cluster, ctrlSock, suffix string, sidecars ...Sidecar) {
+	t.Helper()
+	chart := launcher.ForTest(t)
+	pod := launcher.Pod{Name: "open-local-controller", Namespace: "default"}
+	for _, s := range sidecars {
+		local := []string{"--kubeconfig", c.Kubeconfig, "--leader-election", "false", "--http-endpoint", launcher.Drop}
+		if s.Container != launcher.SnapshotController {
+			local = append(local, "--csi-address", ctrlSock)
+		}
+		if s.Container == launcher.Provisioner {
+			local = append(local, "--capacity-ownerref-level", "-1", "--capacity-poll-interval", "2s")
+		}
+		chart.Start(t, c, s.Container.Name+suffix, c.Tool(s.Container.Name), s.Container, pod, slices.Concat(local, s.Changes)...)
+	}
+}
+
+// StartScheduler runs our scheduler (./scheduler) as the chart does
+// (test/launcher) with the shipped profile, told the kubeconfig and
+// without leader election (profile.Render); on a free loopback port,
+// serving /healthz and /metrics without a token. It returns once healthy,
+// with the port.
+func StartScheduler(t testing.TB, c *cluster.Cluster, name string, timeout time.Duration) int {
+	t.Helper()
+	data, err := profile.Render(profile.Options{Kubeconfig: c.Kubeconfig, DisableLeaderElection: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "scheduler.yaml")
+	if err := os.WriteFile(cfg, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ports[0])
+	p := launcher.ForTest(t).Start(t, c, name, cluster.Binary(t, "./scheduler"), launcher.Scheduler, launcher.Pod{},
+		"--config", cfg, "--bind-address", "127.0.0.1", "--secure-port", port,
+		"--authorization-always-allow-paths", "/healthz,/readyz,/livez,/metrics")
+	if err := p.WaitHealthy(t.Context(), "https://127.0.0.1:"+port+"/healthz", timeout); err != nil {
+		t.Fatal(err)
+	}
+	return ports[0]
 }

@@ -37,7 +37,11 @@ type nodeEnv struct {
 // and the node daemons' flags it would start them with.
 func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 	t.Helper()
-	d := &demo{cfg: Config{Dir: dir, ToolsDir: "/tools", Binaries: map[string]string{"agent": "/bin/agent", "csi": "/bin/csi"}},
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &demo{cfg: Config{Dir: dir, ToolsDir: cluster.ToolsForTest(t), RepoRoot: root, Binaries: map[string]string{"agent": "/bin/agent", "csi": "/bin/csi"}},
 		cluster: &cluster.Cluster{Kubeconfig: filepath.Join(dir, "cluster", "kubeconfig")}, disk: loopvg.Device{Path: disk}, activation: "loop"}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -45,7 +49,6 @@ func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 	if err := d.initNode(NodeName, "127.0.0.1", 0); err != nil {
 		t.Fatal(err)
 	}
-	var err error
 	if d.lvm, err = loopvg.WriteConfig(d.path("node", "lvm"), false, disk); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +73,16 @@ func testNodeEnv(t *testing.T, dir, disk string) nodeEnv {
 			env.dirs["kubelet root"] = v
 		}
 	}
-	for _, dm := range d.nodeDaemons() {
+	// The chart as the demo renders it.
+	chart, err := d.chart(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemons, err := d.nodeDaemons(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dm := range daemons {
 		for _, a := range dm.args {
 			k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 			switch k {

@@ -75,6 +75,8 @@ type demo struct {
 	// vm is step 4's VM node while it runs (kernels without device-mapper).
 	vm    *vmNode
 	ports struct{ kubelet, kubeletHealthz, agent, nlsController, csiNode, csiController, scheduler, prometheus int }
+	// rendered is the chart's workloads (chart).
+	rendered *launcher.Chart
 }
 
 func (d *demo) path(elem ...string) string {
@@ -224,7 +226,7 @@ func (d *demo) setUpControlPlane(ctx context.Context) (string, error) {
 }
 
 // kubeVersion is the Kubernetes version the tools are built from.
-const kubeVersion = "v1.37.2"
+const kubeVersion = "v" + launcher.KubeVersion
 
 // setUpNode starts the node: procruntime and the real kubelet.
 func (d *demo) setUpNode(ctx context.Context) (string, error) {
@@ -306,6 +308,30 @@ type daemon struct {
 	args []string
 }
 
+// newDaemon is the chart's container ctr run from bin, named as the
+// container, with changes (test/launcher).
+func newDaemon(chart *launcher.Chart, ctr launcher.Container, bin string, pod launcher.Pod, changes ...string) (daemon, error) {
+	p, err := chart.Process(ctr, pod, changes...)
+	if err != nil {
+		return daemon{}, err
+	}
+	return daemon{ctr.Name, bin, p.Env, p.Args}, nil
+}
+
+// chart renders the chart's workloads once (the node's VM renders its own).
+func (d *demo) chart(ctx context.Context) (*launcher.Chart, error) {
+	if d.rendered != nil {
+		return d.rendered, nil
+	}
+	manifest, err := d.helmTemplate(ctx, nil, "templates/controller-deployment.yaml", "templates/agent-daemonset.yaml",
+		"templates/scheduler.yaml")
+	if err != nil {
+		return nil, err
+	}
+	d.rendered, err = launcher.Parse([]byte(manifest))
+	return d.rendered, err
+}
+
 func (d *demo) startDaemons(daemons []daemon) error {
 	for _, dm := range daemons {
 		if err := d.cluster.StartDaemon(dm.name, dm.bin, dm.env, dm.args...); err != nil {
@@ -330,45 +356,40 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 	// and kubeconfig, loopback ports, no peer to elect a leader with, no
 	// pod to own CSIStorageCapacity, capacity polled faster (the steps wait
 	// for it).
-	manifest, err := d.helmTemplate(ctx, nil, "templates/controller-deployment.yaml")
+	chart, err := d.chart(ctx)
 	if err != nil {
 		return "", err
 	}
-	chart, err := launcher.Parse([]byte(manifest))
-	if err != nil {
-		return "", err
-	}
-	const workload = "open-local-controller"
-	endpoint := "unix://" + ctrlSock
-	local := []string{"--kubeconfig", d.cluster.Kubeconfig}
-	sidecar := append([]string{"--csi-address", ctrlSock, "--leader-election", "false", "--http-endpoint", launcher.Drop}, local...)
+	kc := []string{"--kubeconfig", d.cluster.Kubeconfig}
+	single := append([]string{"--leader-election", "false", "--http-endpoint", launcher.Drop}, kc...)
+	sidecar := append([]string{"--csi-address", ctrlSock}, single...)
+	pod := launcher.Pod{Name: "open-local-controller", Namespace: "kube-system"}
 	var daemons []daemon
 	for _, c := range []struct {
-		container, bin string
-		env            []string
-		changes        []string
+		ctr     launcher.Container
+		bin     string
+		changes []string
 	}{
-		{"nls-controller", d.cfg.Binaries["agent"], nil, append([]string{"--leader-elect", "false",
-			"--healthz-bind-address", loopback(d.ports.nlsController)}, local...)},
-		{"csi-controller", d.cfg.Binaries["csi"], nil, append([]string{"--endpoint", endpoint,
-			"--metrics-bind-address", loopback(d.ports.csiController)}, local...)},
-		{"csi-provisioner", filepath.Join(d.cfg.ToolsDir, "csi-provisioner"), []string{"NAMESPACE=kube-system"},
+		{launcher.NLSController, d.cfg.Binaries["agent"], append([]string{"--leader-elect", "false",
+			"--healthz-bind-address", loopback(d.ports.nlsController)}, kc...)},
+		{launcher.CSIController, d.cfg.Binaries["csi"], append([]string{"--endpoint", "unix://" + ctrlSock,
+			"--metrics-bind-address", loopback(d.ports.csiController)}, kc...)},
+		{launcher.Provisioner, filepath.Join(d.cfg.ToolsDir, "csi-provisioner"),
 			append([]string{"--capacity-ownerref-level", "-1", "--capacity-poll-interval", "10s"}, sidecar...)},
-		{"csi-resizer", filepath.Join(d.cfg.ToolsDir, "csi-resizer"), nil, sidecar},
-		{"csi-snapshotter", filepath.Join(d.cfg.ToolsDir, "csi-snapshotter"), nil, sidecar},
-		{"snapshot-controller", filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), nil,
-			append([]string{"--leader-election", "false", "--http-endpoint", launcher.Drop}, local...)},
+		{launcher.Resizer, filepath.Join(d.cfg.ToolsDir, "csi-resizer"), sidecar},
+		{launcher.Snapshotter, filepath.Join(d.cfg.ToolsDir, "csi-snapshotter"), sidecar},
+		{launcher.SnapshotController, filepath.Join(d.cfg.ToolsDir, "snapshot-controller"), single},
 	} {
-		args, err := chart.Args(workload, c.container, c.changes...)
+		dm, err := newDaemon(chart, c.ctr, c.bin, pod, c.changes...)
 		if err != nil {
 			return "", err
 		}
-		daemons = append(daemons, daemon{c.container, c.bin, c.env, args})
+		daemons = append(daemons, dm)
 	}
 	if err := d.startDaemons(daemons); err != nil {
 		return "", err
 	}
-	if err := d.startScheduler(ctx); err != nil {
+	if err := d.startScheduler(chart); err != nil {
 		return "", err
 	}
 	for name, url := range map[string]string{"nls-controller": "https://" + loopback(d.ports.nlsController) + "/healthz",
@@ -391,7 +412,15 @@ func (d *demo) setUpOpenLocal(ctx context.Context) (string, error) {
 // DaemonSet): the agent and the CSI node plugin, which registers with
 // this node's kubelet.
 func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
-	if err := d.startDaemons(d.nodeDaemons()); err != nil {
+	chart, err := d.chart(ctx)
+	if err != nil {
+		return "", err
+	}
+	daemons, err := d.nodeDaemons(chart)
+	if err != nil {
+		return "", err
+	}
+	if err := d.startDaemons(daemons); err != nil {
 		return "", err
 	}
 	if err := d.waitHTTP(ctx, "agent", "https://"+loopback(d.ports.agent)+"/healthz"); err != nil {
@@ -399,7 +428,7 @@ func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
 	}
 	// The real kubelet found our registration socket, called NodeGetInfo and
 	// wrote the CSINode entry (what node-driver-registrar is for).
-	err := d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
+	err = d.poll(ctx, time.Minute, "csi-node", func(ctx context.Context) (bool, string, error) {
 		return csiNodeRegistered(ctx, d.kube, d.nodeName)
 	})
 	if err != nil {
@@ -409,31 +438,31 @@ func (d *demo) setUpNodePlugins(ctx context.Context) (string, error) {
 		d.nodeName, d.nodeName, identity.DefaultDriverName, parameters.TopologyKey), nil
 }
 
-// nodeDaemons are open-local's node daemons, with this node's own paths
-// (kubelet root, lvm configuration, loop lock) and ports.
-func (d *demo) nodeDaemons() []daemon {
-	kc := "--kubeconfig=" + d.cluster.Kubeconfig
-	lock := "--loop-lock-file=" + d.path("node", "loop-activator.lock")
-	// No udevd runs here: in full mode lvm must make its device nodes itself
-	// (the chart sets the same in the containers' environment).
-	var lvmEnv, lvmEnvFlags []string
-	for _, kv := range d.lvm.Env() {
-		if strings.HasPrefix(kv, "DM_") {
-			lvmEnv = append(lvmEnv, kv)
-			lvmEnvFlags = append(lvmEnvFlags, "--lvm-env="+kv)
-		}
+// nodeDaemons are open-local's node daemons as the chart's DaemonSet runs
+// them, with this node's own paths (kubelet root, lvm configuration, loop
+// lock, IO limit records), ports and kubeconfig, the activation this
+// kernel allows, the demo's disk, and a kubelet with its own cgroup root
+// (no node-driver-registrar: the CSI plugin registers itself).
+func (d *demo) nodeDaemons(chart *launcher.Chart) ([]daemon, error) {
+	pod := launcher.Pod{Name: "open-local-agent", Namespace: "kube-system", NodeName: d.nodeName}
+	kc := []string{"--kubeconfig", d.cluster.Kubeconfig}
+	lvm := []string{"--lvm-system-dir", d.lvm.Dir, "--activation", d.activation, "--loop-lock-file", d.path("node", "loop-activator.lock")}
+	agent, err := newDaemon(chart, launcher.Agent, d.cfg.Binaries["agent"], pod, slices.Concat(kc, lvm, []string{
+		"--regexp", "^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval", "2s",
+		"--healthz-bind-address", loopback(d.ports.agent)})...)
+	if err != nil {
+		return nil, err
 	}
 	csiSock := filepath.Join(d.kubeletRoot, "plugins", identity.DefaultDriverName, "csi.sock")
-	return []daemon{
-		{"agent", d.cfg.Binaries["agent"], lvmEnv, []string{"--node-name=" + d.nodeName, kc, "--lvm-system-dir=" + d.lvm.Dir,
-			"--regexp=^" + regexp.QuoteMeta(filepath.Base(d.disk.Path)) + "$", "--interval=2s", "--activation=" + d.activation, lock,
-			"--healthz-bind-address=" + loopback(d.ports.agent), "-v=2"}},
-		{"csi-node", d.cfg.Binaries["csi"], nil, append([]string{"--mode=node", "--node-id=" + d.nodeName, "--endpoint=unix://" + csiSock, kc,
-			"--lvm-system-dir=" + d.lvm.Dir, "--activation=" + d.activation, lock,
-			"--kubelet-registration-dir=" + filepath.Join(d.kubeletRoot, "plugins_registry"),
-			"--cgroup-driver=cgroupfs", "--cgroup-root=" + d.host.CgroupRoot, "--io-limit-state-dir=" + d.path("node", "io-limits"),
-			"--metrics-bind-address=" + loopback(d.ports.csiNode), "-v=2"}, lvmEnvFlags...)},
+	csiNode, err := newDaemon(chart, launcher.CSINode, d.cfg.Binaries["csi"], pod, slices.Concat(kc, lvm, []string{
+		"--endpoint", "unix://" + csiSock, "--kubelet-registration-dir", filepath.Join(d.kubeletRoot, "plugins_registry"),
+		"--cgroup-driver", "cgroupfs", "--cgroup-root", d.host.CgroupRoot, "--io-limit-state-dir", d.path("node", "io-limits"),
+		"--metrics-bind-address", loopback(d.ports.csiNode)})...)
+	if err != nil {
+		return nil, err
 	}
+	csiNode.name = "csi-node"
+	return []daemon{agent, csiNode}, nil
 }
 
 // nodeReady says whether the node is registered and Ready.
@@ -466,7 +495,7 @@ func csiNodeRegistered(ctx context.Context, kube kubernetes.Interface, node stri
 	return false, "CSINode lists no " + identity.DefaultDriverName, nil
 }
 
-func (d *demo) startScheduler(context.Context) error {
+func (d *demo) startScheduler(chart *launcher.Chart) error {
 	cfg, err := profile.Render(profile.Options{Kubeconfig: d.cluster.Kubeconfig, DisableLeaderElection: true})
 	if err != nil {
 		return err
@@ -475,9 +504,13 @@ func (d *demo) startScheduler(context.Context) error {
 	if err := os.WriteFile(path, cfg, 0o600); err != nil {
 		return err
 	}
-	return d.cluster.StartDaemon("scheduler", d.cfg.Binaries["scheduler"], nil, "--config="+path,
-		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(d.ports.scheduler),
-		"--authorization-always-allow-paths=/healthz,/metrics", "-v=2")
+	dm, err := newDaemon(chart, launcher.Scheduler, d.cfg.Binaries["scheduler"], launcher.Pod{}, "--config", path,
+		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(d.ports.scheduler),
+		"--authorization-always-allow-paths", "/healthz,/metrics")
+	if err != nil {
+		return err
+	}
+	return d.startDaemons([]daemon{dm})
 }
 
 // poll runs cond until it reports done, ctx ends or timeout passes; the
@@ -567,16 +600,12 @@ func (d *demo) show(ctx context.Context, args ...string) (string, error) {
 // helmTemplate renders templates of the chart; values are helm's value
 // flags as typed (--set, --set-json and their arguments).
 func (d *demo) helmTemplate(ctx context.Context, values []string, templates ...string) (string, error) {
-	args := []string{"template", "open-local", filepath.Join(d.cfg.RepoRoot, "deploy", "helm", "open-local"),
-		"--namespace", "kube-system", "--kube-version", strings.TrimPrefix(kubeVersion, "v")}
+	args := slices.Clone(values)
 	for _, t := range templates {
 		args = append(args, "--show-only", t)
 	}
-	args = append(args, values...)
-	// helm keeps caches and config under $HOME unless told otherwise.
-	env := []string{"HELM_CACHE_HOME=" + d.path("helm", "cache"), "HELM_CONFIG_HOME=" + d.path("helm", "config"),
-		"HELM_DATA_HOME=" + d.path("helm", "data")}
-	return d.run(ctx, nil, env, nil, filepath.Join(d.cfg.ToolsDir, "helm"), args...)
+	out, err := launcher.Template(ctx, filepath.Join(d.cfg.ToolsDir, "helm"), d.cfg.RepoRoot, d.path("helm"), args...)
+	return string(out), err
 }
 
 // applyManifest writes a manifest into <dir>/manifests (for the user to
